@@ -1,0 +1,149 @@
+//! Host capabilities a connector can import. Each lives in its own module with
+//! the same shape (config, client, value codec); what they share — the
+//! generated-trait glue and the row-stream resource — is here, and every
+//! statement goes through [`crate::policy`] before a client sees it.
+pub mod postgres;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use silo_types::{Column, SqlDialect, Value};
+use wasmtime::component::Resource;
+
+use crate::error::{Error, Result};
+use crate::limits::BATCH_ROWS;
+use crate::policy::sql::GovernedTable;
+use crate::runtime::State;
+use crate::runtime::bindings::silo::connector::{log, sql, streams, types};
+
+/// Statements one connector call may run. Each open stream holds a pooled
+/// connection, so this bounds what one fetch can take from the pool.
+const MAX_QUERIES: usize = 8;
+/// Longest statement a connector may send.
+const MAX_STATEMENT_BYTES: usize = 64 << 10;
+/// Most bind values a connector may send with one statement.
+const MAX_PARAMS: usize = 1024;
+/// Longest log line kept from a connector.
+const MAX_LOG_LINE: usize = 1024;
+
+/// A host-side source of rows: a database cursor, or anything else that
+/// yields rows without the guest in the loop.
+#[async_trait]
+pub trait RowSource: Send {
+    /// The columns every row carries, in order.
+    fn columns(&self) -> &[Column];
+    /// Up to `max` rows, or `None` when finished.
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>>;
+}
+
+/// The driver behind the SQL capability (Postgres now, MySQL next).
+#[async_trait]
+pub trait SqlClient: Send + Sync {
+    /// Placeholder and quoting style of this database.
+    fn dialect(&self) -> SqlDialect;
+    /// Schema an unqualified table name resolves to.
+    fn default_schema(&self) -> &str;
+    /// Runs an already-enforced statement read-only and streams its rows.
+    async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>>;
+}
+
+/// What a fetch may do with SQL: the datasource's client, its governed tables
+/// (each carrying this user's filter), and catalog relations readable as-is.
+#[derive(Clone)]
+pub struct SqlGrant {
+    /// The pooled driver.
+    pub client: Arc<dyn SqlClient>,
+    /// Governed tables with this user's filters.
+    pub tables: Arc<[GovernedTable]>,
+    /// Relations readable without a filter (catalog views, for describe only).
+    pub readable: &'static [(&'static str, &'static str)],
+}
+
+/// The `row-stream` resource: a host row source the guest holds a handle to.
+pub struct HostRowStream {
+    /// Where the rows come from.
+    pub source: Box<dyn RowSource>,
+}
+
+impl types::Host for State {}
+impl streams::Host for State {}
+
+impl streams::HostRowStream for State {
+    async fn columns(&mut self, stream: Resource<HostRowStream>) -> wasmtime::Result<Vec<types::Column>> {
+        let s = self.table().get(&stream)?;
+        Ok(s.source.columns().iter().cloned().map(Into::into).collect())
+    }
+
+    async fn next_batch(
+        &mut self,
+        stream: Resource<HostRowStream>,
+        max_rows: u32,
+    ) -> wasmtime::Result<Result<Option<Vec<types::Row>>, types::Error>> {
+        let s = self.table().get_mut(&stream)?;
+        let max = max_rows.clamp(1, BATCH_ROWS * 4) as usize;
+        Ok(match s.source.next_batch(max).await {
+            Ok(batch) => Ok(batch.map(|rows| {
+                rows.into_iter().map(|r| r.into_iter().map(Into::into).collect()).collect()
+            })),
+            Err(e) => Err(e.to_wit()),
+        })
+    }
+
+    async fn drop(&mut self, stream: Resource<HostRowStream>) -> wasmtime::Result<()> {
+        self.table().delete(stream)?;
+        Ok(())
+    }
+}
+
+impl sql::Host for State {
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<types::Value>,
+    ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
+        let Some(grant) = self.sql.clone() else {
+            return Ok(Err(Error::Policy("this connector has no SQL capability".into()).to_wit()));
+        };
+        if !self.charge_query(MAX_QUERIES) {
+            return Ok(Err(Error::Limit(format!("at most {MAX_QUERIES} statements per fetch")).to_wit()));
+        }
+        if statement.len() > MAX_STATEMENT_BYTES || params.len() > MAX_PARAMS {
+            return Ok(Err(Error::Limit(format!(
+                "statements are limited to {MAX_STATEMENT_BYTES} bytes and {MAX_PARAMS} parameters"
+            ))
+            .to_wit()));
+        }
+        let params = params.into_iter().map(Into::into).collect();
+        match crate::policy::run_sql(&grant, &statement, params).await {
+            Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
+            Err(e) => {
+                tracing::info!(connector = self.connector(), fault = e.fault(), "statement refused or failed: {e}");
+                Ok(Err(e.to_wit()))
+            }
+        }
+    }
+}
+
+impl log::Host for State {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let mut line = message;
+        if line.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        if !self.charge_log(line.len()) {
+            return Ok(());
+        }
+        let connector = self.connector().to_owned();
+        match level {
+            log::Level::Debug => tracing::debug!(connector, "{line}"),
+            log::Level::Info => tracing::info!(connector, "{line}"),
+            log::Level::Warn => tracing::warn!(connector, "{line}"),
+            log::Level::Error => tracing::error!(connector, "{line}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The pooled driver. Every statement runs inside `BEGIN READ ONLY` with a
+//! `statement_timeout`, as one prepared statement whose parameters are bound
+//! with the types Postgres inferred. A connection that did not end its
+//! transaction cleanly is closed, never returned to the pool.
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use silo_types::{Column, SqlDialect, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, RowStream};
+
+use super::PgSettings;
+use super::codec::{Cell, Param, column_type};
+use crate::capability::{RowSource, SqlClient};
+use crate::error::{Error, Result};
+
+/// How long to wait for a new connection to the database.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Postgres datasource's connection pool.
+pub struct PgClient {
+    pool: Pool,
+    schema: String,
+    statement_timeout: Duration,
+}
+
+impl PgClient {
+    /// Builds the pool; connections are opened lazily, on first use.
+    pub fn new(settings: PgSettings) -> Result<PgClient> {
+        let c = &settings.config;
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&c.host)
+            .port(c.port)
+            .dbname(&c.database)
+            .user(&c.user)
+            .application_name("silo")
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(password) = &settings.password {
+            pg.password(password.expose_secret());
+        }
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(c.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(settings.statement_timeout))
+            .build()
+            .map_err(|e| Error::Config(format!("postgres pool: {e}")))?;
+        Ok(PgClient { pool, schema: c.schema.clone(), statement_timeout: settings.statement_timeout })
+    }
+
+    /// A pooled connection, for host-side administration (registration checks, tests).
+    pub async fn connection(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| {
+            tracing::warn!("postgres connection failed: {e}");
+            Error::Datasource("the database is unavailable".into())
+        })
+    }
+}
+
+#[async_trait]
+impl SqlClient for PgClient {
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::Postgres
+    }
+
+    fn default_schema(&self) -> &str {
+        &self.schema
+    }
+
+    async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
+        let lease = Lease(Some(self.connection().await?));
+        let client = lease.client()?;
+        let timeout_ms = self.statement_timeout.as_millis();
+        client
+            .batch_execute(&format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"))
+            .await
+            .map_err(db_error)?;
+        let stmt = client.prepare(statement).await.map_err(db_error)?;
+        if stmt.params().len() != params.len() {
+            return Err(Error::Connector(format!(
+                "statement has {} placeholders but {} values were bound",
+                stmt.params().len(),
+                params.len()
+            )));
+        }
+        let columns = stmt
+            .columns()
+            .iter()
+            .map(|col| {
+                let kind = column_type(col.type_()).ok_or_else(|| {
+                    Error::Datasource(format!("column `{}` has type {}, which Silo cannot carry", col.name(), col.type_()))
+                })?;
+                Ok(Column { name: col.name().to_owned(), kind, nullable: true })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stream = client.query_raw(&stmt, params.iter().map(Param)).await.map_err(db_error)?;
+        Ok(Box::new(PgRows { lease, stream: Box::pin(stream), columns, done: false }))
+    }
+}
+
+/// A pooled connection inside a read-only transaction. Unless released after
+/// a clean end of the transaction, it is closed on drop rather than reused.
+struct Lease(Option<Object>);
+
+impl Lease {
+    fn client(&self) -> Result<&Object> {
+        self.0.as_ref().ok_or_else(|| Error::Internal("connection already released".into()))
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        if let Some(conn) = self.0.as_ref() {
+            conn.batch_execute("COMMIT").await.map_err(db_error)?;
+        }
+        // Back to the pool, transaction closed.
+        self.0 = None;
+        Ok(())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Mid-transaction or mid-stream: detach and close it.
+            drop(Object::take(conn));
+        }
+    }
+}
+
+struct PgRows {
+    lease: Lease,
+    stream: Pin<Box<RowStream>>,
+    columns: Vec<Column>,
+    done: bool,
+}
+
+#[async_trait]
+impl RowSource for PgRows {
+    fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let width = self.columns.len();
+        let mut out = Vec::with_capacity(max.min(4096));
+        while out.len() < max {
+            match self.stream.next().await {
+                Some(Ok(row)) => {
+                    let mut cells = Vec::with_capacity(width);
+                    for i in 0..width {
+                        let cell: Cell = row.try_get(i).map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))?;
+                        cells.push(cell.0);
+                    }
+                    out.push(cells);
+                }
+                Some(Err(e)) => return Err(db_error(e)),
+                None => {
+                    self.done = true;
+                    self.lease.release().await?;
+                    break;
+                }
+            }
+        }
+        Ok((!out.is_empty() || !self.done).then_some(out))
+    }
+}
+
+/// Maps a driver error for the connector: SQL errors keep Postgres' own
+/// message (about the statement the connector wrote); connection failures say
+/// only that the database is unavailable, with details in the host log.
+fn db_error(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if *db.code() == SqlState::QUERY_CANCELED => {
+            Error::Limit("the statement exceeded the datasource's statement timeout".into())
+        }
+        Some(db) if *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION => {
+            Error::Policy(format!("read-only datasource: {}", db.message()))
+        }
+        Some(db) => Error::Datasource(format!("{} ({})", db.message(), db.code().code())),
+        None => {
+            tracing::warn!("postgres error: {e}");
+            Error::Datasource("the database is unavailable".into())
+        }
+    }
+}

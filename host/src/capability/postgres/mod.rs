@@ -1,0 +1,73 @@
+//! The Postgres capability: typed config, a pooled client that runs every
+//! statement in a `READ ONLY` transaction with a statement timeout, and the
+//! codec between Postgres' binary format and Silo values.
+mod client;
+mod codec;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use client::PgClient;
+
+/// Connections a datasource's pool may open: enough for concurrent fetches on
+/// one host, few enough that a busy host cannot exhaust the database.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// `[datasources.<name>.postgres]` in `silo.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// A read-only role: `SELECT` on the governed tables and nothing else.
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    pub password_file: Option<std::path::PathBuf>,
+    /// Schema an unqualified table name means.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Pool size.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_schema() -> String {
+    "public".into()
+}
+
+fn default_pool_size() -> usize {
+    DEFAULT_POOL_SIZE
+}
+
+/// Everything the client needs, with the password resolved and held secret.
+pub struct PgSettings {
+    /// Connection parameters without the password.
+    pub config: PostgresConfig,
+    /// The password, never logged or shown.
+    pub password: Option<SecretString>,
+    /// Per-statement timeout.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("config", &self.config)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}

@@ -1,0 +1,136 @@
+//! The `silo` command line.
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::SiloConfig;
+use crate::error::{Error, Result};
+use crate::output::{write_ndjson, write_table};
+use crate::silo::{FetchSpec, Silo};
+
+/// Silo runs datasource connectors as sandboxed WebAssembly components and
+/// returns only the rows each embed user may see.
+#[derive(Debug, Parser)]
+#[command(name = "silo", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Seed the local Postgres, then fetch as two embed users and report
+    /// what the host enforced.
+    Demo {
+        /// Admin connection string used to seed the demo schema and role.
+        #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]
+        admin: String,
+        /// Where to write the demo's silo.toml (default: a temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Fetch a dataset as an embed user.
+    Fetch {
+        /// Path to silo.toml.
+        #[arg(long, short, default_value = "silo.toml")]
+        config: PathBuf,
+        /// Embed user id.
+        #[arg(long, short)]
+        user: String,
+        /// Dataset name.
+        #[arg(long, short)]
+        dataset: String,
+        /// Comma-separated columns (default: all).
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// Most rows to return.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the datasets and columns a datasource's connector serves.
+    Describe {
+        /// Path to silo.toml.
+        #[arg(long, short, default_value = "silo.toml")]
+        config: PathBuf,
+        /// Datasource (default: all).
+        #[arg(long)]
+        datasource: Option<String>,
+    },
+    /// Measure sandboxed fetch against a plain driver loop, and instantiation.
+    Bench {
+        /// Admin connection string used to seed the benchmark table.
+        #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]
+        admin: String,
+        /// Rows fetched per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u32,
+        /// Timed runs of each fetch.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Instantiations to time.
+        #[arg(long, default_value_t = 10_000)]
+        instantiations: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// An aligned table (buffers the whole result).
+    Table,
+    /// One JSON object per line, streamed batch by batch.
+    Ndjson,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    match cli.command {
+        Command::Demo { admin, dir } => crate::demo::run(&admin, dir, &mut out).await,
+        Command::Fetch { config, user, dataset, columns, limit, format } => {
+            let silo = Silo::new(&SiloConfig::load(&config)?)?;
+            let spec = FetchSpec { dataset, columns: (!columns.is_empty()).then_some(columns), limit };
+            let mut fetch = silo.fetch(&user, &spec).await?;
+            let cols = fetch.columns().to_vec();
+            match format {
+                Format::Table => {
+                    let rows = fetch.collect().await?;
+                    write_table(&mut out, &cols, &rows).map_err(io)?;
+                    writeln!(out, "({} rows)", rows.len()).map_err(io)
+                }
+                Format::Ndjson => {
+                    while let Some(batch) = fetch.next_batch().await? {
+                        write_ndjson(&mut out, &cols, &batch).map_err(io)?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Command::Describe { config, datasource } => {
+            let cfg = SiloConfig::load(&config)?;
+            let silo = Silo::new(&cfg)?;
+            let names: Vec<String> = match datasource {
+                Some(d) => vec![d],
+                None => cfg.datasources.keys().cloned().collect(),
+            };
+            for name in names {
+                for d in silo.describe(&name).await?.iter() {
+                    writeln!(out, "{name}.{}", d.name).map_err(io)?;
+                    for c in &d.columns {
+                        let null = if c.nullable { "" } else { " not null" };
+                        writeln!(out, "  {} {}{null}", c.name, format!("{:?}", c.kind).to_lowercase()).map_err(io)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Bench { admin, rows, runs, instantiations } => {
+            let opts = crate::bench::BenchOptions { admin, rows, runs: runs.max(1), instantiations: instantiations.max(1) };
+            crate::bench::run(&opts, &mut out).await
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `silo.toml`: datasources (credentials by reference: env or file), datasets
+//! with their row-filter policies, embed users with attributes, limits.
+//! Unknown keys are errors naming the key and line.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::capability::postgres::PostgresConfig;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiloConfig {
+    /// Limits for every fetch.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where compiled connectors are cached (default: none).
+    pub cache_dir: Option<PathBuf>,
+    /// Datasources by name.
+    pub datasources: BTreeMap<String, DatasourceConfig>,
+    /// Datasets (governed tables) by name: `table` or `schema.table`.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetConfig>,
+    /// Embed users by id.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// `[datasources.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceConfig {
+    /// A built-in connector's name (`postgres`) or a path to a component.
+    pub connector: Option<String>,
+    /// Postgres connection settings.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[datasets.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// The datasource holding the table.
+    pub datasource: String,
+    /// Rules, each a conjunction (`a = 1 and b = {{user.b}}`), ORed together.
+    #[serde(default)]
+    pub row_filter: Vec<String>,
+    /// Every embed user sees every row. Exclusive with `row_filter`.
+    #[serde(default)]
+    pub all_rows: bool,
+}
+
+/// `[users.<id>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Attributes the row filters refer to as `{{user.<name>}}`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, toml::Value>,
+}
+
+impl SiloConfig {
+    /// Reads and parses a file; relative paths inside it are relative to it.
+    pub fn load(path: &Path) -> Result<SiloConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut config = SiloConfig::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &mut config.cache_dir {
+            *dir = base.join(&*dir);
+        }
+        for ds in config.datasources.values_mut() {
+            if let Some(c) = &mut ds.connector
+                && c.ends_with(".wasm")
+            {
+                *c = base.join(&*c).display().to_string();
+            }
+            if let Some(file) = ds.postgres.as_mut().and_then(|p| p.password_file.as_mut()) {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses text; errors carry toml's line, column and key.
+    pub fn parse(text: &str) -> Result<SiloConfig> {
+        let config: SiloConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, ds) in &self.datasources {
+            if ds.postgres.is_none() {
+                return Err(Error::Config(format!("datasource `{name}` needs a [datasources.{name}.postgres] section")));
+            }
+        }
+        for (name, d) in &self.datasets {
+            if !self.datasources.contains_key(&d.datasource) {
+                return Err(Error::Config(format!("dataset `{name}` names unknown datasource `{}`", d.datasource)));
+            }
+            if d.all_rows && !d.row_filter.is_empty() {
+                return Err(Error::Config(format!("dataset `{name}` sets both all_rows and row_filter")));
+            }
+            crate::policy::rule::Policy::parse(&d.row_filter).map_err(|e| Error::Config(format!("dataset `{name}`: {e}")))?;
+        }
+        for (id, u) in &self.users {
+            for (k, v) in &u.attributes {
+                crate::policy::rule::attribute_values(v)
+                    .map_err(|e| Error::Config(format!("user `{id}` attribute `{k}`: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a secret from the environment or a file, as the config names it.
+pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<SecretString>> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(Error::Config("give password_env or password_file, not both".into())),
+        (Some(var), None) => std::env::var(var)
+            .map(|v| Some(SecretString::from(v)))
+            .map_err(|_| Error::Config(format!("environment variable `{var}` (password_env) is not set"))),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|v| Some(SecretString::from(v.lines().next().unwrap_or_default().to_owned())))
+            .map_err(|e| Error::Config(format!("password_file {}: {e}", path.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[datasources.main]
+connector = "postgres"
+[datasources.main.postgres]
+host = "127.0.0.1"
+database = "test"
+user = "reader"
+
+[datasets.orders]
+datasource = "main"
+row_filter = ["tenant = {{user.tenant}}"]
+
+[users.alice]
+attributes = { tenant = "acme", regions = ["eu", "us"] }
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = SiloConfig::parse(GOOD).unwrap();
+        assert_eq!(c.datasets["orders"].datasource, "main");
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = GOOD.replace("user = \"reader\"", "user = \"reader\"\npasword = \"x\"");
+        let err = SiloConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("pasword"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn bad_rule_names_dataset() {
+        let text = GOOD.replace("tenant = {{user.tenant}}", "tenant == 1");
+        let err = SiloConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("dataset `orders`"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! The host's error type. Messages are safe to show to the caller: driver and
+//! trap details go to the log, never into these strings.
+use crate::runtime::bindings::silo::connector::types::Error as WitError;
+
+/// Why a fetch or describe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `silo.toml` or a request parameter is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The request names something that does not exist or is not granted.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The policy refused the operation, or a connector returned a row the
+    /// user may not see. Never retried.
+    #[error("policy violation: {0}")]
+    Policy(String),
+    /// A row, byte, time or memory limit was reached.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// The connector failed or misbehaved (trap, bad output).
+    #[error("connector failed: {0}")]
+    Connector(String),
+    /// The datasource failed (unreachable, timeout, query error).
+    #[error("datasource failed: {0}")]
+    Datasource(String),
+    /// A bug or environment failure in the host itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whose fault it is, for logs and audit records (as Spin tags its errors).
+    pub fn fault(&self) -> &'static str {
+        match self {
+            Error::Config(_) | Error::NotFound(_) => "caller",
+            Error::Policy(_) | Error::Connector(_) => "connector",
+            Error::Limit(_) => "limits",
+            Error::Datasource(_) => "datasource",
+            Error::Internal(_) => "host",
+        }
+    }
+
+    /// The guest-visible form of this error.
+    pub fn to_wit(&self) -> WitError {
+        let msg = self.to_string();
+        match self {
+            Error::Config(_) => WitError::InvalidRequest(msg),
+            Error::NotFound(_) => WitError::NotFound(msg),
+            Error::Policy(_) => WitError::Denied(msg),
+            Error::Limit(_) => WitError::LimitExceeded(msg),
+            Error::Datasource(_) => WitError::Datasource(msg),
+            Error::Connector(_) | Error::Internal(_) => WitError::Connector(msg),
+        }
+    }
+
+    /// A connector's own error, as the host reports it.
+    pub fn from_wit(e: WitError) -> Error {
+        match e {
+            WitError::InvalidRequest(m) => Error::Connector(format!("invalid request: {m}")),
+            WitError::NotFound(m) => Error::NotFound(m),
+            WitError::Denied(m) => Error::Policy(m),
+            WitError::LimitExceeded(m) => Error::Limit(m),
+            WitError::Datasource(m) => Error::Datasource(m),
+            WitError::Connector(m) => Error::Connector(m),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Per-fetch limits. Every default denies more than a dashboard query needs, and
+//! every one is configurable in `silo.toml` under `[limits]`.
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Guest linear memory. Forwarded rows never enter guest memory, so this only
+/// has to hold a connector's own working set and the batches it builds.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// Wall-clock budget for each call into a connector and for its queries.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows one fetch may return: far above what an analytics view renders, far
+/// below what would exhaust the host.
+pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
+/// Bytes one fetch may return (cell payloads, as counted by the host).
+pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
+/// Datasource-side statement timeout.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per batch moved from a stream to the caller: amortises per-batch cost
+/// while keeping a batch a few hundred KiB.
+pub const BATCH_ROWS: u32 = 1024;
+/// Log bytes a connector may emit per fetch before further lines are dropped.
+pub const LOG_BYTES: usize = 16 << 10;
+
+/// The limits in force for a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Guest memory, in bytes.
+    pub memory_bytes: usize,
+    /// Wall clock per connector call, in milliseconds.
+    #[serde(with = "millis", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Rows per fetch.
+    pub max_rows: u64,
+    /// Bytes per fetch.
+    pub max_bytes: u64,
+    /// Datasource statement timeout, in milliseconds.
+    #[serde(with = "millis", rename = "statement_timeout_ms")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            timeout: DEFAULT_TIMEOUT,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memory {} MiB, {} ms per call, {} rows, {} MiB, statement timeout {} ms",
+            self.memory_bytes >> 20,
+            self.timeout.as_millis(),
+            self.max_rows,
+            self.max_bytes >> 20,
+            self.statement_timeout.as_millis()
+        )
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,163 @@
+//! Policy and enforcement: the one place every capability goes through.
+//!
+//! - [`rule`]: row-filter rules as written in `silo.toml`, resolved per user.
+//! - [`sql`]: the statement rewrite that puts the user's filter below the
+//!   connector for every governed table.
+//! - [`Verifier`]: the re-check of every row leaving a fetch.
+pub mod rule;
+pub mod sql;
+
+use silo_types::{CompiledFilter, RowFilter, Value};
+
+use crate::capability::{RowSource, SqlGrant};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+
+/// Catalog views a Postgres connector may read while describing (metadata of
+/// what its role can select; governed tables stay filtered, to no rows).
+pub const PG_CATALOG: &[(&str, &str)] = &[("information_schema", "columns"), ("information_schema", "table_privileges")];
+
+/// Enforces the grant's policy on a connector's statement, then runs it.
+pub async fn run_sql(grant: &SqlGrant, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
+    let client = &grant.client;
+    let rewritten = sql::rewrite(client.dialect(), statement, params, client.default_schema(), &grant.tables, grant.readable)
+        .map_err(|e| Error::Policy(e.to_string()))?;
+    client.query(&rewritten.sql, rewritten.params).await
+}
+
+/// Re-checks every row a connector returns: shape, row filter, limits. The
+/// first failure poisons the fetch; rows after it are never released.
+#[derive(Debug)]
+pub struct Verifier {
+    filter: CompiledFilter,
+    width: usize,
+    keep: usize,
+    limit: Option<u64>,
+    max_rows: u64,
+    max_bytes: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Verifier {
+    /// Rows are laid out as `columns`; the first `keep` are returned to the
+    /// caller (the rest are filter columns the host added to check rows).
+    pub fn new(filter: &RowFilter, columns: &[String], keep: usize, limits: &Limits, limit: Option<u64>) -> Result<Verifier> {
+        let filter = filter.compile(columns).map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Verifier {
+            filter,
+            width: columns.len(),
+            keep,
+            limit,
+            max_rows: limits.max_rows,
+            max_bytes: limits.max_bytes,
+            rows: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Rows released so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes released so far (cell payloads).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether the caller's own limit has been reached.
+    pub fn satisfied(&self) -> bool {
+        self.limit.is_some_and(|l| self.rows >= l)
+    }
+
+    /// Checks `batch` in place and trims it to the caller's columns and limit.
+    pub fn check(&mut self, batch: &mut Vec<Vec<Value>>) -> Result<()> {
+        if let Some(limit) = self.limit {
+            let room = usize::try_from(limit.saturating_sub(self.rows)).unwrap_or(usize::MAX);
+            batch.truncate(room);
+        }
+        for (i, row) in batch.iter().enumerate() {
+            if row.len() != self.width {
+                return Err(Error::Connector(format!(
+                    "row {} has {} cells, the fetch has {} columns",
+                    self.rows + i as u64 + 1,
+                    row.len(),
+                    self.width
+                )));
+            }
+            if !self.filter.matches(row) {
+                return Err(Error::Policy(format!(
+                    "connector returned a row outside the user's row filter (row {}); the fetch was stopped",
+                    self.rows + i as u64 + 1
+                )));
+            }
+            self.bytes += row.iter().map(cell_bytes).sum::<u64>();
+        }
+        self.rows += batch.len() as u64;
+        if self.rows > self.max_rows {
+            return Err(Error::Limit(format!("the fetch returned more than {} rows", self.max_rows)));
+        }
+        if self.bytes > self.max_bytes {
+            return Err(Error::Limit(format!("the fetch returned more than {} MiB", self.max_bytes >> 20)));
+        }
+        if self.keep < self.width {
+            for row in batch.iter_mut() {
+                row.truncate(self.keep);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Payload size of a cell, as counted against `max_bytes`.
+fn cell_bytes(v: &Value) -> u64 {
+    match v {
+        Value::Null | Value::Boolean(_) => 1,
+        Value::Int(_) | Value::Float(_) | Value::Timestamp(_) => 8,
+        Value::Date(_) => 4,
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => s.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silo_types::{Op, Predicate};
+
+    fn tenant_filter() -> RowFilter {
+        RowFilter::AnyOf(vec![vec![Predicate {
+            column: "tenant".into(),
+            op: Op::Eq,
+            values: vec![Value::Text("a".into())],
+        }]])
+    }
+
+    #[test]
+    fn drops_host_added_columns_and_stops_on_violation() {
+        let cols = ["name".to_owned(), "tenant".to_owned()];
+        let mut v = Verifier::new(&tenant_filter(), &cols, 1, &Limits::default(), None).unwrap();
+        let row = |n: &str, t: &str| vec![Value::Text(n.into()), Value::Text(t.into())];
+        let mut ok = vec![row("x", "a")];
+        v.check(&mut ok).unwrap();
+        assert_eq!(ok, vec![vec![Value::Text("x".into())]]);
+        let mut bad = vec![row("y", "a"), row("z", "b")];
+        assert!(matches!(v.check(&mut bad), Err(Error::Policy(_))));
+        assert_eq!(v.rows(), 1);
+    }
+
+    #[test]
+    fn row_cap_and_caller_limit() {
+        let cols = ["tenant".to_owned()];
+        let limits = Limits { max_rows: 2, ..Limits::default() };
+        let mut v = Verifier::new(&tenant_filter(), &cols, 1, &limits, None).unwrap();
+        let mut batch = vec![vec![Value::Text("a".into())]; 3];
+        assert!(matches!(v.check(&mut batch), Err(Error::Limit(_))));
+        let mut v = Verifier::new(&tenant_filter(), &cols, 1, &limits, Some(1)).unwrap();
+        let mut batch = vec![vec![Value::Text("a".into())]; 3];
+        v.check(&mut batch).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(v.satisfied());
+    }
+}

@@ -1,0 +1,295 @@
+//! The registry (datasources, datasets, users) and the fetch pipeline:
+//! resolve the user's filter, grant the connector a filtered capability, run
+//! it in a fresh instance, and release only rows that pass re-verification.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use silo_types::{Dataset, RowFilter, Value};
+use wasmtime::component::ResourceAny;
+
+use crate::capability::postgres::{PgClient, PgSettings};
+use crate::capability::{RowSource, SqlClient, SqlGrant};
+use crate::config::{SiloConfig, read_secret};
+use crate::error::{Error, Result};
+use crate::limits::BATCH_ROWS;
+use crate::policy::rule::{Attributes, Policy, attribute_values};
+use crate::policy::sql::GovernedTable;
+use crate::policy::{PG_CATALOG, Verifier};
+use crate::runtime::bindings::exports::silo::connector::connector::FetchOutput;
+use crate::runtime::bindings::silo::connector::types as wit;
+use crate::runtime::{Instance, Loaded, Runtime};
+
+/// Connectors compiled into the `silo` binary, by name.
+pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[("postgres", crate::builtin::POSTGRES)];
+
+/// A row as the host hands it out.
+pub type Row = Vec<Value>;
+
+struct Datasource {
+    name: String,
+    connector: Loaded,
+    sql: Arc<dyn SqlClient>,
+    schema: String,
+    described: Mutex<Option<Arc<Vec<Dataset>>>>,
+}
+
+struct DatasetEntry {
+    datasource: String,
+    schema: String,
+    table: String,
+    policy: Policy,
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct FetchSpec {
+    /// Dataset name.
+    pub dataset: String,
+    /// Columns to return (default: all the connector describes).
+    pub columns: Option<Vec<String>>,
+    /// Most rows wanted.
+    pub limit: Option<u64>,
+}
+
+/// A loaded configuration: everything a fetch needs.
+pub struct Silo {
+    runtime: Runtime,
+    datasources: BTreeMap<String, Datasource>,
+    datasets: BTreeMap<String, DatasetEntry>,
+    users: BTreeMap<String, Attributes>,
+}
+
+impl Silo {
+    /// Builds the runtime, loads each datasource's connector and opens pools.
+    pub fn new(config: &SiloConfig) -> Result<Silo> {
+        let runtime = Runtime::new(config.limits, config.cache_dir.clone())?;
+        let mut datasources = BTreeMap::new();
+        for (name, ds) in &config.datasources {
+            let pg = ds.postgres.clone().ok_or_else(|| Error::Config(format!("datasource `{name}` has no capability")))?;
+            let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
+            let schema = pg.schema.clone();
+            let client = PgClient::new(PgSettings { config: pg, password, statement_timeout: config.limits.statement_timeout })?;
+            let wasm = connector_bytes(ds.connector.as_deref().unwrap_or("postgres"))?;
+            let connector = runtime.load(&wasm)?;
+            datasources.insert(
+                name.clone(),
+                Datasource { name: name.clone(), connector, sql: Arc::new(client), schema, described: Mutex::default() },
+            );
+        }
+        let mut datasets = BTreeMap::new();
+        for (name, d) in &config.datasets {
+            let schema = datasources.get(&d.datasource).map(|s| s.schema.clone()).unwrap_or_default();
+            let (schema, table) = match name.split_once('.') {
+                Some((s, t)) => (s.to_owned(), t.to_owned()),
+                None => (schema, name.clone()),
+            };
+            let policy = if d.all_rows { Policy::AllRows } else { Policy::parse(&d.row_filter).map_err(Error::Config)? };
+            datasets.insert(name.clone(), DatasetEntry { datasource: d.datasource.clone(), schema, table, policy });
+        }
+        let mut users = BTreeMap::new();
+        for (id, u) in &config.users {
+            let attrs = u
+                .attributes
+                .iter()
+                .map(|(k, v)| attribute_values(v).map(|v| (k.clone(), v)).map_err(Error::Config))
+                .collect::<Result<Attributes>>()?;
+            users.insert(id.clone(), attrs);
+        }
+        Ok(Silo { runtime, datasources, datasets, users })
+    }
+
+    /// The runtime (limits, loaded connectors).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The row filter `user` gets on `dataset`.
+    pub fn filter_for(&self, user: &str, dataset: &str) -> Result<RowFilter> {
+        let attrs = self.users.get(user).ok_or_else(|| Error::NotFound(format!("embed user `{user}`")))?;
+        let entry = self.datasets.get(dataset).ok_or_else(|| Error::NotFound(format!("dataset `{dataset}`")))?;
+        entry.policy.resolve(attrs).map_err(|e| Error::Policy(format!("dataset `{dataset}` for user `{user}`: {e}")))
+    }
+
+    /// The datasets of `datasource` with their columns, as its connector
+    /// describes them, restricted to the governed datasets in the config.
+    pub async fn describe(&self, datasource: &str) -> Result<Arc<Vec<Dataset>>> {
+        let ds = self.datasources.get(datasource).ok_or_else(|| Error::NotFound(format!("datasource `{datasource}`")))?;
+        if let Some(hit) = ds.described.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(hit);
+        }
+        // Describe sees the catalog, and governed tables only as empty.
+        let grant = self.grant(ds, |_| RowFilter::NoRows, PG_CATALOG);
+        let mut instance = self.runtime.instantiate(&ds.connector, &ds.name, Some(grant)).await?;
+        let found = instance
+            .call(async |c, store| c.silo_connector_connector().call_describe(store).await)
+            .await?
+            .map_err(Error::from_wit)?;
+        let prefix = format!("{}.", ds.schema);
+        let mut out: Vec<Dataset> = found
+            .into_iter()
+            .map(Dataset::from)
+            .filter_map(|mut d| {
+                if let Some(short) = d.name.strip_prefix(&prefix) {
+                    d.name = short.to_owned();
+                }
+                self.datasets.get(&d.name).is_some_and(|e| e.datasource == ds.name).then_some(d)
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        let out = Arc::new(out);
+        *ds.described.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
+        Ok(out)
+    }
+
+    /// Starts a fetch of `spec` as embed user `user`.
+    pub async fn fetch(&self, user: &str, spec: &FetchSpec) -> Result<Fetch> {
+        let filter = self.filter_for(user, &spec.dataset)?;
+        filter.validate().map_err(Error::Policy)?;
+        let entry = self.datasets.get(&spec.dataset).ok_or_else(|| Error::NotFound(format!("dataset `{}`", spec.dataset)))?;
+        let ds = self.datasources.get(&entry.datasource).ok_or_else(|| Error::Internal("dataset without datasource".into()))?;
+        let requested = match &spec.columns {
+            Some(c) if !c.is_empty() => c.clone(),
+            _ => self.columns_of(&ds.name, &spec.dataset).await?,
+        };
+        // The host adds the columns its filter reads, to re-check every row,
+        // and removes them again before rows leave.
+        let mut columns = requested.clone();
+        for c in filter.columns() {
+            if !columns.iter().any(|x| x == c) {
+                columns.push(c.to_owned());
+            }
+        }
+        let limits = *self.runtime.limits();
+        let verifier = Verifier::new(&filter, &columns, requested.len(), &limits, spec.limit)?;
+        let grant = self.grant(ds, |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows), &[]);
+        let mut instance = self.runtime.instantiate(&ds.connector, &ds.name, Some(grant)).await?;
+        let request = wit::FetchRequest {
+            dataset: spec.dataset.clone(),
+            columns: columns.clone(),
+            filter: filter.clone().into(),
+            // Never ask for more than one row past the cap: enough to detect it.
+            limit: Some(spec.limit.unwrap_or(u64::MAX).min(limits.max_rows.saturating_add(1))),
+        };
+        let output = instance
+            .call(async |c, store| c.silo_connector_connector().call_fetch(store, &request).await)
+            .await?
+            .map_err(Error::from_wit)?;
+        let source = match output {
+            FetchOutput::Forward(stream) => {
+                let stream = instance.store_mut().data_mut().table().delete(stream).map_err(|e| Error::Internal(e.to_string()))?;
+                let names: Vec<&str> = stream.source.columns().iter().map(|c| c.name.as_str()).collect();
+                if names != columns {
+                    return Err(Error::Connector(format!(
+                        "connector returned columns {names:?}, the fetch asked for {columns:?}"
+                    )));
+                }
+                // Rows now flow from the database to the caller; the instance is done.
+                drop(instance);
+                Source::Host(stream.source)
+            }
+            FetchOutput::Produced(batches) => Source::Guest { instance, batches },
+        };
+        Ok(Fetch { source: Some(source), verifier, columns: requested, filter })
+    }
+
+    async fn columns_of(&self, datasource: &str, dataset: &str) -> Result<Vec<String>> {
+        let described = self.describe(datasource).await?;
+        let d = described
+            .iter()
+            .find(|d| d.name == dataset)
+            .ok_or_else(|| Error::NotFound(format!("dataset `{dataset}` is not served by its connector")))?;
+        Ok(d.columns.iter().map(|c| c.name.clone()).collect())
+    }
+
+    fn grant(&self, ds: &Datasource, filter: impl Fn(&str) -> RowFilter, readable: &'static [(&'static str, &'static str)]) -> SqlGrant {
+        let tables: Vec<GovernedTable> = self
+            .datasets
+            .iter()
+            .filter(|(_, e)| e.datasource == ds.name)
+            .map(|(name, e)| GovernedTable { schema: e.schema.clone(), name: e.table.clone(), filter: filter(name) })
+            .collect();
+        SqlGrant { client: ds.sql.clone(), tables: tables.into(), readable }
+    }
+}
+
+fn connector_bytes(spec: &str) -> Result<Vec<u8>> {
+    if let Some((_, bytes)) = BUILTIN_CONNECTORS.iter().find(|(n, _)| *n == spec) {
+        return Ok(bytes.to_vec());
+    }
+    std::fs::read(spec).map_err(|e| Error::Config(format!("connector `{spec}`: {e}")))
+}
+
+enum Source {
+    Host(Box<dyn RowSource>),
+    Guest { instance: Instance, batches: ResourceAny },
+}
+
+/// A running fetch: batches of verified rows, in the caller's columns.
+pub struct Fetch {
+    source: Option<Source>,
+    verifier: Verifier,
+    columns: Vec<String>,
+    filter: RowFilter,
+}
+
+impl Fetch {
+    /// The columns of every row.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The filter the host enforced and verified.
+    pub fn filter(&self) -> &RowFilter {
+        &self.filter
+    }
+
+    /// Rows released so far.
+    pub fn rows(&self) -> u64 {
+        self.verifier.rows()
+    }
+
+    /// Bytes released so far.
+    pub fn bytes(&self) -> u64 {
+        self.verifier.bytes()
+    }
+
+    /// The next verified batch, or `None` at the end. After an error the
+    /// fetch is over: nothing more is released.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Row>>> {
+        let result = self.pull().await;
+        if !matches!(result, Ok(Some(_))) {
+            self.source = None;
+        }
+        result
+    }
+
+    async fn pull(&mut self) -> Result<Option<Vec<Row>>> {
+        if self.verifier.satisfied() {
+            return Ok(None);
+        }
+        let batch = match &mut self.source {
+            None => return Ok(None),
+            Some(Source::Host(source)) => source.next_batch(BATCH_ROWS as usize).await?,
+            Some(Source::Guest { instance, batches }) => {
+                let handle = *batches;
+                instance
+                    .call(async |c, store| c.silo_connector_connector().batches().call_next(store, handle).await)
+                    .await?
+                    .map_err(Error::from_wit)?
+                    .map(|rows| rows.into_iter().map(|r| r.into_iter().map(Value::from).collect()).collect())
+            }
+        };
+        let Some(mut batch) = batch else { return Ok(None) };
+        self.verifier.check(&mut batch)?;
+        Ok(Some(batch))
+    }
+
+    /// All remaining rows, or the first error (and then no rows at all).
+    pub async fn collect(mut self) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        while let Some(batch) = self.next_batch().await? {
+            rows.extend(batch);
+        }
+        Ok(rows)
+    }
+}
