@@ -11,12 +11,22 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// returns each package's `.wasm` path.
 pub fn build(packages: &[(&str, &str)]) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir.parent().ok_or("crate has no parent directory")?.to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .ok_or("crate has no parent directory")?
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // OUT_DIR is <target>/[<triple>/]<profile>/build/<pkg>/out.
-    let target_dir = out_dir.ancestors().nth(4).ok_or("unexpected OUT_DIR layout")?.join("guest");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .ok_or("unexpected OUT_DIR layout")?
+        .join("guest");
 
-    for dir in ["wit", "sdk", "Cargo.lock"].iter().chain(packages.iter().map(|(_, d)| d)) {
+    for dir in ["wit", "sdk", "Cargo.lock"]
+        .iter()
+        .chain(packages.iter().map(|(_, d)| d))
+    {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
@@ -34,9 +44,16 @@ pub fn build(packages: &[(&str, &str)]) -> Result<Vec<PathBuf>, Box<dyn std::err
         cmd.arg("-p").arg(name);
     }
     // Guests are small and shipped: no debug info, stripped.
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
     // Flags and wrappers meant for the outer (host) build must not leak in.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status()?;
@@ -53,5 +70,8 @@ pub fn build(packages: &[(&str, &str)]) -> Result<Vec<PathBuf>, Box<dyn std::err
 }
 
 fn wasm_path(target_dir: &Path, package: &str) -> PathBuf {
-    target_dir.join(TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")))
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")))
 }

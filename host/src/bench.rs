@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tokio_postgres::NoTls;
 
 use crate::config::SiloConfig;
-use crate::demo::{admin, exec, prepare_reader};
+use crate::demo::{Reader, admin, exec, prepare_reader};
 use crate::error::{Error, Result};
 use crate::silo::{FetchSpec, Silo};
 
@@ -42,7 +42,10 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         .get(0);
     let seeded = if have == 1 {
         client
-            .query_one(&format!("SELECT count(*) FROM {SCHEMA}.facts WHERE tenant = 'a'"), &[])
+            .query_one(
+                &format!("SELECT count(*) FROM {SCHEMA}.facts WHERE tenant = 'a'"),
+                &[],
+            )
             .await
             .map_err(|e| Error::Datasource(e.to_string()))?
             .get::<_, i64>(0)
@@ -50,7 +53,11 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         -1
     };
     if seeded != i64::from(rows) {
-        writeln!(out, "seeding {rows} rows x 4 columns (plus 1000 rows of another tenant)...").map_err(io)?;
+        writeln!(
+            out,
+            "seeding {rows} rows x 4 columns (plus 1000 rows of another tenant)..."
+        )
+        .map_err(io)?;
         exec(
             &client,
             &format!(
@@ -69,11 +76,27 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
          [users.u]\nattributes = {{ tenant = \"a\" }}\n",
         u64::from(rows) + 1
     );
-    let prepared = prepare_reader(&client, &opts.admin, &dir, SCHEMA, ROLE, &["facts"], &body).await?;
+    let prepared = prepare_reader(
+        &client,
+        &opts.admin,
+        &dir,
+        &Reader {
+            schema: SCHEMA,
+            role: ROLE,
+            tables: &["facts"],
+            connector: "postgres",
+        },
+        &body,
+    )
+    .await?;
     let silo = Silo::new(&SiloConfig::load(&prepared.config_path)?)?;
     let spec = FetchSpec {
         dataset: "facts".into(),
-        columns: Some(["id", "tenant", "amount", "label"].map(String::from).to_vec()),
+        columns: Some(
+            ["id", "tenant", "amount", "label"]
+                .map(String::from)
+                .to_vec(),
+        ),
         limit: None,
     };
 
@@ -94,7 +117,9 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         let m = plain_fetch(&plain).await?;
         let b = t.elapsed();
         if n != u64::from(rows) || m != u64::from(rows) {
-            return Err(Error::Internal(format!("expected {rows} rows, sandboxed {n}, plain {m}")));
+            return Err(Error::Internal(format!(
+                "expected {rows} rows, sandboxed {n}, plain {m}"
+            )));
         }
         if run > 0 {
             sandboxed.push(s);
@@ -102,10 +127,20 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         }
     }
     let (s, b) = (median(&mut sandboxed), median(&mut baseline));
-    writeln!(out, "fetch {rows} rows x 4 columns (median of {} runs):", opts.runs).map_err(io)?;
+    writeln!(
+        out,
+        "fetch {rows} rows x 4 columns (median of {} runs):",
+        opts.runs
+    )
+    .map_err(io)?;
     writeln!(out, "  plain tokio-postgres loop : {:>8.1} ms", ms(b)).map_err(io)?;
     writeln!(out, "  sandboxed silo fetch      : {:>8.1} ms", ms(s)).map_err(io)?;
-    writeln!(out, "  ratio                     : {:>8.3}x  (target <= 1.15x)", s.as_secs_f64() / b.as_secs_f64()).map_err(io)?;
+    writeln!(
+        out,
+        "  ratio                     : {:>8.3}x  (target <= 1.15x)",
+        s.as_secs_f64() / b.as_secs_f64()
+    )
+    .map_err(io)?;
 
     let loaded = silo.runtime().load(crate::builtin::POSTGRES)?;
     let mut times = Vec::with_capacity(opts.instantiations);
@@ -116,8 +151,18 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         drop(instance);
     }
     times.sort();
-    let pct = |p: f64| times.get(((times.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
-    writeln!(out, "instantiate postgres connector (store + instance, pooling), {} runs:", opts.instantiations).map_err(io)?;
+    let pct = |p: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "instantiate postgres connector (store + instance, pooling), {} runs:",
+        opts.instantiations
+    )
+    .map_err(io)?;
     writeln!(
         out,
         "  p50 {:.1} us   p99 {:.1} us   (targets 10 us / 50 us)",
@@ -140,7 +185,9 @@ async fn sandboxed_fetch(silo: &Silo, spec: &FetchSpec) -> Result<u64> {
 async fn plain_fetch(client: &tokio_postgres::Client) -> Result<u64> {
     let db = |e: tokio_postgres::Error| Error::Datasource(e.to_string());
     let stmt = client
-        .prepare(&format!("SELECT id, tenant, amount, label FROM {SCHEMA}.facts WHERE tenant = $1"))
+        .prepare(&format!(
+            "SELECT id, tenant, amount, label FROM {SCHEMA}.facts WHERE tenant = $1"
+        ))
         .await
         .map_err(db)?;
     let stream = client.query_raw(&stmt, [&"a"]).await.map_err(db)?;
@@ -148,8 +195,12 @@ async fn plain_fetch(client: &tokio_postgres::Client) -> Result<u64> {
     let mut n = 0u64;
     while let Some(row) = stream.next().await {
         let row = row.map_err(db)?;
-        let decoded: (i64, String, f64, String) =
-            (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?, row.try_get(2).map_err(db)?, row.try_get(3).map_err(db)?);
+        let decoded: (i64, String, f64, String) = (
+            row.try_get(0).map_err(db)?,
+            row.try_get(1).map_err(db)?,
+            row.try_get(2).map_err(db)?,
+            row.try_get(3).map_err(db)?,
+        );
         std::hint::black_box(decoded);
         n += 1;
     }
@@ -157,8 +208,13 @@ async fn plain_fetch(client: &tokio_postgres::Client) -> Result<u64> {
 }
 
 fn reader_conn(admin: &str, dir: &std::path::Path) -> Result<String> {
-    let password = std::fs::read_to_string(dir.join("reader.password")).map_err(|e| Error::Internal(e.to_string()))?;
-    let base: String = admin.split_whitespace().filter(|kv| !kv.starts_with("user=")).collect::<Vec<_>>().join(" ");
+    let password = std::fs::read_to_string(dir.join("reader.password"))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let base: String = admin
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("user="))
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(format!("{base} user={ROLE} password={}", password.trim()))
 }
 

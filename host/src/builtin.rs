@@ -1,4 +1,5 @@
 //! Connectors compiled into the binary (built by `build.rs` from `connectors/`).
 
 /// The Postgres connector component.
-pub const POSTGRES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_postgres.wasm"));
+pub const POSTGRES: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_postgres.wasm"));

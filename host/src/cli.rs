@@ -91,9 +91,20 @@ pub async fn run(cli: Cli) -> Result<()> {
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     match cli.command {
         Command::Demo { admin, dir } => crate::demo::run(&admin, dir, &mut out).await,
-        Command::Fetch { config, user, dataset, columns, limit, format } => {
+        Command::Fetch {
+            config,
+            user,
+            dataset,
+            columns,
+            limit,
+            format,
+        } => {
             let silo = Silo::new(&SiloConfig::load(&config)?)?;
-            let spec = FetchSpec { dataset, columns: (!columns.is_empty()).then_some(columns), limit };
+            let spec = FetchSpec {
+                dataset,
+                columns: (!columns.is_empty()).then_some(columns),
+                limit,
+            };
             let mut fetch = silo.fetch(&user, &spec).await?;
             let cols = fetch.columns().to_vec();
             match format {
@@ -122,14 +133,30 @@ pub async fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "{name}.{}", d.name).map_err(io)?;
                     for c in &d.columns {
                         let null = if c.nullable { "" } else { " not null" };
-                        writeln!(out, "  {} {}{null}", c.name, format!("{:?}", c.kind).to_lowercase()).map_err(io)?;
+                        writeln!(
+                            out,
+                            "  {} {}{null}",
+                            c.name,
+                            format!("{:?}", c.kind).to_lowercase()
+                        )
+                        .map_err(io)?;
                     }
                 }
             }
             Ok(())
         }
-        Command::Bench { admin, rows, runs, instantiations } => {
-            let opts = crate::bench::BenchOptions { admin, rows, runs: runs.max(1), instantiations: instantiations.max(1) };
+        Command::Bench {
+            admin,
+            rows,
+            runs,
+            instantiations,
+        } => {
+            let opts = crate::bench::BenchOptions {
+                admin,
+                rows,
+                runs: runs.max(1),
+                instantiations: instantiations.max(1),
+            };
             crate::bench::run(&opts, &mut out).await
         }
     }

@@ -66,7 +66,8 @@ pub struct UserConfig {
 impl SiloConfig {
     /// Reads and parses a file; relative paths inside it are relative to it.
     pub fn load(path: &Path) -> Result<SiloConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let mut config = SiloConfig::parse(&text).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             other => other,
@@ -98,17 +99,25 @@ impl SiloConfig {
     fn validate(&self) -> Result<()> {
         for (name, ds) in &self.datasources {
             if ds.postgres.is_none() {
-                return Err(Error::Config(format!("datasource `{name}` needs a [datasources.{name}.postgres] section")));
+                return Err(Error::Config(format!(
+                    "datasource `{name}` needs a [datasources.{name}.postgres] section"
+                )));
             }
         }
         for (name, d) in &self.datasets {
             if !self.datasources.contains_key(&d.datasource) {
-                return Err(Error::Config(format!("dataset `{name}` names unknown datasource `{}`", d.datasource)));
+                return Err(Error::Config(format!(
+                    "dataset `{name}` names unknown datasource `{}`",
+                    d.datasource
+                )));
             }
             if d.all_rows && !d.row_filter.is_empty() {
-                return Err(Error::Config(format!("dataset `{name}` sets both all_rows and row_filter")));
+                return Err(Error::Config(format!(
+                    "dataset `{name}` sets both all_rows and row_filter"
+                )));
             }
-            crate::policy::rule::Policy::parse(&d.row_filter).map_err(|e| Error::Config(format!("dataset `{name}`: {e}")))?;
+            crate::policy::rule::Policy::parse(&d.row_filter)
+                .map_err(|e| Error::Config(format!("dataset `{name}`: {e}")))?;
         }
         for (id, u) in &self.users {
             for (k, v) in &u.attributes {
@@ -123,12 +132,22 @@ impl SiloConfig {
 /// Reads a secret from the environment or a file, as the config names it.
 pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<SecretString>> {
     match (env, file) {
-        (Some(_), Some(_)) => Err(Error::Config("give password_env or password_file, not both".into())),
+        (Some(_), Some(_)) => Err(Error::Config(
+            "give password_env or password_file, not both".into(),
+        )),
         (Some(var), None) => std::env::var(var)
             .map(|v| Some(SecretString::from(v)))
-            .map_err(|_| Error::Config(format!("environment variable `{var}` (password_env) is not set"))),
+            .map_err(|_| {
+                Error::Config(format!(
+                    "environment variable `{var}` (password_env) is not set"
+                ))
+            }),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|v| Some(SecretString::from(v.lines().next().unwrap_or_default().to_owned())))
+            .map(|v| {
+                Some(SecretString::from(
+                    v.lines().next().unwrap_or_default().to_owned(),
+                ))
+            })
             .map_err(|e| Error::Config(format!("password_file {}: {e}", path.display()))),
         (None, None) => Ok(None),
     }

@@ -17,6 +17,19 @@ use crate::silo::{FetchSpec, Silo};
 /// The default admin connection: the local server's `postgres` superuser.
 pub const DEFAULT_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
+/// The read-only role to create and what it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    /// Schema holding the tables.
+    pub schema: &'a str,
+    /// Role name (created if absent).
+    pub role: &'a str,
+    /// Tables the role may `SELECT`.
+    pub tables: &'a [&'a str],
+    /// Connector for the datasource: a built-in name or a component path.
+    pub connector: &'a str,
+}
+
 /// A database prepared for Silo: a schema, its tables, a read-only role.
 pub struct Prepared {
     /// Directory holding `silo.toml` and the password file.
@@ -28,7 +41,9 @@ pub struct Prepared {
 /// Connects as the admin, for seeding.
 pub async fn admin(conn: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(conn, NoTls).await.map_err(|e| {
-        Error::Datasource(format!("cannot connect to Postgres as `{conn}` ({e}); start it, or pass --admin"))
+        Error::Datasource(format!(
+            "cannot connect to Postgres as `{conn}` ({e}); start it, or pass --admin"
+        ))
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -40,21 +55,30 @@ pub async fn admin(conn: &str) -> Result<tokio_postgres::Client> {
 
 /// Runs admin SQL, mapping failures to a datasource error.
 pub async fn exec(client: &tokio_postgres::Client, sql: &str) -> Result<()> {
-    client.batch_execute(sql).await.map_err(|e| Error::Datasource(format!("setup failed: {e}")))
+    client.batch_execute(sql).await.map_err(|e| {
+        let detail = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+        Error::Datasource(format!("setup failed: {detail}"))
+    })
 }
 
 /// Creates (or resets) a LOGIN role that may only read `tables` of `schema`,
-/// and writes a `silo.toml` for it into `dir`, with `body` appended (datasets,
-/// users, limits). The password goes to an owner-only file the config names.
+/// and writes a `silo.toml` for it into `dir` using `connector` (a built-in
+/// name or a path), with `body` appended (datasets, users, limits). The password goes to an owner-only file the config names.
 pub async fn prepare_reader(
     client: &tokio_postgres::Client,
     admin_conn: &str,
     dir: &Path,
-    schema: &str,
-    role: &str,
-    tables: &[&str],
+    reader: &Reader<'_>,
     body: &str,
 ) -> Result<Prepared> {
+    let Reader {
+        schema,
+        role,
+        tables,
+        connector,
+    } = *reader;
     let password = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         format!("{:?}{}", Instant::now(), std::process::id()),
@@ -76,23 +100,32 @@ pub async fn prepare_reader(
     std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
     let pw_path = dir.join("reader.password");
     write_private(&pw_path, &password)?;
-    let cfg: tokio_postgres::Config =
-        admin_conn.parse().map_err(|e| Error::Config(format!("admin connection string: {e}")))?;
-    let host = cfg.get_hosts().first().map_or("127.0.0.1".into(), |h| match h {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    });
+    let cfg: tokio_postgres::Config = admin_conn
+        .parse()
+        .map_err(|e| Error::Config(format!("admin connection string: {e}")))?;
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map_or("127.0.0.1".into(), |h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        });
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     let db = cfg.get_dbname().unwrap_or("postgres");
+    // The body goes first: it may hold top-level keys, which TOML needs before any table.
     let text = format!(
-        "# Written by silo: a read-only role and the datasets it may serve.\n\
-         [datasources.main]\nconnector = \"postgres\"\n\n\
+        "# Written by silo: a read-only role and the datasets it may serve.\n{body}\n\
+         [datasources.main]\nconnector = \"{connector}\"\n\n\
          [datasources.main.postgres]\nhost = \"{host}\"\nport = {port}\ndatabase = \"{db}\"\n\
-         user = \"{role}\"\npassword_file = \"reader.password\"\nschema = \"{schema}\"\n\n{body}"
+         user = \"{role}\"\npassword_file = \"reader.password\"\nschema = \"{schema}\"\n"
     );
     let config_path = dir.join("silo.toml");
-    std::fs::write(&config_path, text).map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
-    Ok(Prepared { dir: dir.to_path_buf(), config_path })
+    std::fs::write(&config_path, text)
+        .map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
+    Ok(Prepared {
+        dir: dir.to_path_buf(),
+        config_path,
+    })
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -130,7 +163,12 @@ pub fn filter_text(f: &RowFilter) -> String {
                                 p.op.symbol(),
                                 p.values.iter().map(lit).collect::<Vec<_>>().join(", ")
                             ),
-                            op => format!("{} {} {}", p.column, op.symbol(), p.values.first().map(lit).unwrap_or_default()),
+                            op => format!(
+                                "{} {} {}",
+                                p.column,
+                                op.symbol(),
+                                p.values.first().map(lit).unwrap_or_default()
+                            ),
                         }
                     })
                     .collect::<Vec<_>>()
@@ -172,24 +210,67 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
     let body = "[datasets.orders]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{user.tenant}}\"]\n\n\
                 [users.alice]\nattributes = { tenant = \"acme\" }\n\n\
                 [users.bob]\nattributes = { tenant = \"globex\" }\n";
-    let prepared = prepare_reader(&client, admin_conn, &dir, DEMO_SCHEMA, DEMO_ROLE, &["orders"], body).await?;
+    let prepared = prepare_reader(
+        &client,
+        admin_conn,
+        &dir,
+        &Reader {
+            schema: DEMO_SCHEMA,
+            role: DEMO_ROLE,
+            tables: &["orders"],
+            connector: "postgres",
+        },
+        body,
+    )
+    .await?;
     let config = SiloConfig::load(&prepared.config_path)?;
     let silo = Silo::new(&config)?;
 
-    writeln!(out, "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n").map_err(io)?;
-    writeln!(out, "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role").map_err(io)?;
-    writeln!(out, "{DEMO_ROLE} that may only SELECT it. Config: {}\n", prepared.config_path.display()).map_err(io)?;
+    writeln!(
+        out,
+        "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "{DEMO_ROLE} that may only SELECT it. Config: {}\n",
+        prepared.config_path.display()
+    )
+    .map_err(io)?;
 
     let described = silo.describe("main").await?;
     for d in described.iter() {
-        let cols: Vec<String> = d.columns.iter().map(|c| format!("{} {:?}", c.name, c.kind).to_lowercase()).collect();
-        writeln!(out, "The postgres connector describes `{}`: {}", d.name, cols.join(", ")).map_err(io)?;
+        let cols: Vec<String> = d
+            .columns
+            .iter()
+            .map(|c| format!("{} {:?}", c.name, c.kind).to_lowercase())
+            .collect();
+        writeln!(
+            out,
+            "The postgres connector describes `{}`: {}",
+            d.name,
+            cols.join(", ")
+        )
+        .map_err(io)?;
     }
     writeln!(out).map_err(io)?;
 
     for (user, tenant) in [("alice", "acme"), ("bob", "globex")] {
         let started = Instant::now();
-        let fetch = silo.fetch(user, &FetchSpec { dataset: "orders".into(), ..FetchSpec::default() }).await?;
+        let fetch = silo
+            .fetch(
+                user,
+                &FetchSpec {
+                    dataset: "orders".into(),
+                    ..FetchSpec::default()
+                },
+            )
+            .await?;
         let filter = filter_text(fetch.filter());
         let columns = fetch.columns().to_vec();
         let rows = fetch.collect().await?;
@@ -199,13 +280,21 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
             .iter()
             .filter(|r| tenant_idx.and_then(|i| r.get(i)) != Some(&Value::Text(tenant.into())))
             .count();
-        writeln!(out, "Embed user {user} (tenant {tenant}): filter enforced by the host: {filter}").map_err(io)?;
+        writeln!(
+            out,
+            "Embed user {user} (tenant {tenant}): filter enforced by the host: {filter}"
+        )
+        .map_err(io)?;
         writeln!(
             out,
             "  {} rows in {:.1} ms; rows of another tenant: {foreign}{}",
             rows.len(),
             elapsed.as_secs_f64() * 1000.0,
-            if foreign == 0 { "  (isolation holds)" } else { "  (ISOLATION BROKEN)" }
+            if foreign == 0 {
+                "  (isolation holds)"
+            } else {
+                "  (ISOLATION BROKEN)"
+            }
         )
         .map_err(io)?;
         let mut table = Vec::new();
@@ -215,19 +304,41 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
         }
         writeln!(out).map_err(io)?;
         if foreign != 0 {
-            return Err(Error::Policy(format!("{user} saw {foreign} rows of another tenant")));
+            return Err(Error::Policy(format!(
+                "{user} saw {foreign} rows of another tenant"
+            )));
         }
     }
     writeln!(out, "How it was enforced:").map_err(io)?;
-    writeln!(out, "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;").map_err(io)?;
-    writeln!(out, "    it held a handle to the datasource, never its password;").map_err(io)?;
+    writeln!(
+        out,
+        "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "    it held a handle to the datasource, never its password;"
+    )
+    .map_err(io)?;
     writeln!(out, "  - the host rewrote its SQL so `orders` was already filtered for the user (bind parameters),").map_err(io)?;
-    writeln!(out, "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;").map_err(io)?;
-    writeln!(out, "  - the host re-checked every returned row against the filter before releasing it.").map_err(io)?;
+    writeln!(
+        out,
+        "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  - the host re-checked every returned row against the filter before releasing it."
+    )
+    .map_err(io)?;
     writeln!(out, "  Limits in force: {}\n", silo.runtime().limits()).map_err(io)?;
     writeln!(out, "Go on:").map_err(io)?;
     let cfg = prepared.config_path.display();
-    writeln!(out, "  silo fetch --config {cfg} --user bob --dataset orders --limit 5").map_err(io)?;
+    writeln!(
+        out,
+        "  silo fetch --config {cfg} --user bob --dataset orders --limit 5"
+    )
+    .map_err(io)?;
     writeln!(out, "  silo fetch --config {cfg} --user alice --dataset orders --format ndjson --columns id,amount").map_err(io)?;
     writeln!(out, "  silo describe --config {cfg}").map_err(io)?;
     writeln!(out, "  Point a copy of that silo.toml at your own database (a read-only role), add datasets and users.").map_err(io)?;

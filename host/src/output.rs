@@ -32,19 +32,46 @@ pub fn cell_json(v: &Value) -> serde_json::Value {
 }
 
 /// Writes rows as an aligned text table with a header.
-pub fn write_table(out: &mut impl Write, columns: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell_text).collect()).collect();
+pub fn write_table(
+    out: &mut impl Write,
+    columns: &[String],
+    rows: &[Vec<Value>],
+) -> std::io::Result<()> {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(cell_text).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().filter_map(|r| r.get(i)).map(|s| s.chars().count()).chain([c.len()]).max().unwrap_or(0))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|s| s.chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |out: &mut dyn Write, items: &[String]| -> std::io::Result<()> {
-        let padded: Vec<String> = items.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+        let padded: Vec<String> = items
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<w$}"))
+            .collect();
         writeln!(out, " {}", padded.join(" | ").trim_end())
     };
     line(out, columns)?;
-    writeln!(out, "-{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))?;
+    writeln!(
+        out,
+        "-{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-")
+    )?;
     for r in &cells {
         line(out, r)?;
     }
@@ -52,10 +79,17 @@ pub fn write_table(out: &mut impl Write, columns: &[String], rows: &[Vec<Value>]
 }
 
 /// Writes one JSON object per row.
-pub fn write_ndjson(out: &mut impl Write, columns: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
+pub fn write_ndjson(
+    out: &mut impl Write,
+    columns: &[String],
+    rows: &[Vec<Value>],
+) -> std::io::Result<()> {
     for row in rows {
-        let obj: serde_json::Map<String, serde_json::Value> =
-            columns.iter().cloned().zip(row.iter().map(cell_json)).collect();
+        let obj: serde_json::Map<String, serde_json::Value> = columns
+            .iter()
+            .cloned()
+            .zip(row.iter().map(cell_json))
+            .collect();
         serde_json::to_writer(&mut *out, &obj)?;
         out.write_all(b"\n")?;
     }

@@ -65,37 +65,74 @@ impl Silo {
         let runtime = Runtime::new(config.limits, config.cache_dir.clone())?;
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let pg = ds.postgres.clone().ok_or_else(|| Error::Config(format!("datasource `{name}` has no capability")))?;
+            let pg = ds
+                .postgres
+                .clone()
+                .ok_or_else(|| Error::Config(format!("datasource `{name}` has no capability")))?;
             let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
             let schema = pg.schema.clone();
-            let client = PgClient::new(PgSettings { config: pg, password, statement_timeout: config.limits.statement_timeout })?;
+            let client = PgClient::new(PgSettings {
+                config: pg,
+                password,
+                statement_timeout: config.limits.statement_timeout,
+            })?;
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or("postgres"))?;
             let connector = runtime.load(&wasm)?;
             datasources.insert(
                 name.clone(),
-                Datasource { name: name.clone(), connector, sql: Arc::new(client), schema, described: Mutex::default() },
+                Datasource {
+                    name: name.clone(),
+                    connector,
+                    sql: Arc::new(client),
+                    schema,
+                    described: Mutex::default(),
+                },
             );
         }
         let mut datasets = BTreeMap::new();
         for (name, d) in &config.datasets {
-            let schema = datasources.get(&d.datasource).map(|s| s.schema.clone()).unwrap_or_default();
+            let schema = datasources
+                .get(&d.datasource)
+                .map(|s| s.schema.clone())
+                .unwrap_or_default();
             let (schema, table) = match name.split_once('.') {
                 Some((s, t)) => (s.to_owned(), t.to_owned()),
                 None => (schema, name.clone()),
             };
-            let policy = if d.all_rows { Policy::AllRows } else { Policy::parse(&d.row_filter).map_err(Error::Config)? };
-            datasets.insert(name.clone(), DatasetEntry { datasource: d.datasource.clone(), schema, table, policy });
+            let policy = if d.all_rows {
+                Policy::AllRows
+            } else {
+                Policy::parse(&d.row_filter).map_err(Error::Config)?
+            };
+            datasets.insert(
+                name.clone(),
+                DatasetEntry {
+                    datasource: d.datasource.clone(),
+                    schema,
+                    table,
+                    policy,
+                },
+            );
         }
         let mut users = BTreeMap::new();
         for (id, u) in &config.users {
             let attrs = u
                 .attributes
                 .iter()
-                .map(|(k, v)| attribute_values(v).map(|v| (k.clone(), v)).map_err(Error::Config))
+                .map(|(k, v)| {
+                    attribute_values(v)
+                        .map(|v| (k.clone(), v))
+                        .map_err(Error::Config)
+                })
                 .collect::<Result<Attributes>>()?;
             users.insert(id.clone(), attrs);
         }
-        Ok(Silo { runtime, datasources, datasets, users })
+        Ok(Silo {
+            runtime,
+            datasources,
+            datasets,
+            users,
+        })
     }
 
     /// The runtime (limits, loaded connectors).
@@ -105,21 +142,41 @@ impl Silo {
 
     /// The row filter `user` gets on `dataset`.
     pub fn filter_for(&self, user: &str, dataset: &str) -> Result<RowFilter> {
-        let attrs = self.users.get(user).ok_or_else(|| Error::NotFound(format!("embed user `{user}`")))?;
-        let entry = self.datasets.get(dataset).ok_or_else(|| Error::NotFound(format!("dataset `{dataset}`")))?;
-        entry.policy.resolve(attrs).map_err(|e| Error::Policy(format!("dataset `{dataset}` for user `{user}`: {e}")))
+        let attrs = self
+            .users
+            .get(user)
+            .ok_or_else(|| Error::NotFound(format!("embed user `{user}`")))?;
+        let entry = self
+            .datasets
+            .get(dataset)
+            .ok_or_else(|| Error::NotFound(format!("dataset `{dataset}`")))?;
+        entry
+            .policy
+            .resolve(attrs)
+            .map_err(|e| Error::Policy(format!("dataset `{dataset}` for user `{user}`: {e}")))
     }
 
     /// The datasets of `datasource` with their columns, as its connector
     /// describes them, restricted to the governed datasets in the config.
     pub async fn describe(&self, datasource: &str) -> Result<Arc<Vec<Dataset>>> {
-        let ds = self.datasources.get(datasource).ok_or_else(|| Error::NotFound(format!("datasource `{datasource}`")))?;
-        if let Some(hit) = ds.described.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        let ds = self
+            .datasources
+            .get(datasource)
+            .ok_or_else(|| Error::NotFound(format!("datasource `{datasource}`")))?;
+        if let Some(hit) = ds
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(hit);
         }
         // Describe sees the catalog, and governed tables only as empty.
         let grant = self.grant(ds, |_| RowFilter::NoRows, PG_CATALOG);
-        let mut instance = self.runtime.instantiate(&ds.connector, &ds.name, Some(grant)).await?;
+        let mut instance = self
+            .runtime
+            .instantiate(&ds.connector, &ds.name, Some(grant))
+            .await?;
         let found = instance
             .call(async |c, store| c.silo_connector_connector().call_describe(store).await)
             .await?
@@ -132,7 +189,10 @@ impl Silo {
                 if let Some(short) = d.name.strip_prefix(&prefix) {
                     d.name = short.to_owned();
                 }
-                self.datasets.get(&d.name).is_some_and(|e| e.datasource == ds.name).then_some(d)
+                self.datasets
+                    .get(&d.name)
+                    .is_some_and(|e| e.datasource == ds.name)
+                    .then_some(d)
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -145,8 +205,14 @@ impl Silo {
     pub async fn fetch(&self, user: &str, spec: &FetchSpec) -> Result<Fetch> {
         let filter = self.filter_for(user, &spec.dataset)?;
         filter.validate().map_err(Error::Policy)?;
-        let entry = self.datasets.get(&spec.dataset).ok_or_else(|| Error::NotFound(format!("dataset `{}`", spec.dataset)))?;
-        let ds = self.datasources.get(&entry.datasource).ok_or_else(|| Error::Internal("dataset without datasource".into()))?;
+        let entry = self
+            .datasets
+            .get(&spec.dataset)
+            .ok_or_else(|| Error::NotFound(format!("dataset `{}`", spec.dataset)))?;
+        let ds = self
+            .datasources
+            .get(&entry.datasource)
+            .ok_or_else(|| Error::Internal("dataset without datasource".into()))?;
         let requested = match &spec.columns {
             Some(c) if !c.is_empty() => c.clone(),
             _ => self.columns_of(&ds.name, &spec.dataset).await?,
@@ -161,23 +227,48 @@ impl Silo {
         }
         let limits = *self.runtime.limits();
         let verifier = Verifier::new(&filter, &columns, requested.len(), &limits, spec.limit)?;
-        let grant = self.grant(ds, |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows), &[]);
-        let mut instance = self.runtime.instantiate(&ds.connector, &ds.name, Some(grant)).await?;
+        let grant = self.grant(
+            ds,
+            |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows),
+            &[],
+        );
+        let mut instance = self
+            .runtime
+            .instantiate(&ds.connector, &ds.name, Some(grant))
+            .await?;
         let request = wit::FetchRequest {
             dataset: spec.dataset.clone(),
             columns: columns.clone(),
             filter: filter.clone().into(),
             // Never ask for more than one row past the cap: enough to detect it.
-            limit: Some(spec.limit.unwrap_or(u64::MAX).min(limits.max_rows.saturating_add(1))),
+            limit: Some(
+                spec.limit
+                    .unwrap_or(u64::MAX)
+                    .min(limits.max_rows.saturating_add(1)),
+            ),
         };
         let output = instance
-            .call(async |c, store| c.silo_connector_connector().call_fetch(store, &request).await)
+            .call(async |c, store| {
+                c.silo_connector_connector()
+                    .call_fetch(store, &request)
+                    .await
+            })
             .await?
             .map_err(Error::from_wit)?;
         let source = match output {
             FetchOutput::Forward(stream) => {
-                let stream = instance.store_mut().data_mut().table().delete(stream).map_err(|e| Error::Internal(e.to_string()))?;
-                let names: Vec<&str> = stream.source.columns().iter().map(|c| c.name.as_str()).collect();
+                let stream = instance
+                    .store_mut()
+                    .data_mut()
+                    .table()
+                    .delete(stream)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let names: Vec<&str> = stream
+                    .source
+                    .columns()
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
                 if names != columns {
                     return Err(Error::Connector(format!(
                         "connector returned columns {names:?}, the fetch asked for {columns:?}"
@@ -189,7 +280,12 @@ impl Silo {
             }
             FetchOutput::Produced(batches) => Source::Guest { instance, batches },
         };
-        Ok(Fetch { source: Some(source), verifier, columns: requested, filter })
+        Ok(Fetch {
+            source: Some(source),
+            verifier,
+            columns: requested,
+            filter,
+        })
     }
 
     async fn columns_of(&self, datasource: &str, dataset: &str) -> Result<Vec<String>> {
@@ -197,18 +293,35 @@ impl Silo {
         let d = described
             .iter()
             .find(|d| d.name == dataset)
-            .ok_or_else(|| Error::NotFound(format!("dataset `{dataset}` is not served by its connector")))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "dataset `{dataset}` is not served by its connector"
+                ))
+            })?;
         Ok(d.columns.iter().map(|c| c.name.clone()).collect())
     }
 
-    fn grant(&self, ds: &Datasource, filter: impl Fn(&str) -> RowFilter, readable: &'static [(&'static str, &'static str)]) -> SqlGrant {
+    fn grant(
+        &self,
+        ds: &Datasource,
+        filter: impl Fn(&str) -> RowFilter,
+        readable: &'static [(&'static str, &'static str)],
+    ) -> SqlGrant {
         let tables: Vec<GovernedTable> = self
             .datasets
             .iter()
             .filter(|(_, e)| e.datasource == ds.name)
-            .map(|(name, e)| GovernedTable { schema: e.schema.clone(), name: e.table.clone(), filter: filter(name) })
+            .map(|(name, e)| GovernedTable {
+                schema: e.schema.clone(),
+                name: e.table.clone(),
+                filter: filter(name),
+            })
             .collect();
-        SqlGrant { client: ds.sql.clone(), tables: tables.into(), readable }
+        SqlGrant {
+            client: ds.sql.clone(),
+            tables: tables.into(),
+            readable,
+        }
     }
 }
 
@@ -221,7 +334,10 @@ fn connector_bytes(spec: &str) -> Result<Vec<u8>> {
 
 enum Source {
     Host(Box<dyn RowSource>),
-    Guest { instance: Instance, batches: ResourceAny },
+    Guest {
+        instance: Instance,
+        batches: ResourceAny,
+    },
 }
 
 /// A running fetch: batches of verified rows, in the caller's columns.
@@ -273,13 +389,24 @@ impl Fetch {
             Some(Source::Guest { instance, batches }) => {
                 let handle = *batches;
                 instance
-                    .call(async |c, store| c.silo_connector_connector().batches().call_next(store, handle).await)
+                    .call(async |c, store| {
+                        c.silo_connector_connector()
+                            .batches()
+                            .call_next(store, handle)
+                            .await
+                    })
                     .await?
                     .map_err(Error::from_wit)?
-                    .map(|rows| rows.into_iter().map(|r| r.into_iter().map(Value::from).collect()).collect())
+                    .map(|rows| {
+                        rows.into_iter()
+                            .map(|r| r.into_iter().map(Value::from).collect())
+                            .collect()
+                    })
             }
         };
-        let Some(mut batch) = batch else { return Ok(None) };
+        let Some(mut batch) = batch else {
+            return Ok(None);
+        };
         self.verifier.check(&mut batch)?;
         Ok(Some(batch))
     }

@@ -54,6 +54,7 @@ pub mod bindings {
 mod produce;
 mod select;
 
+pub use bindings::export_connector;
 pub use bindings::exports::silo::connector::connector::{
     Batches, FetchOutput, Guest as Connector, GuestBatches,
 };
@@ -62,7 +63,6 @@ pub use bindings::silo::connector::types::{
     Column, ColumnType, Dataset, Error, FetchRequest, Op, Predicate, Row, RowFilter, Value,
 };
 pub use bindings::silo::connector::{log, sql};
-pub use bindings::export_connector;
 pub use produce::Producer;
 pub use select::{Query, select, where_clause};
 pub use silo_types::SqlDialect;

@@ -45,5 +45,8 @@ pub fn select(dialect: SqlDialect, request: &FetchRequest) -> Result<Query, Erro
     if let Some(limit) = request.limit {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
-    Ok(Query { sql, params: filter.params })
+    Ok(Query {
+        sql,
+        params: filter.params,
+    })
 }

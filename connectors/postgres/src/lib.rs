@@ -30,7 +30,9 @@ impl Connector for Postgres {
         let mut datasets: Vec<Dataset> = Vec::new();
         for row in rows {
             let [schema, table, column, data_type, nullable] = row.as_slice() else {
-                return Err(Error::Connector("catalog row has an unexpected shape".into()));
+                return Err(Error::Connector(
+                    "catalog row has an unexpected shape".into(),
+                ));
             };
             let text = |v: &Value| match v {
                 Value::Text(s) => Ok(s.clone()),
@@ -43,10 +45,17 @@ impl Connector for Postgres {
             let (schema, table) = (text(schema)?, text(table)?);
             // Fully qualified; the host shows names relative to the datasource schema.
             let name = format!("{schema}.{table}");
-            let column = Column { name: text(column)?, kind, nullable: text(nullable)? == "YES" };
+            let column = Column {
+                name: text(column)?,
+                kind,
+                nullable: text(nullable)? == "YES",
+            };
             match datasets.last_mut() {
                 Some(d) if d.name == name => d.columns.push(column),
-                _ => datasets.push(Dataset { name, columns: vec![column] }),
+                _ => datasets.push(Dataset {
+                    name,
+                    columns: vec![column],
+                }),
             }
         }
         Ok(datasets)

@@ -69,7 +69,10 @@ impl types::Host for State {}
 impl streams::Host for State {}
 
 impl streams::HostRowStream for State {
-    async fn columns(&mut self, stream: Resource<HostRowStream>) -> wasmtime::Result<Vec<types::Column>> {
+    async fn columns(
+        &mut self,
+        stream: Resource<HostRowStream>,
+    ) -> wasmtime::Result<Vec<types::Column>> {
         let s = self.table().get(&stream)?;
         Ok(s.source.columns().iter().cloned().map(Into::into).collect())
     }
@@ -83,7 +86,9 @@ impl streams::HostRowStream for State {
         let max = max_rows.clamp(1, BATCH_ROWS * 4) as usize;
         Ok(match s.source.next_batch(max).await {
             Ok(batch) => Ok(batch.map(|rows| {
-                rows.into_iter().map(|r| r.into_iter().map(Into::into).collect()).collect()
+                rows.into_iter()
+                    .map(|r| r.into_iter().map(Into::into).collect())
+                    .collect()
             })),
             Err(e) => Err(e.to_wit()),
         })
@@ -102,10 +107,16 @@ impl sql::Host for State {
         params: Vec<types::Value>,
     ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
         let Some(grant) = self.sql.clone() else {
-            return Ok(Err(Error::Policy("this connector has no SQL capability".into()).to_wit()));
+            return Ok(Err(Error::Policy(
+                "this connector has no SQL capability".into(),
+            )
+            .to_wit()));
         };
         if !self.charge_query(MAX_QUERIES) {
-            return Ok(Err(Error::Limit(format!("at most {MAX_QUERIES} statements per fetch")).to_wit()));
+            return Ok(Err(Error::Limit(format!(
+                "at most {MAX_QUERIES} statements per fetch"
+            ))
+            .to_wit()));
         }
         if statement.len() > MAX_STATEMENT_BYTES || params.len() > MAX_PARAMS {
             return Ok(Err(Error::Limit(format!(
@@ -117,7 +128,11 @@ impl sql::Host for State {
         match crate::policy::run_sql(&grant, &statement, params).await {
             Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
             Err(e) => {
-                tracing::info!(connector = self.connector(), fault = e.fault(), "statement refused or failed: {e}");
+                tracing::info!(
+                    connector = self.connector(),
+                    fault = e.fault(),
+                    "statement refused or failed: {e}"
+                );
                 Ok(Err(e.to_wit()))
             }
         }

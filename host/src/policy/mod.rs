@@ -15,13 +15,27 @@ use crate::limits::Limits;
 
 /// Catalog views a Postgres connector may read while describing (metadata of
 /// what its role can select; governed tables stay filtered, to no rows).
-pub const PG_CATALOG: &[(&str, &str)] = &[("information_schema", "columns"), ("information_schema", "table_privileges")];
+pub const PG_CATALOG: &[(&str, &str)] = &[
+    ("information_schema", "columns"),
+    ("information_schema", "table_privileges"),
+];
 
 /// Enforces the grant's policy on a connector's statement, then runs it.
-pub async fn run_sql(grant: &SqlGrant, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
+pub async fn run_sql(
+    grant: &SqlGrant,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<Box<dyn RowSource>> {
     let client = &grant.client;
-    let rewritten = sql::rewrite(client.dialect(), statement, params, client.default_schema(), &grant.tables, grant.readable)
-        .map_err(|e| Error::Policy(e.to_string()))?;
+    let rewritten = sql::rewrite(
+        client.dialect(),
+        statement,
+        params,
+        client.default_schema(),
+        &grant.tables,
+        grant.readable,
+    )
+    .map_err(|e| Error::Policy(e.to_string()))?;
     client.query(&rewritten.sql, rewritten.params).await
 }
 
@@ -42,8 +56,16 @@ pub struct Verifier {
 impl Verifier {
     /// Rows are laid out as `columns`; the first `keep` are returned to the
     /// caller (the rest are filter columns the host added to check rows).
-    pub fn new(filter: &RowFilter, columns: &[String], keep: usize, limits: &Limits, limit: Option<u64>) -> Result<Verifier> {
-        let filter = filter.compile(columns).map_err(|e| Error::Config(e.to_string()))?;
+    pub fn new(
+        filter: &RowFilter,
+        columns: &[String],
+        keep: usize,
+        limits: &Limits,
+        limit: Option<u64>,
+    ) -> Result<Verifier> {
+        let filter = filter
+            .compile(columns)
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Verifier {
             filter,
             width: columns.len(),
@@ -96,10 +118,16 @@ impl Verifier {
         }
         self.rows += batch.len() as u64;
         if self.rows > self.max_rows {
-            return Err(Error::Limit(format!("the fetch returned more than {} rows", self.max_rows)));
+            return Err(Error::Limit(format!(
+                "the fetch returned more than {} rows",
+                self.max_rows
+            )));
         }
         if self.bytes > self.max_bytes {
-            return Err(Error::Limit(format!("the fetch returned more than {} MiB", self.max_bytes >> 20)));
+            return Err(Error::Limit(format!(
+                "the fetch returned more than {} MiB",
+                self.max_bytes >> 20
+            )));
         }
         if self.keep < self.width {
             for row in batch.iter_mut() {
@@ -150,7 +178,10 @@ mod tests {
     #[test]
     fn row_cap_and_caller_limit() {
         let cols = ["tenant".to_owned()];
-        let limits = Limits { max_rows: 2, ..Limits::default() };
+        let limits = Limits {
+            max_rows: 2,
+            ..Limits::default()
+        };
         let mut v = Verifier::new(&tenant_filter(), &cols, 1, &limits, None).unwrap();
         let mut batch = vec![vec![Value::Text("a".into())]; 3];
         assert!(matches!(v.check(&mut batch), Err(Error::Limit(_))));

@@ -66,14 +66,21 @@ impl Policy {
                     match t {
                         Term::Lit(v) => values.push(v.clone()),
                         Term::Attr(name) => {
-                            let vals = attrs.get(name).ok_or_else(|| format!("the user has no attribute `{name}`"))?;
+                            let vals = attrs
+                                .get(name)
+                                .ok_or_else(|| format!("the user has no attribute `{name}`"))?;
                             values.extend(vals.iter().cloned());
                         }
                     }
                 }
                 match p.op.arity() {
                     Some(n) if values.len() != n => {
-                        return Err(format!("`{}` {} needs {n} value(s), the user's attributes give {}", p.column, p.op.symbol(), values.len()));
+                        return Err(format!(
+                            "`{}` {} needs {n} value(s), the user's attributes give {}",
+                            p.column,
+                            p.op.symbol(),
+                            values.len()
+                        ));
                     }
                     // `x IN ()` holds for no row, so neither does this conjunction.
                     None if values.is_empty() && p.op == Op::In => continue 'conj,
@@ -81,7 +88,11 @@ impl Policy {
                     None if values.is_empty() => continue,
                     _ => {}
                 }
-                preds.push(Predicate { column: p.column.clone(), op: p.op, values });
+                preds.push(Predicate {
+                    column: p.column.clone(),
+                    op: p.op,
+                    values,
+                });
             }
             out.push(preds);
         }
@@ -92,10 +103,14 @@ impl Policy {
 /// Converts a TOML attribute value: scalars become one value, arrays many.
 pub fn attribute_values(v: &toml::Value) -> Result<Vec<Value>, String> {
     Ok(match v {
-        toml::Value::Array(items) => {
-            items.iter().map(|i| scalar(i).ok_or_else(|| "arrays may hold only scalars".to_owned())).collect::<Result<_, _>>()?
-        }
-        other => vec![scalar(other).ok_or_else(|| "attributes must be scalars or arrays of scalars".to_owned())?],
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| scalar(i).ok_or_else(|| "arrays may hold only scalars".to_owned()))
+            .collect::<Result<_, _>>()?,
+        other => vec![
+            scalar(other)
+                .ok_or_else(|| "attributes must be scalars or arrays of scalars".to_owned())?,
+        ],
     })
 }
 
@@ -148,16 +163,25 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                     None => return Err("unterminated quote".into()),
                 }
             }
-            out.push(if c == '\'' { Tok::Str(text) } else { Tok::Ident(text) });
+            out.push(if c == '\'' {
+                Tok::Str(text)
+            } else {
+                Tok::Ident(text)
+            });
         } else if s[i..].starts_with("{{") {
             let end = s[i..].find("}}").ok_or("unterminated {{")?;
             let inner = s[i + 2..i + end].trim();
-            let name = inner.strip_prefix("user.").ok_or_else(|| format!("`{{{{{inner}}}}}`: only {{{{user.<attribute>}}}} is supported"))?;
+            let name = inner.strip_prefix("user.").ok_or_else(|| {
+                format!("`{{{{{inner}}}}}`: only {{{{user.<attribute>}}}} is supported")
+            })?;
             out.push(Tok::Attr(name.to_owned()));
             for _ in 0..end + 2 {
                 chars.next();
             }
-        } else if let Some(sym) = ["<=", ">=", "<>", "!=", "=", "<", ">", "(", ")", ","].into_iter().find(|p| s[i..].starts_with(p)) {
+        } else if let Some(sym) = ["<=", ">=", "<>", "!=", "=", "<", ">", "(", ")", ","]
+            .into_iter()
+            .find(|p| s[i..].starts_with(p))
+        {
             out.push(Tok::Sym(sym));
             for _ in 0..sym.len() {
                 chars.next();
@@ -276,7 +300,9 @@ impl Parser {
             Some(Tok::Str(s)) => Term::Lit(Value::Text(s)),
             Some(Tok::Attr(a)) => Term::Attr(a),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("true") => Term::Lit(Value::Boolean(true)),
-            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => Term::Lit(Value::Boolean(false)),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => {
+                Term::Lit(Value::Boolean(false))
+            }
             Some(Tok::Word(w)) => {
                 if let Ok(i) = w.parse::<i64>() {
                     Term::Lit(Value::Int(i))
@@ -292,7 +318,10 @@ impl Parser {
 }
 
 fn is_identifier(w: &str) -> bool {
-    w.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && w.chars().all(|c| c.is_alphanumeric() || c == '_')
+    w.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && w.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -300,13 +329,22 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, Vec<Value>)]) -> Attributes {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     #[test]
     fn parses_and_resolves() {
-        let p = Policy::parse(&["tenant = {{user.tenant}} and amount < 100".into(), "region in ('eu', 'us')".into()]).unwrap();
-        let f = p.resolve(&attrs(&[("tenant", vec![Value::Text("acme".into())])])).unwrap();
+        let p = Policy::parse(&[
+            "tenant = {{user.tenant}} and amount < 100".into(),
+            "region in ('eu', 'us')".into(),
+        ])
+        .unwrap();
+        let f = p
+            .resolve(&attrs(&[("tenant", vec![Value::Text("acme".into())])]))
+            .unwrap();
         let RowFilter::AnyOf(any) = f else { panic!() };
         assert_eq!(any.len(), 2);
         assert_eq!(any[0][0].values, vec![Value::Text("acme".into())]);
@@ -318,25 +356,49 @@ mod tests {
     fn sql_looking_attribute_is_one_value() {
         let p = Policy::parse(&["tenant = {{user.tenant}}".into()]).unwrap();
         let evil = Value::Text("' OR 1=1 --".into());
-        let f = p.resolve(&attrs(&[("tenant", vec![evil.clone()])])).unwrap();
-        assert_eq!(f, RowFilter::AnyOf(vec![vec![Predicate { column: "tenant".into(), op: Op::Eq, values: vec![evil] }]]));
+        let f = p
+            .resolve(&attrs(&[("tenant", vec![evil.clone()])]))
+            .unwrap();
+        assert_eq!(
+            f,
+            RowFilter::AnyOf(vec![vec![Predicate {
+                column: "tenant".into(),
+                op: Op::Eq,
+                values: vec![evil]
+            }]])
+        );
     }
 
     #[test]
     fn missing_attribute_is_an_error_not_a_wider_filter() {
         let p = Policy::parse(&["tenant = {{user.tenant}}".into()]).unwrap();
-        assert!(p.resolve(&Attributes::new()).unwrap_err().contains("tenant"));
+        assert!(
+            p.resolve(&Attributes::new())
+                .unwrap_err()
+                .contains("tenant")
+        );
     }
 
     #[test]
     fn empty_in_list_drops_the_conjunction() {
         let p = Policy::parse(&["region in {{user.regions}}".into()]).unwrap();
-        assert_eq!(p.resolve(&attrs(&[("regions", vec![])])).unwrap(), RowFilter::AnyOf(vec![]));
+        assert_eq!(
+            p.resolve(&attrs(&[("regions", vec![])])).unwrap(),
+            RowFilter::AnyOf(vec![])
+        );
     }
 
     #[test]
     fn rejects_malformed_rules() {
-        for bad in ["tenant", "tenant = ", "= 1", "tenant = acme", "a = 1 or b = 2", "a = {{org.x}}", "a in 1"] {
+        for bad in [
+            "tenant",
+            "tenant = ",
+            "= 1",
+            "tenant = acme",
+            "a = 1 or b = 2",
+            "a = {{org.x}}",
+            "a in 1",
+        ] {
             assert!(Policy::parse(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(Policy::parse(&["a is not null and \"B c\" >= -1.5".into()]).is_ok());

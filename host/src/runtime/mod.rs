@@ -1,7 +1,10 @@
 //! The wasmtime side: one engine with a pooling allocator, one cached
 //! `InstancePre` per connector (keyed by the component's sha256), compiled
 //! artifacts cached on disk, and a fresh, limited store per fetch.
-#[allow(missing_docs, reason = "generated; wit/connector.wit documents each item")]
+#[allow(
+    missing_docs,
+    reason = "generated; wit/connector.wit documents each item"
+)]
 pub mod bindings;
 mod wasi;
 
@@ -77,7 +80,10 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -89,13 +95,23 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_memory;
         self.memory_refused |= !ok;
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -144,7 +160,8 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(internal)?;
-        SqlConnector::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(internal)?;
+        SqlConnector::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(internal)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
@@ -161,7 +178,14 @@ impl Runtime {
         if let Some(dir) = &cache_dir {
             create_private_dir(dir)?;
         }
-        Ok(Runtime { engine, linker, limits, cache_dir, loaded: Mutex::default(), ticker_stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            loaded: Mutex::default(),
+            ticker_stop,
+        })
     }
 
     /// The limits every fetch runs under.
@@ -182,8 +206,15 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .and_then(SqlConnectorPre::new)
-            .map_err(|e| Error::Connector(format!("component does not fit the sql-connector world: {e}")))?;
-        let loaded = Loaded { pre, digest: digest.clone() };
+            .map_err(|e| {
+                Error::Connector(format!(
+                    "component does not fit the sql-connector world: {e}"
+                ))
+            })?;
+        let loaded = Loaded {
+            pre,
+            digest: digest.clone(),
+        };
         self.cache().insert(digest, loaded.clone());
         Ok(loaded)
     }
@@ -200,18 +231,28 @@ impl Runtime {
         };
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut h);
-        let path = dir.join(format!("{digest}-{:016x}.cwasm", std::hash::Hasher::finish(&h)));
+        let path = dir.join(format!(
+            "{digest}-{:016x}.cwasm",
+            std::hash::Hasher::finish(&h)
+        ));
         if path.exists() {
             match deserialize(&self.engine, &path) {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, wasm).map_err(invalid_component)?;
         match component.serialize() {
             Ok(bytes) => {
-                let tmp = path.with_extension("tmp");
-                if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+                // Unique per writer: several processes may fill the cache at once.
+                static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = WRITES.fetch_add(1, Ordering::Relaxed);
+                let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+                if let Err(e) =
+                    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path))
+                {
                     tracing::warn!("could not write compile cache: {e}");
                 }
             }
@@ -221,11 +262,19 @@ impl Runtime {
     }
 
     /// A fresh instance with its own store, limits and capability grant.
-    pub async fn instantiate(&self, loaded: &Loaded, name: &str, sql: Option<SqlGrant>) -> Result<Instance> {
+    pub async fn instantiate(
+        &self,
+        loaded: &Loaded,
+        name: &str,
+        sql: Option<SqlGrant>,
+    ) -> Result<Instance> {
         let state = State {
             table: ResourceTable::new(),
             wasi: wasi::empty_ctx(),
-            limiter: Limiter { max_memory: self.limits.memory_bytes, memory_refused: false },
+            limiter: Limiter {
+                max_memory: self.limits.memory_bytes,
+                memory_refused: false,
+            },
             deadline: Instant::now() + self.limits.timeout,
             log_budget: LOG_BYTES,
             queries: 0,
@@ -245,7 +294,11 @@ impl Runtime {
             })
         });
         let bindings = loaded.pre.instantiate_async(&mut store).await;
-        let mut instance = Instance { store, bindings: None, timeout: self.limits.timeout };
+        let mut instance = Instance {
+            store,
+            bindings: None,
+            timeout: self.limits.timeout,
+        };
         instance.bindings = Some(instance.settle(bindings)?);
         Ok(instance)
     }
@@ -265,7 +318,11 @@ impl Instance {
     where
         F: AsyncFnOnce(&SqlConnector, &mut Store<State>) -> wasmtime::Result<R>,
     {
-        let Instance { store, bindings, timeout } = self;
+        let Instance {
+            store,
+            bindings,
+            timeout,
+        } = self;
         let Some(bindings) = bindings.as_ref() else {
             return Err(Error::Internal("instance used after it failed".into()));
         };
@@ -296,7 +353,10 @@ impl Instance {
             if let Some(e) = e.downcast_ref::<Error>() {
                 return Error::Internal(e.to_string());
             }
-            tracing::warn!(connector = self.store.data().connector(), "connector trapped: {e:?}");
+            tracing::warn!(
+                connector = self.store.data().connector(),
+                "connector trapped: {e:?}"
+            );
             match e.downcast_ref::<Trap>() {
                 Some(trap) => Error::Connector(format!("connector trapped: {trap}")),
                 None => Error::Connector("connector trapped".into()),
@@ -305,7 +365,10 @@ impl Instance {
     }
 
     fn time_limit(&self) -> Error {
-        Error::Limit(format!("connector exceeded its time limit of {} ms", self.timeout.as_millis()))
+        Error::Limit(format!(
+            "connector exceeded its time limit of {} ms",
+            self.timeout.as_millis()
+        ))
     }
 
     /// The store, for taking host resources the guest handed back.
@@ -316,7 +379,10 @@ impl Instance {
 
 fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
     for (name, _) in component.component_type().imports(engine) {
-        let allowed = SQL_WORLD_IMPORTS.iter().chain(wasi::LINKED_WASI).any(|p| name.starts_with(p));
+        let allowed = SQL_WORLD_IMPORTS
+            .iter()
+            .chain(wasi::LINKED_WASI)
+            .any(|p| name.starts_with(p));
         if !allowed {
             return Err(Error::Connector(format!(
                 "connector imports `{name}`, which a sql connector is not given \
@@ -327,7 +393,10 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
     Ok(())
 }
 
-#[expect(unsafe_code, reason = "loading a precompiled artifact is unsafe by design in wasmtime")]
+#[expect(
+    unsafe_code,
+    reason = "loading a precompiled artifact is unsafe by design in wasmtime"
+)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was written by `Component::serialize` of an engine with
     // the same compatibility hash (it is in the name), into a directory only

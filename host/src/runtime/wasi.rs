@@ -43,7 +43,9 @@ impl HostMonotonicClock for Frozen {
 pub fn empty_ctx() -> WasiCtx {
     let mut b = WasiCtxBuilder::new();
     b.wall_clock(Frozen).monotonic_clock(Frozen);
-    b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    b.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     b.build()
 }
 

@@ -10,7 +10,11 @@ pub struct UnknownColumn(pub String);
 
 impl std::fmt::Display for UnknownColumn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "filter column `{}` is not among the row's columns", self.0)
+        write!(
+            f,
+            "filter column `{}` is not among the row's columns",
+            self.0
+        )
     }
 }
 
@@ -61,7 +65,8 @@ impl CompiledFilter {
             CompiledFilter::NoRows => false,
             CompiledFilter::AnyOf(any) => any.iter().any(|conj| {
                 conj.iter().all(|(idx, op, values)| {
-                    row.get(*idx).is_some_and(|cell| predicate(cell, *op, values))
+                    row.get(*idx)
+                        .is_some_and(|cell| predicate(cell, *op, values))
                 })
             }),
         }
@@ -104,9 +109,15 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (Boolean(x), Boolean(y)) => Some(x.cmp(y)),
         (Int(x), Int(y)) => Some(x.cmp(y)),
         (Float(x), Float(y)) => x.partial_cmp(y),
-        #[expect(clippy::cast_precision_loss, reason = "SQL compares int with float as float")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "SQL compares int with float as float"
+        )]
         (Int(x), Float(y)) => (*x as f64).partial_cmp(y),
-        #[expect(clippy::cast_precision_loss, reason = "SQL compares int with float as float")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "SQL compares int with float as float"
+        )]
         (Float(x), Int(y)) => x.partial_cmp(&(*y as f64)),
         (Decimal(x), Decimal(y)) => cmp_decimal(x, y),
         (Int(x), Decimal(y)) => cmp_decimal(&x.to_string(), y),
@@ -180,7 +191,11 @@ mod tests {
     use crate::Predicate;
 
     fn filter(column: &str, op: Op, values: Vec<Value>) -> RowFilter {
-        RowFilter::AnyOf(vec![vec![Predicate { column: column.into(), op, values }]])
+        RowFilter::AnyOf(vec![vec![Predicate {
+            column: column.into(),
+            op,
+            values,
+        }]])
     }
 
     #[test]
@@ -197,7 +212,9 @@ mod tests {
     fn nulls_are_never_admitted_by_comparisons() {
         let row = [Value::Null];
         for op in [Op::Eq, Op::Ne, Op::Lt, Op::Ge, Op::NotIn] {
-            let f = filter("c", op, vec![Value::Int(1)]).compile(&["c"]).unwrap();
+            let f = filter("c", op, vec![Value::Int(1)])
+                .compile(&["c"])
+                .unwrap();
             assert!(!f.matches(&row), "{op:?}");
         }
         let f = filter("c", Op::IsNull, vec![]).compile(&["c"]).unwrap();
@@ -206,13 +223,19 @@ mod tests {
 
     #[test]
     fn not_in_with_null_operand_admits_nothing() {
-        let f = filter("c", Op::NotIn, vec![Value::Int(1), Value::Null]).compile(&["c"]).unwrap();
+        let f = filter("c", Op::NotIn, vec![Value::Int(1), Value::Null])
+            .compile(&["c"])
+            .unwrap();
         assert!(!f.matches(&[Value::Int(2)]));
     }
 
     #[test]
     fn union_of_conjunctions() {
-        let p = |c: &str, v: &str| Predicate { column: c.into(), op: Op::Eq, values: vec![Value::Text(v.into())] };
+        let p = |c: &str, v: &str| Predicate {
+            column: c.into(),
+            op: Op::Eq,
+            values: vec![Value::Text(v.into())],
+        };
         let f = RowFilter::AnyOf(vec![vec![p("t", "a"), p("r", "eu")], vec![p("t", "b")]]);
         let f = f.compile(&["t", "r"]).unwrap();
         let row = |t: &str, r: &str| [Value::Text(t.into()), Value::Text(r.into())];
@@ -225,15 +248,27 @@ mod tests {
     #[test]
     fn unknown_column_is_an_error() {
         let f = filter("tenant", Op::Eq, vec![Value::Int(1)]);
-        assert_eq!(f.compile(&["id"]).unwrap_err(), UnknownColumn("tenant".into()));
+        assert_eq!(
+            f.compile(&["id"]).unwrap_err(),
+            UnknownColumn("tenant".into())
+        );
     }
 
     #[test]
     fn dates_compare_with_text_literals() {
         let d = Value::Date(time::parse_date("2024-03-01").unwrap());
-        assert_eq!(compare(&d, &Value::Text("2024-03-01".into())), Some(Ordering::Equal));
-        assert_eq!(compare(&d, &Value::Text("2024-02-29".into())), Some(Ordering::Greater));
-        assert_eq!(compare(&Value::Int(3), &Value::Float(3.0)), Some(Ordering::Equal));
+        assert_eq!(
+            compare(&d, &Value::Text("2024-03-01".into())),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            compare(&d, &Value::Text("2024-02-29".into())),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            compare(&Value::Int(3), &Value::Float(3.0)),
+            Some(Ordering::Equal)
+        );
         assert_eq!(compare(&Value::Int(3), &Value::Text("3".into())), None);
     }
 }

@@ -16,7 +16,7 @@
 //!     values: vec![Value::Text("acme".into())],
 //! }]]);
 //! let clause = filter.to_sql_where(SqlDialect::Postgres, 1);
-//! assert_eq!(clause.sql, r#"("tenant" = $1)"#);
+//! assert_eq!(clause.sql, r#"(("tenant" = $1))"#);
 //! assert_eq!(clause.params, vec![Value::Text("acme".into())]);
 //!
 //! let row = [Value::Text("acme".into())];

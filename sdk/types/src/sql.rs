@@ -68,7 +68,8 @@ impl RowFilter {
                                 match p.op {
                                     Op::IsNull | Op::NotNull => format!("{col} {}", p.op.symbol()),
                                     Op::In | Op::NotIn => {
-                                        let list: Vec<String> = p.values.iter().map(&mut placeholder).collect();
+                                        let list: Vec<String> =
+                                            p.values.iter().map(&mut placeholder).collect();
                                         format!("{col} {} ({})", p.op.symbol(), list.join(", "))
                                     }
                                     op => {
@@ -97,8 +98,16 @@ mod tests {
     fn renders_union_with_numbered_placeholders() {
         let f = RowFilter::AnyOf(vec![
             vec![
-                Predicate { column: "tenant".into(), op: Op::Eq, values: vec![Value::Text("a".into())] },
-                Predicate { column: "deleted".into(), op: Op::IsNull, values: vec![] },
+                Predicate {
+                    column: "tenant".into(),
+                    op: Op::Eq,
+                    values: vec![Value::Text("a".into())],
+                },
+                Predicate {
+                    column: "deleted".into(),
+                    op: Op::IsNull,
+                    values: vec![],
+                },
             ],
             vec![Predicate {
                 column: "re\"gion".into(),
@@ -113,12 +122,23 @@ mod tests {
         );
         assert_eq!(w.params.len(), 3);
         let w = f.to_sql_where(SqlDialect::MySql, 1);
-        assert_eq!(w.sql, "((`tenant` = ? AND `deleted` IS NULL) OR (`re\"gion` IN (?, ?)))");
+        assert_eq!(
+            w.sql,
+            "((`tenant` = ? AND `deleted` IS NULL) OR (`re\"gion` IN (?, ?)))"
+        );
     }
 
     #[test]
     fn empty_union_admits_nothing() {
-        assert_eq!(RowFilter::AnyOf(vec![]).to_sql_where(SqlDialect::Postgres, 1).sql, "(FALSE)");
-        assert_eq!(RowFilter::NoRows.to_sql_where(SqlDialect::Postgres, 1).sql, "(FALSE)");
+        assert_eq!(
+            RowFilter::AnyOf(vec![])
+                .to_sql_where(SqlDialect::Postgres, 1)
+                .sql,
+            "(FALSE)"
+        );
+        assert_eq!(
+            RowFilter::NoRows.to_sql_where(SqlDialect::Postgres, 1).sql,
+            "(FALSE)"
+        );
     }
 }

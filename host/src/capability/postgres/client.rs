@@ -42,7 +42,13 @@ impl PgClient {
         if let Some(password) = &settings.password {
             pg.password(password.expose_secret());
         }
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(c.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -50,7 +56,11 @@ impl PgClient {
             .wait_timeout(Some(settings.statement_timeout))
             .build()
             .map_err(|e| Error::Config(format!("postgres pool: {e}")))?;
-        Ok(PgClient { pool, schema: c.schema.clone(), statement_timeout: settings.statement_timeout })
+        Ok(PgClient {
+            pool,
+            schema: c.schema.clone(),
+            statement_timeout: settings.statement_timeout,
+        })
     }
 
     /// A pooled connection, for host-side administration (registration checks, tests).
@@ -77,7 +87,9 @@ impl SqlClient for PgClient {
         let client = lease.client()?;
         let timeout_ms = self.statement_timeout.as_millis();
         client
-            .batch_execute(&format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"))
+            .batch_execute(&format!(
+                "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
+            ))
             .await
             .map_err(db_error)?;
         let stmt = client.prepare(statement).await.map_err(db_error)?;
@@ -93,13 +105,29 @@ impl SqlClient for PgClient {
             .iter()
             .map(|col| {
                 let kind = column_type(col.type_()).ok_or_else(|| {
-                    Error::Datasource(format!("column `{}` has type {}, which Silo cannot carry", col.name(), col.type_()))
+                    Error::Datasource(format!(
+                        "column `{}` has type {}, which Silo cannot carry",
+                        col.name(),
+                        col.type_()
+                    ))
                 })?;
-                Ok(Column { name: col.name().to_owned(), kind, nullable: true })
+                Ok(Column {
+                    name: col.name().to_owned(),
+                    kind,
+                    nullable: true,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        let stream = client.query_raw(&stmt, params.iter().map(Param)).await.map_err(db_error)?;
-        Ok(Box::new(PgRows { lease, stream: Box::pin(stream), columns, done: false }))
+        let stream = client
+            .query_raw(&stmt, params.iter().map(Param))
+            .await
+            .map_err(db_error)?;
+        Ok(Box::new(PgRows {
+            lease,
+            stream: Box::pin(stream),
+            columns,
+            done: false,
+        }))
     }
 }
 
@@ -109,7 +137,9 @@ struct Lease(Option<Object>);
 
 impl Lease {
     fn client(&self) -> Result<&Object> {
-        self.0.as_ref().ok_or_else(|| Error::Internal("connection already released".into()))
+        self.0
+            .as_ref()
+            .ok_or_else(|| Error::Internal("connection already released".into()))
     }
 
     async fn release(&mut self) -> Result<()> {
@@ -155,7 +185,9 @@ impl RowSource for PgRows {
                 Some(Ok(row)) => {
                     let mut cells = Vec::with_capacity(width);
                     for i in 0..width {
-                        let cell: Cell = row.try_get(i).map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))?;
+                        let cell: Cell = row
+                            .try_get(i)
+                            .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))?;
                         cells.push(cell.0);
                     }
                     out.push(cells);

@@ -23,7 +23,9 @@ pub fn column_type(ty: &Type) -> Option<ColumnType> {
         Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => ColumnType::Int,
         Type::FLOAT4 | Type::FLOAT8 => ColumnType::Float,
         Type::NUMERIC => ColumnType::Decimal,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::UUID => ColumnType::Text,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::UUID => {
+            ColumnType::Text
+        }
         Type::BYTEA => ColumnType::Bytes,
         Type::DATE => ColumnType::Date,
         Type::TIMESTAMP | Type::TIMESTAMPTZ => ColumnType::Timestamp,
@@ -41,7 +43,9 @@ impl<'a> FromSql<'a> for Cell {
             return Cell::from_sql(base, raw);
         }
         let fixed = |n: usize| -> Result<&[u8], BoxError> {
-            (raw.len() == n).then_some(raw).ok_or_else(|| format!("bad {ty} length {}", raw.len()).into())
+            (raw.len() == n)
+                .then_some(raw)
+                .ok_or_else(|| format!("bad {ty} length {}", raw.len()).into())
         };
         Ok(Cell(match *ty {
             Type::BOOL => Value::Boolean(fixed(1)?[0] != 0),
@@ -57,10 +61,12 @@ impl<'a> FromSql<'a> for Cell {
             }
             Type::UUID => Value::Text(uuid_text(fixed(16)?)),
             Type::BYTEA => Value::Bytes(raw.to_vec()),
-            Type::DATE => Value::Date(i32::from_be_bytes(fixed(4)?.try_into()?).saturating_add(PG_EPOCH_DAYS)),
-            Type::TIMESTAMP | Type::TIMESTAMPTZ => {
-                Value::Timestamp(i64::from_be_bytes(fixed(8)?.try_into()?).saturating_add(PG_EPOCH_MICROS))
+            Type::DATE => {
+                Value::Date(i32::from_be_bytes(fixed(4)?.try_into()?).saturating_add(PG_EPOCH_DAYS))
             }
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => Value::Timestamp(
+                i64::from_be_bytes(fixed(8)?.try_into()?).saturating_add(PG_EPOCH_MICROS),
+            ),
             Type::JSON => Value::Json(std::str::from_utf8(raw)?.to_owned()),
             Type::JSONB => match raw.split_first() {
                 Some((1, doc)) => Value::Json(std::str::from_utf8(doc)?.to_owned()),
@@ -81,7 +87,14 @@ impl<'a> FromSql<'a> for Cell {
 
 fn uuid_text(b: &[u8]) -> String {
     let h = |r: std::ops::Range<usize>| b.get(r).map(hex_lower).unwrap_or_default();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 fn hex_lower(b: &[u8]) -> String {
@@ -98,26 +111,41 @@ impl ToSql for Param<'_> {
         if let Kind::Domain(base) = ty.kind() {
             return self.to_sql(base, out);
         }
-        let mismatch = || -> BoxError { format!("cannot bind {} to a parameter of type {ty}", kind(self.0)).into() };
+        let mismatch = || -> BoxError {
+            format!("cannot bind {} to a parameter of type {ty}", kind(self.0)).into()
+        };
         match (self.0, ty) {
             (Value::Null, _) => return Ok(IsNull::Yes),
             (Value::Boolean(b), &Type::BOOL) => out.put_u8(u8::from(*b)),
             (Value::Int(i), &Type::INT2) => out.put_i16(i16::try_from(*i)?),
             (Value::Int(i), &Type::INT4) => out.put_i32(i32::try_from(*i)?),
             (Value::Int(i), &Type::INT8) => out.put_i64(*i),
-            #[expect(clippy::cast_precision_loss, reason = "an int compared with a float column is a float")]
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "an int compared with a float column is a float"
+            )]
             (Value::Int(i), &Type::FLOAT8) => out.put_f64(*i as f64),
             (Value::Int(i), &Type::NUMERIC) => string_to_numeric(&i.to_string(), out)?,
             (Value::Float(f), &Type::FLOAT8) => out.put_f64(*f),
-            #[expect(clippy::cast_possible_truncation, reason = "binding to a float4 column")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "binding to a float4 column"
+            )]
             (Value::Float(f), &Type::FLOAT4) => out.put_f32(*f as f32),
-            (Value::Float(f), &Type::NUMERIC) if f.is_finite() => string_to_numeric(&f.to_string(), out)?,
+            (Value::Float(f), &Type::NUMERIC) if f.is_finite() => {
+                string_to_numeric(&f.to_string(), out)?
+            }
             (Value::Decimal(d), &Type::NUMERIC) => string_to_numeric(d, out)?,
             (Value::Decimal(d), &Type::FLOAT8) => out.put_f64(d.parse()?),
-            (Value::Text(s), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN) => {
+            (
+                Value::Text(s),
+                &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN,
+            ) => {
                 out.put_slice(s.as_bytes());
             }
-            (Value::Text(s), &Type::DATE) => put_date(time::parse_date(s).ok_or_else(mismatch)?, out),
+            (Value::Text(s), &Type::DATE) => {
+                put_date(time::parse_date(s).ok_or_else(mismatch)?, out)
+            }
             (Value::Text(s), &Type::TIMESTAMP | &Type::TIMESTAMPTZ) => {
                 put_timestamp(time::parse_timestamp(s).ok_or_else(mismatch)?, out);
             }
@@ -191,9 +219,15 @@ fn numeric_to_string(raw: &[u8]) -> Result<String, BoxError> {
     if sign == NUMERIC_NAN {
         return Ok("NaN".into());
     }
-    let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect::<Result<_, _>>()?;
+    let digits: Vec<u16> = (0..ndigits)
+        .map(|i| word(4 + i))
+        .collect::<Result<_, _>>()?;
     let digit = |pos: i32| -> u16 {
-        usize::try_from(pos).ok().and_then(|p| digits.get(p)).copied().unwrap_or(0)
+        usize::try_from(pos)
+            .ok()
+            .and_then(|p| digits.get(p))
+            .copied()
+            .unwrap_or(0)
     };
     let mut int = String::new();
     for pos in 0..=weight {
@@ -217,7 +251,11 @@ fn numeric_to_string(raw: &[u8]) -> Result<String, BoxError> {
     }
     frac.truncate(dscale);
     let neg = if sign == NUMERIC_NEG { "-" } else { "" };
-    Ok(if frac.is_empty() { format!("{neg}{int}") } else { format!("{neg}{int}.{frac}") })
+    Ok(if frac.is_empty() {
+        format!("{neg}{int}")
+    } else {
+        format!("{neg}{int}.{frac}")
+    })
 }
 
 /// Decimal text to Postgres `numeric` binary, keeping the text's scale.
@@ -229,7 +267,9 @@ fn string_to_numeric(s: &str, out: &mut BytesMut) -> Result<(), BoxError> {
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
     let int = int.trim_start_matches('0');
@@ -237,7 +277,11 @@ fn string_to_numeric(s: &str, out: &mut BytesMut) -> Result<(), BoxError> {
     let int_pad = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
     let frac_pad = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
     let mut groups: Vec<u16> = Vec::new();
-    for chunk in int_pad.as_bytes().chunks(4).chain(frac_pad.as_bytes().chunks(4)) {
+    for chunk in int_pad
+        .as_bytes()
+        .chunks(4)
+        .chain(frac_pad.as_bytes().chunks(4))
+    {
         groups.push(std::str::from_utf8(chunk)?.parse()?);
     }
     let mut weight = i32::try_from(int_pad.len() / 4)? - 1;
@@ -252,7 +296,11 @@ fn string_to_numeric(s: &str, out: &mut BytesMut) -> Result<(), BoxError> {
     }
     out.put_u16(u16::try_from(groups.len())?);
     out.put_i16(i16::try_from(weight)?);
-    out.put_u16(if neg && !groups.is_empty() { NUMERIC_NEG } else { 0 });
+    out.put_u16(if neg && !groups.is_empty() {
+        NUMERIC_NEG
+    } else {
+        0
+    });
     out.put_u16(u16::try_from(frac.len())?);
     for g in groups {
         out.put_u16(g);
@@ -266,7 +314,17 @@ mod tests {
 
     #[test]
     fn numeric_round_trips() {
-        for s in ["0", "1", "-1", "12345.6789", "0.0001", "-0.5", "100000000", "3.14159265358979", "10000.10"] {
+        for s in [
+            "0",
+            "1",
+            "-1",
+            "12345.6789",
+            "0.0001",
+            "-0.5",
+            "100000000",
+            "3.14159265358979",
+            "10000.10",
+        ] {
             let mut buf = BytesMut::new();
             string_to_numeric(s, &mut buf).unwrap();
             assert_eq!(numeric_to_string(&buf).unwrap(), s, "{s}");

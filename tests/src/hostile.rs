@@ -1,0 +1,211 @@
+//! Hostile connectors: each gets a clear error or only permitted rows, and
+//! the host keeps serving other fetches.
+use std::time::{Duration, Instant};
+
+use silo_host::error::Error;
+use silo_host::silo::FetchSpec;
+
+use crate::connectors;
+use crate::support::{Fixture, fetch_ids};
+
+/// Tight limits so hostile tests finish quickly; the mechanisms are the same.
+const TIGHT: &str = "[limits]\ntimeout_ms = 1500\nmax_rows = 50000\nmemory_bytes = 33554432\n";
+
+#[tokio::test]
+async fn connector_that_ignores_the_filter_gets_only_permitted_rows() {
+    let fx = Fixture::new("ignore").await;
+    let silo = fx.silo(connectors::IGNORE_FILTER, "").await.unwrap();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+    assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), [4, 5, 6]);
+    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);
+}
+
+#[tokio::test]
+async fn connector_that_relabels_rows_in_sql_still_gets_only_permitted_rows() {
+    let fx = Fixture::new("forgesql").await;
+    let silo = fx.silo(connectors::FORGE_TENANT_SQL, "").await.unwrap();
+    // It writes `$1 AS tenant` over the real column and drops the WHERE; the
+    // governed table underneath is already alice's rows only.
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn fabricated_row_fails_the_whole_fetch() {
+    let fx = Fixture::new("forgerows").await;
+    let silo = fx.silo(connectors::FORGE_TENANT_ROWS, "").await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("outside the user's row filter")),
+        "{err}"
+    );
+    // Streaming: the verified rows before it are released, the forged one never.
+    let spec = FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "tenant".into()]),
+        limit: None,
+    };
+    let mut fetch = silo.fetch("alice", &spec).await.unwrap();
+    let mut released = Vec::new();
+    let err = loop {
+        match fetch.next_batch().await {
+            Ok(Some(batch)) => released.extend(batch),
+            Ok(None) => panic!("the forged row was not caught"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Policy(_)));
+    assert!(
+        released
+            .iter()
+            .all(|r| r[1] == silo_types::Value::Text("acme".into())),
+        "{released:?}"
+    );
+    assert!(
+        matches!(fetch.next_batch().await, Ok(None)),
+        "a failed fetch releases nothing more"
+    );
+}
+
+#[tokio::test]
+async fn ungoverned_table_is_refused() {
+    let fx = Fixture::new("othertable").await;
+    let silo = fx.silo(connectors::OTHER_TABLE, "").await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("salaries")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn writes_and_multiple_statements_are_refused_and_change_nothing() {
+    let fx = Fixture::new("writes").await;
+    let silo = fx.silo(connectors::WRITE_ATTEMPT, "").await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    let Error::Policy(report) = &err else {
+        panic!("expected refusals, got {err}")
+    };
+    assert_eq!(report.lines().count(), 10, "{report}");
+    for needle in [
+        "UPDATE",
+        "DROP",
+        "exactly one statement",
+        "WITH",
+        "FOR UPDATE",
+        "INSERT",
+        "COPY",
+    ] {
+        assert!(
+            report.contains(needle),
+            "no refusal mentions {needle}: {report}"
+        );
+    }
+    assert_eq!(fx.count_orders().await, 6);
+}
+
+#[tokio::test]
+async fn dangerous_functions_and_hidden_subqueries_are_refused() {
+    let fx = Fixture::new("functions").await;
+    let silo = fx.silo(connectors::FORBIDDEN_FUNCTION, "").await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    let Error::Policy(report) = &err else {
+        panic!("expected refusals, got {err}")
+    };
+    for needle in [
+        "pg_read_file",
+        "query_to_xml",
+        "dblink",
+        "set_config",
+        "pg_sleep",
+        "salaries",
+    ] {
+        assert!(
+            report.contains(needle),
+            "no refusal names {needle}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn infinite_loop_hits_the_time_limit_while_others_are_served() {
+    let fx = Fixture::new("loop").await;
+    let spinning = fx.silo(connectors::INFINITE_LOOP, TIGHT).await.unwrap();
+    let honest = fx.silo("postgres", TIGHT).await.unwrap();
+    let started = Instant::now();
+    // One thread: the honest fetches complete only because the spinning guest yields.
+    let (spun, served) = tokio::join!(fetch_ids(&spinning, "alice"), async {
+        let mut done = Vec::new();
+        for _ in 0..3 {
+            done.push(fetch_ids(&honest, "bob").await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (done, started.elapsed())
+    });
+    let err = spun.unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("time limit")),
+        "{err}"
+    );
+    let (done, served_at) = served;
+    assert!(
+        done.iter().all(|r| matches!(r.as_deref(), Ok([4, 5, 6]))),
+        "{done:?}"
+    );
+    assert!(
+        served_at < Duration::from_millis(1500),
+        "honest fetches waited for the spinning one: {served_at:?}"
+    );
+    assert_eq!(fetch_ids(&honest, "alice").await.unwrap(), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_limit() {
+    let fx = Fixture::new("alloc").await;
+    let silo = fx.silo(connectors::UNBOUNDED_ALLOC, TIGHT).await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("memory limit of 32 MiB")),
+        "{err}"
+    );
+    // The next fetch gets a fresh instance and works as before.
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(matches!(err, Error::Limit(_)));
+}
+
+#[tokio::test]
+async fn ten_million_rows_hit_the_row_cap() {
+    let fx = Fixture::new("tenmillion").await;
+    let silo = fx.silo(connectors::TEN_MILLION_ROWS, TIGHT).await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("more than 50000 rows")),
+        "{err}"
+    );
+    // A caller's own limit is honoured without error.
+    let spec = FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into()]),
+        limit: Some(10),
+    };
+    let rows = silo
+        .fetch("alice", &spec)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 10);
+}
+
+#[tokio::test]
+async fn component_importing_sockets_is_refused_at_load() {
+    let fx = Fixture::new("socket").await;
+    let err = match fx.silo(connectors::OPENS_SOCKET, "").await {
+        Ok(_) => panic!("a component importing sockets was loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Connector(m) if m.contains("wasi:sockets")),
+        "{err}"
+    );
+}

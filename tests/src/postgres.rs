@@ -1,0 +1,194 @@
+//! The honest Postgres connector: tenant isolation, projection, limits,
+//! describe, types, and failures that must be clear.
+use silo_host::error::Error;
+use silo_host::silo::FetchSpec;
+use silo_types::Value;
+
+use crate::support::{Fixture, fetch_ids, ids};
+
+#[tokio::test]
+async fn each_embed_user_sees_exactly_their_rows() {
+    let fx = Fixture::new("isolation").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+    assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), [4, 5, 6]);
+    // Two rules ORed: carol's own tenant has no rows, the shared customer does.
+    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);
+}
+
+#[tokio::test]
+async fn filter_values_that_look_like_sql_are_data() {
+    let fx = Fixture::new("injection").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    // tenant = "' OR 1=1 --" and shared = ["' OR ''='"]: bound as values, match nothing.
+    assert_eq!(
+        fetch_ids(&silo, "mallory").await.unwrap(),
+        Vec::<i64>::new()
+    );
+    assert_eq!(fx.count_orders().await, 6);
+}
+
+#[tokio::test]
+async fn projection_limit_and_all_columns() {
+    let fx = Fixture::new("projection").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    let spec = FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["amount".into()]),
+        limit: Some(2),
+    };
+    let fetch = silo.fetch("bob", &spec).await.unwrap();
+    assert_eq!(fetch.columns(), ["amount"]);
+    let rows = fetch.collect().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|r| r.len() == 1),
+        "host-added filter columns must be removed: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| matches!(&r[0], Value::Decimal(d) if d.starts_with(['4', '5', '6'])))
+    );
+
+    let all = FetchSpec {
+        dataset: "orders".into(),
+        ..FetchSpec::default()
+    };
+    let fetch = silo.fetch("alice", &all).await.unwrap();
+    assert_eq!(
+        fetch.columns(),
+        ["id", "tenant", "customer", "amount", "ordered_on"]
+    );
+    let rows = fetch.collect().await.unwrap();
+    assert_eq!(ids(&rows), [1, 2, 3]);
+    assert_eq!(
+        rows[0][4],
+        Value::Date(silo_types::time::parse_date("2026-01-01").unwrap())
+    );
+}
+
+#[tokio::test]
+async fn describe_lists_governed_datasets_only() {
+    let fx = Fixture::new("describe").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    let datasets = silo.describe("main").await.unwrap();
+    let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["orders"]);
+    let cols: Vec<&str> = datasets[0]
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(cols, ["id", "tenant", "customer", "amount", "ordered_on"]);
+}
+
+#[tokio::test]
+async fn missing_attribute_and_unknown_names_are_clear_errors() {
+    let fx = Fixture::new("errors").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    let err = fetch_ids(&silo, "nobody").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("tenant")),
+        "{err}"
+    );
+    let err = fetch_ids(&silo, "eve").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    let spec = FetchSpec {
+        dataset: "salaries".into(),
+        ..FetchSpec::default()
+    };
+    assert!(matches!(
+        silo.fetch("alice", &spec).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn database_down_is_a_clear_error_and_leaks_nothing() {
+    let fx = Fixture::new("down").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    drop(silo);
+    // Same config, but a port nothing listens on.
+    let dir = std::env::temp_dir().join(format!("silo-tests-{}-down", std::process::id()));
+    let text = std::fs::read_to_string(dir.join("silo.toml"))
+        .unwrap()
+        .replace("port = 5432", "port = 1");
+    std::fs::write(dir.join("down.toml"), text).unwrap();
+    let cfg = silo_host::config::SiloConfig::load(&dir.join("down.toml")).unwrap();
+    let silo = silo_host::silo::Silo::new(&cfg).unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Datasource(m) if m.contains("unavailable")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+}
+
+#[tokio::test]
+async fn every_supported_type_round_trips_and_binds() {
+    let fx = Fixture::new("types").await;
+    let s = &fx.schema;
+    silo_host::demo::exec(
+        &fx.client,
+        &format!(
+            "CREATE TABLE {s}.typed (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric(12,4),
+               t text, v varchar(10), by bytea, d date, ts timestamp, tz timestamptz, j json, jb jsonb, u uuid);
+             INSERT INTO {s}.typed VALUES
+               (true, -2, 40000, 9000000000, 1.5, -2.25, -1234.5678, 'héllo', 'v', '\\xdeadbeef', '2024-02-29',
+                '2024-02-29 12:34:56.789', '2024-02-29 12:34:56+00', '{{\"a\": 1}}', '{{\"b\": [2]}}',
+                'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+               (NULL, NULL, NULL, NULL, NULL, NULL, 0.5, NULL, NULL, NULL, '2023-01-01', NULL, NULL, NULL, NULL, NULL),
+               (false, 0, 0, 0, 0, 0, 99999999.9999, '', '', '', '1999-12-31', '1970-01-01', '1970-01-01 00:00:00+00', 'null', '[]', NULL);
+"
+        ),
+    )
+    .await
+    .unwrap();
+    let extra = "[datasets.typed]\ndatasource = \"main\"\nrow_filter = [\"n >= {{user.min_n}} and d >= {{user.since}}\"]\n";
+    let users = "[users.typer]\nattributes = { min_n = -2000, since = 2024-01-01 }\n";
+    let silo = fx
+        .silo("postgres", &format!("{extra}\n{users}"))
+        .await
+        .unwrap();
+    // The role exists once the fixture wrote its config.
+    silo_host::demo::exec(&fx.client, &format!("GRANT SELECT ON {s}.typed TO {s}_r"))
+        .await
+        .unwrap();
+    let spec = FetchSpec {
+        dataset: "typed".into(),
+        ..FetchSpec::default()
+    };
+    let rows = silo
+        .fetch("typer", &spec)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the 2024 row passes n >= -2000 and d >= 2024-01-01: {rows:?}"
+    );
+    let r = &rows[0];
+    let ts = |s: &str| Value::Timestamp(silo_types::time::parse_timestamp(s).unwrap());
+    let expected = vec![
+        Value::Boolean(true),
+        Value::Int(-2),
+        Value::Int(40000),
+        Value::Int(9_000_000_000),
+        Value::Float(1.5),
+        Value::Float(-2.25),
+        Value::Decimal("-1234.5678".into()),
+        Value::Text("héllo".into()),
+        Value::Text("v".into()),
+        Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]),
+        Value::Date(silo_types::time::parse_date("2024-02-29").unwrap()),
+        ts("2024-02-29T12:34:56.789Z"),
+        ts("2024-02-29T12:34:56Z"),
+        Value::Json("{\"a\": 1}".into()),
+        Value::Json("{\"b\": [2]}".into()),
+        Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+    ];
+    assert_eq!(r, &expected);
+}

@@ -1,0 +1,132 @@
+//! A fresh schema per test: two tenants' orders, an ungoverned table, a
+//! read-only role, and a `silo.toml` naming the connector under test.
+use std::path::PathBuf;
+
+use silo_host::config::SiloConfig;
+use silo_host::demo::{Reader, admin, exec, prepare_reader};
+use silo_host::error::Result;
+use silo_host::silo::{FetchSpec, Row, Silo};
+use silo_types::Value;
+
+pub fn admin_conn() -> String {
+    std::env::var("SILO_TEST_ADMIN").unwrap_or_else(|_| silo_host::demo::DEFAULT_ADMIN.to_owned())
+}
+
+/// The datasets and embed users every fixture starts with.
+pub const USERS: &str = r#"
+[datasets.orders]
+datasource = "main"
+# A user in two groups sees the union: their tenant, plus customers shared with them.
+row_filter = ["tenant = {{user.tenant}}", "customer in {{user.shared}}"]
+
+[users.alice]
+attributes = { tenant = "acme", shared = [] }
+
+[users.bob]
+attributes = { tenant = "globex", shared = [] }
+
+[users.carol]
+attributes = { tenant = "initech", shared = ["c-4"] }
+
+[users.mallory]
+attributes = { tenant = "' OR 1=1 --", shared = ["' OR ''='"] }
+
+[users.nobody]
+attributes = {}
+"#;
+
+pub struct Fixture {
+    pub schema: String,
+    pub client: tokio_postgres::Client,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    /// Creates schema `silo_t_<name>` with `orders` (ids 1-3 acme, 4-6 globex)
+    /// and `salaries` (not governed, not granted).
+    pub async fn new(name: &str) -> Fixture {
+        let schema = format!("silo_t_{name}");
+        let client = admin(&admin_conn())
+            .await
+            .expect("test Postgres must be running on 127.0.0.1:5432");
+        exec(
+            &client,
+            &format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.orders (id int PRIMARY KEY, tenant text NOT NULL, customer text NOT NULL,
+                   amount numeric(10,2) NOT NULL, ordered_on date NOT NULL);
+                 INSERT INTO {schema}.orders VALUES
+                   (1, 'acme', 'c-1', 10.50, '2026-01-01'), (2, 'acme', 'c-2', 20.00, '2026-01-02'),
+                   (3, 'acme', 'c-3', 30.25, '2026-01-03'), (4, 'globex', 'c-4', 40.00, '2026-01-04'),
+                   (5, 'globex', 'c-5', 50.00, '2026-01-05'), (6, 'globex', 'c-6', 60.75, '2026-01-06');
+                 CREATE TABLE {schema}.salaries (employee text, salary int);
+                 INSERT INTO {schema}.salaries VALUES ('ceo', 1000000);"
+            ),
+        )
+        .await
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("silo-tests-{}-{name}", std::process::id()));
+        Fixture {
+            schema,
+            client,
+            dir,
+        }
+    }
+
+    /// Writes a config using `connector` (a path or `postgres`) with the
+    /// default datasets and users plus `extra`, and loads it.
+    pub async fn silo(&self, connector: &str, extra: &str) -> Result<Silo> {
+        let role = format!("{}_r", self.schema);
+        let cache = std::env::temp_dir().join("silo-test-compile-cache");
+        let body = format!(
+            "cache_dir = {:?}\n{extra}\n{USERS}",
+            cache.display().to_string()
+        );
+        let p = prepare_reader(
+            &self.client,
+            &admin_conn(),
+            &self.dir,
+            &Reader {
+                schema: &self.schema,
+                role: &role,
+                tables: &["orders"],
+                connector,
+            },
+            &body,
+        )
+        .await?;
+        Silo::new(&SiloConfig::load(&p.config_path)?)
+    }
+
+    /// Rows of `orders` as the admin sees them (to prove nothing was changed).
+    pub async fn count_orders(&self) -> i64 {
+        self.client
+            .query_one(&format!("SELECT count(*) FROM {}.orders", self.schema), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Fetches `orders` columns `id, tenant` as `user`.
+pub async fn fetch_ids(silo: &Silo, user: &str) -> Result<Vec<i64>> {
+    let spec = FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "tenant".into()]),
+        limit: None,
+    };
+    let rows = silo.fetch(user, &spec).await?.collect().await?;
+    Ok(ids(&rows))
+}
+
+pub fn ids(rows: &[Row]) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .map(|r| match r.first() {
+            Some(Value::Int(i)) => *i,
+            other => panic!("expected an id, got {other:?}"),
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
