@@ -18,7 +18,8 @@ pub struct SiloConfig {
     /// Limits for every fetch.
     #[serde(default)]
     pub limits: Limits,
-    /// Where compiled connectors are cached (default: none).
+    /// Where compiled connectors are cached, owner-only (default:
+    /// `$XDG_CACHE_HOME/silo/compiled` or `~/.cache/silo/compiled`).
     pub cache_dir: Option<PathBuf>,
     /// Datasources by name.
     pub datasources: BTreeMap<String, DatasourceConfig>,

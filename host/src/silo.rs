@@ -62,7 +62,8 @@ pub struct Silo {
 impl Silo {
     /// Builds the runtime, loads each datasource's connector and opens pools.
     pub fn new(config: &SiloConfig) -> Result<Silo> {
-        let runtime = Runtime::new(config.limits, config.cache_dir.clone())?;
+        let cache_dir = config.cache_dir.clone().or_else(default_cache_dir);
+        let runtime = Runtime::new(config.limits, cache_dir)?;
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
             let pg = ds
@@ -323,6 +324,14 @@ impl Silo {
             readable,
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/silo/compiled`, else `~/.cache/silo/compiled`.
+fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("silo").join("compiled"))
 }
 
 fn connector_bytes(spec: &str) -> Result<Vec<u8>> {

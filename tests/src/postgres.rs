@@ -192,3 +192,28 @@ async fn every_supported_type_round_trips_and_binds() {
     ];
     assert_eq!(r, &expected);
 }
+
+#[tokio::test]
+async fn compiled_connector_is_reused_from_disk_after_a_restart() {
+    use silo_host::limits::Limits;
+    use silo_host::runtime::{LoadSource, Runtime};
+    let dir = std::env::temp_dir().join(format!("silo-tests-{}-cache", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let wasm = std::fs::read(crate::connectors::POSTGRES).unwrap();
+    let first = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
+    assert_eq!(first.load(&wasm).unwrap().source, LoadSource::Compiled);
+    assert_eq!(first.load(&wasm).unwrap().source, LoadSource::Memory);
+    drop(first);
+    let restarted = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
+    let loaded = restarted.load(&wasm).unwrap();
+    assert_eq!(loaded.source, LoadSource::DiskCache);
+    // The cache directory is private to this user.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    // A corrupt entry is ignored and rewritten, not trusted.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        std::fs::write(e.unwrap().path(), b"garbage").unwrap();
+    }
+    let again = Runtime::new(Limits::default(), Some(dir)).unwrap();
+    assert_eq!(again.load(&wasm).unwrap().source, LoadSource::Compiled);
+}

@@ -116,12 +116,25 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// Where a loaded connector's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Compiled now (and written to the disk cache, if any).
+    Compiled,
+    /// Read from the on-disk compile cache.
+    DiskCache,
+    /// Already loaded by this runtime.
+    Memory,
+}
+
 /// A compiled connector, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct Loaded {
     pre: SqlConnectorPre<State>,
     /// sha256 of the component bytes, hex.
     pub digest: String,
+    /// How this load was satisfied.
+    pub source: LoadSource,
 }
 
 /// The engine, linker and connector cache shared by every fetch.
@@ -198,9 +211,12 @@ impl Runtime {
     pub fn load(&self, wasm: &[u8]) -> Result<Loaded> {
         let digest = hex::encode(Sha256::digest(wasm));
         if let Some(hit) = self.cache().get(&digest) {
-            return Ok(hit.clone());
+            return Ok(Loaded {
+                source: LoadSource::Memory,
+                ..hit.clone()
+            });
         }
-        let component = self.compile(wasm, &digest)?;
+        let (component, source) = self.compile(wasm, &digest)?;
         check_imports(&self.engine, &component)?;
         let pre = self
             .linker
@@ -214,6 +230,7 @@ impl Runtime {
         let loaded = Loaded {
             pre,
             digest: digest.clone(),
+            source,
         };
         self.cache().insert(digest, loaded.clone());
         Ok(loaded)
@@ -225,9 +242,10 @@ impl Runtime {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, LoadSource)> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, wasm).map_err(invalid_component);
+            let component = Component::new(&self.engine, wasm).map_err(invalid_component)?;
+            return Ok((component, LoadSource::Compiled));
         };
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut h);
@@ -237,7 +255,7 @@ impl Runtime {
         ));
         if path.exists() {
             match deserialize(&self.engine, &path) {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, LoadSource::DiskCache)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}")
                 }
@@ -258,7 +276,7 @@ impl Runtime {
             }
             Err(e) => tracing::warn!("could not serialize component: {e}"),
         }
-        Ok(component)
+        Ok((component, LoadSource::Compiled))
     }
 
     /// A fresh instance with its own store, limits and capability grant.

@@ -1,0 +1,42 @@
+//! Scaffolding for the hostile test connectors, so each one is only the
+//! misbehaviour it is named for.
+use silo_sdk::{Error, FetchOutput, sql};
+
+/// Declares and exports a connector whose `describe` serves nothing and whose
+/// `fetch` is `$body`, with the request bound to `$request`.
+#[macro_export]
+macro_rules! hostile_connector {
+    ($name:ident, |$request:ident| $body:block) => {
+        struct $name;
+
+        impl silo_sdk::Connector for $name {
+            type Batches = silo_sdk::Producer;
+
+            fn describe() -> Result<Vec<silo_sdk::Dataset>, silo_sdk::Error> {
+                Ok(Vec::new())
+            }
+
+            fn fetch($request: silo_sdk::FetchRequest) -> Result<silo_sdk::FetchOutput, silo_sdk::Error> $body
+        }
+
+        silo_sdk::export_connector!($name);
+    };
+}
+
+/// Sends each statement, expecting the host to refuse it. Any statement the
+/// host accepts fails the fetch loudly; otherwise every refusal is reported
+/// back, one per line, as a `denied` error.
+pub fn expect_refusals(statements: &[&str]) -> Result<FetchOutput, Error> {
+    let mut refusals = Vec::with_capacity(statements.len());
+    for stmt in statements {
+        match sql::query(stmt, &[]) {
+            Ok(stream) => {
+                // Drain it anyway: whatever it did must be visible to the test.
+                let _ = silo_sdk::collect_rows(&stream);
+                return Err(Error::Connector(format!("ACCEPTED: {stmt}")));
+            }
+            Err(e) => refusals.push(format!("{stmt} => {e}")),
+        }
+    }
+    Err(Error::Denied(refusals.join("\n")))
+}
