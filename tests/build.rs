@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    println!("cargo:rerun-if-changed={}", root.join("guest-common").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-common").display()
+    );
     let paths = guest_build::build(&refs)?;
     let mut code = String::new();
     for ((package, _), path) in packages.iter().zip(&paths) {

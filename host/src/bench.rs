@@ -152,13 +152,6 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         drop(instance);
     }
     times.sort();
-    if std::env::var_os("SILO_BENCH_DETAIL").is_some() {
-        let t = Instant::now();
-        for _ in 0..opts.instantiations {
-            std::hint::black_box(wasmtime_wasi::WasiCtxBuilder::new().build());
-        }
-        writeln!(out, "  (detail) WasiCtx build: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / opts.instantiations as f64).map_err(io)?;
-    }
     let pct = |p: f64| {
         times
             .get(((times.len() as f64 - 1.0) * p) as usize)

@@ -209,7 +209,10 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
     assert_eq!(loaded.source, LoadSource::DiskCache);
     // The cache directory is private to this user.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     // A corrupt entry is ignored and rewritten, not trusted.
     for e in std::fs::read_dir(&dir).unwrap() {
         std::fs::write(e.unwrap().path(), b"garbage").unwrap();

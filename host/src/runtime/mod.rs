@@ -416,10 +416,14 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
     reason = "loading a precompiled artifact is unsafe by design in wasmtime"
 )]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // Read, not mmap: a file truncated or rewritten under a mapping would
+    // fault the whole host (SIGBUS) instead of failing this one load.
+    let bytes = std::fs::read(path)?;
     // SAFETY: the file was written by `Component::serialize` of an engine with
     // the same compatibility hash (it is in the name), into a directory only
-    // this user can write (see `create_private_dir`).
-    unsafe { Component::deserialize_file(engine, path) }
+    // this user can write (see `create_private_dir`); wasmtime still checks
+    // its header and that hash before using it.
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, RowStream};
 
 use super::PgSettings;
-use super::codec::{Cell, Param, column_type};
+use super::codec::{Decoder, Param, Raw};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
 
@@ -100,24 +100,29 @@ impl SqlClient for PgClient {
                 params.len()
             )));
         }
-        let columns = stmt
+        let decoders = stmt
             .columns()
             .iter()
             .map(|col| {
-                let kind = column_type(col.type_()).ok_or_else(|| {
+                Decoder::for_type(col.type_()).ok_or_else(|| {
                     Error::Datasource(format!(
                         "column `{}` has type {}, which Silo cannot carry",
                         col.name(),
                         col.type_()
                     ))
-                })?;
-                Ok(Column {
-                    name: col.name().to_owned(),
-                    kind,
-                    nullable: true,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let columns = stmt
+            .columns()
+            .iter()
+            .zip(&decoders)
+            .map(|(col, d)| Column {
+                name: col.name().to_owned(),
+                kind: d.column_type(),
+                nullable: true,
+            })
+            .collect();
         let stream = client
             .query_raw(&stmt, params.iter().map(Param))
             .await
@@ -126,6 +131,7 @@ impl SqlClient for PgClient {
             lease,
             stream: Box::pin(stream),
             columns,
+            decoders,
             done: false,
         }))
     }
@@ -165,6 +171,7 @@ struct PgRows {
     lease: Lease,
     stream: Pin<Box<RowStream>>,
     columns: Vec<Column>,
+    decoders: Vec<Decoder>,
     done: bool,
 }
 
@@ -178,17 +185,19 @@ impl RowSource for PgRows {
         if self.done {
             return Ok(None);
         }
-        let width = self.columns.len();
+        let width = self.decoders.len();
         let mut out = Vec::with_capacity(max.min(4096));
         while out.len() < max {
             match self.stream.next().await {
                 Some(Ok(row)) => {
                     let mut cells = Vec::with_capacity(width);
-                    for i in 0..width {
-                        let cell: Cell = row
-                            .try_get(i)
+                    for (i, decoder) in self.decoders.iter().enumerate() {
+                        let cell = row
+                            .try_get::<_, Raw<'_>>(i)
+                            .map_err(|e| e.into())
+                            .and_then(|raw| decoder.decode(raw.0))
                             .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))?;
-                        cells.push(cell.0);
+                        cells.push(cell);
                     }
                     out.push(cells);
                 }

@@ -13,75 +13,120 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds between the Unix epoch and Postgres' epoch.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// The Silo column type of a Postgres type, or `None` if Silo cannot carry it.
-pub fn column_type(ty: &Type) -> Option<ColumnType> {
-    if let Kind::Domain(base) = ty.kind() {
-        return column_type(base);
-    }
-    Some(match *ty {
-        Type::BOOL => ColumnType::Boolean,
-        Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => ColumnType::Int,
-        Type::FLOAT4 | Type::FLOAT8 => ColumnType::Float,
-        Type::NUMERIC => ColumnType::Decimal,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::UUID => {
-            ColumnType::Text
-        }
-        Type::BYTEA => ColumnType::Bytes,
-        Type::DATE => ColumnType::Date,
-        Type::TIMESTAMP | Type::TIMESTAMPTZ => ColumnType::Timestamp,
-        Type::JSON | Type::JSONB => ColumnType::Json,
-        _ => return None,
-    })
+/// How to decode one column, chosen once per statement from its type so the
+/// per-cell work is a single branch.
+#[derive(Debug, Clone, Copy)]
+pub enum Decoder {
+    Bool,
+    Int2,
+    Int4,
+    Oid,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    Uuid,
+    Bytea,
+    Date,
+    Timestamp,
+    Json,
+    Jsonb,
 }
 
-/// One decoded cell.
-pub struct Cell(pub Value);
-
-impl<'a> FromSql<'a> for Cell {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+impl Decoder {
+    /// The decoder for a column type, or `None` if Silo cannot carry it.
+    pub fn for_type(ty: &Type) -> Option<Decoder> {
         if let Kind::Domain(base) = ty.kind() {
-            return Cell::from_sql(base, raw);
+            return Decoder::for_type(base);
         }
+        Some(match *ty {
+            Type::BOOL => Decoder::Bool,
+            Type::INT2 => Decoder::Int2,
+            Type::INT4 => Decoder::Int4,
+            Type::OID => Decoder::Oid,
+            Type::INT8 => Decoder::Int8,
+            Type::FLOAT4 => Decoder::Float4,
+            Type::FLOAT8 => Decoder::Float8,
+            Type::NUMERIC => Decoder::Numeric,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => Decoder::Text,
+            Type::UUID => Decoder::Uuid,
+            Type::BYTEA => Decoder::Bytea,
+            Type::DATE => Decoder::Date,
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => Decoder::Timestamp,
+            Type::JSON => Decoder::Json,
+            Type::JSONB => Decoder::Jsonb,
+            _ => return None,
+        })
+    }
+
+    /// The Silo column type this decoder produces.
+    pub fn column_type(self) -> ColumnType {
+        match self {
+            Decoder::Bool => ColumnType::Boolean,
+            Decoder::Int2 | Decoder::Int4 | Decoder::Int8 | Decoder::Oid => ColumnType::Int,
+            Decoder::Float4 | Decoder::Float8 => ColumnType::Float,
+            Decoder::Numeric => ColumnType::Decimal,
+            Decoder::Text | Decoder::Uuid => ColumnType::Text,
+            Decoder::Bytea => ColumnType::Bytes,
+            Decoder::Date => ColumnType::Date,
+            Decoder::Timestamp => ColumnType::Timestamp,
+            Decoder::Json | Decoder::Jsonb => ColumnType::Json,
+        }
+    }
+
+    /// Decodes one cell's binary value (`None` is SQL NULL).
+    pub fn decode(self, raw: Option<&[u8]>) -> Result<Value, BoxError> {
+        let Some(raw) = raw else {
+            return Ok(Value::Null);
+        };
         let fixed = |n: usize| -> Result<&[u8], BoxError> {
             (raw.len() == n)
                 .then_some(raw)
-                .ok_or_else(|| format!("bad {ty} length {}", raw.len()).into())
+                .ok_or_else(|| format!("bad {self:?} length {}", raw.len()).into())
         };
-        Ok(Cell(match *ty {
-            Type::BOOL => Value::Boolean(fixed(1)?[0] != 0),
-            Type::INT2 => Value::Int(i16::from_be_bytes(fixed(2)?.try_into()?).into()),
-            Type::INT4 => Value::Int(i32::from_be_bytes(fixed(4)?.try_into()?).into()),
-            Type::OID => Value::Int(u32::from_be_bytes(fixed(4)?.try_into()?).into()),
-            Type::INT8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into()?)),
-            Type::FLOAT4 => Value::Float(f32::from_be_bytes(fixed(4)?.try_into()?).into()),
-            Type::FLOAT8 => Value::Float(f64::from_be_bytes(fixed(8)?.try_into()?)),
-            Type::NUMERIC => Value::Decimal(numeric_to_string(raw)?),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                Value::Text(std::str::from_utf8(raw)?.to_owned())
-            }
-            Type::UUID => Value::Text(uuid_text(fixed(16)?)),
-            Type::BYTEA => Value::Bytes(raw.to_vec()),
-            Type::DATE => {
+        Ok(match self {
+            Decoder::Bool => Value::Boolean(fixed(1)?.first() != Some(&0)),
+            Decoder::Int2 => Value::Int(i16::from_be_bytes(fixed(2)?.try_into()?).into()),
+            Decoder::Int4 => Value::Int(i32::from_be_bytes(fixed(4)?.try_into()?).into()),
+            Decoder::Oid => Value::Int(u32::from_be_bytes(fixed(4)?.try_into()?).into()),
+            Decoder::Int8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into()?)),
+            Decoder::Float4 => Value::Float(f32::from_be_bytes(fixed(4)?.try_into()?).into()),
+            Decoder::Float8 => Value::Float(f64::from_be_bytes(fixed(8)?.try_into()?)),
+            Decoder::Numeric => Value::Decimal(numeric_to_string(raw)?),
+            Decoder::Text => Value::Text(std::str::from_utf8(raw)?.to_owned()),
+            Decoder::Uuid => Value::Text(uuid_text(fixed(16)?)),
+            Decoder::Bytea => Value::Bytes(raw.to_vec()),
+            Decoder::Date => {
                 Value::Date(i32::from_be_bytes(fixed(4)?.try_into()?).saturating_add(PG_EPOCH_DAYS))
             }
-            Type::TIMESTAMP | Type::TIMESTAMPTZ => Value::Timestamp(
+            Decoder::Timestamp => Value::Timestamp(
                 i64::from_be_bytes(fixed(8)?.try_into()?).saturating_add(PG_EPOCH_MICROS),
             ),
-            Type::JSON => Value::Json(std::str::from_utf8(raw)?.to_owned()),
-            Type::JSONB => match raw.split_first() {
+            Decoder::Json => Value::Json(std::str::from_utf8(raw)?.to_owned()),
+            Decoder::Jsonb => match raw.split_first() {
                 Some((1, doc)) => Value::Json(std::str::from_utf8(doc)?.to_owned()),
                 _ => return Err("unsupported jsonb version".into()),
             },
-            _ => return Err(format!("unsupported type {ty}").into()),
-        }))
+        })
+    }
+}
+
+/// A cell's raw bytes, borrowed from the protocol buffer, for its column's
+/// [`Decoder`].
+pub struct Raw<'a>(pub Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(Raw(Some(raw)))
     }
 
     fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
-        Ok(Cell(Value::Null))
+        Ok(Raw(None))
     }
 
-    fn accepts(ty: &Type) -> bool {
-        column_type(ty).is_some()
+    fn accepts(_: &Type) -> bool {
+        true
     }
 }
 

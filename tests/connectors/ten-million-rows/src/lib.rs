@@ -21,12 +21,14 @@ silo_guest_common::hostile_connector!(TenMillionRows, |request| {
         })
         .collect();
     let mut sent = 0u64;
-    Ok(FetchOutput::Produced(Batches::new(Producer::new(move || {
-        if sent >= ROWS {
-            return Ok(None);
-        }
-        let n = BATCH.min(ROWS - sent);
-        sent += n;
-        Ok(Some((0..n).map(|_| wanted.clone()).collect()))
-    }))))
+    Ok(FetchOutput::Produced(Batches::new(Producer::new(
+        move || {
+            if sent >= ROWS {
+                return Ok(None);
+            }
+            let n = BATCH.min(ROWS - sent);
+            sent += n;
+            Ok(Some((0..n).map(|_| wanted.clone()).collect()))
+        },
+    ))))
 });
