@@ -36,6 +36,19 @@
 //!
 //! silo_sdk::export_connector!(MyPostgres);
 //! ```
+//!
+//! # Building rows yourself
+//!
+//! A connector that does not forward a host stream returns
+//! `FetchOutput::Produced(Batches::new(Producer::new(...)))`; plain Rust
+//! values convert into cells:
+//!
+//! ```
+//! use silo_sdk::{Row, Value};
+//! let row: Row = vec![7i64.into(), "acme".into(), None::<f64>.into(), true.into()];
+//! assert!(matches!(&row[1], Value::Text(t) if t == "acme"));
+//! assert!(matches!(row[2], Value::Null));
+//! ```
 #![deny(missing_docs)]
 
 /// Bindings generated from `wit/connector.wit` (the `sql-connector` world).
@@ -80,4 +93,24 @@ pub fn collect_rows(stream: &RowStream) -> Result<Vec<Row>, Error> {
         rows.extend(batch);
     }
     Ok(rows)
+}
+
+/// Plain Rust values into cells, so connectors can build rows tersely:
+/// `vec![1i64.into(), "acme".into(), Value::Null]`.
+macro_rules! value_from {
+    ($($t:ty => $case:ident),* $(,)?) => {
+        $(impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::$case(v.into())
+            }
+        })*
+    };
+}
+
+value_from!(bool => Boolean, i64 => Int, i32 => Int, f64 => Float, String => Text, &str => Text, Vec<u8> => Bytes);
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
 }
