@@ -4,7 +4,10 @@ mod guest_build;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    for wasm in guest_build::build(&[("silo-connector-postgres", "connectors/postgres")])? {
+    for wasm in guest_build::build(&[
+        ("silo-connector-postgres", "connectors/postgres"),
+        ("silo-connector-mysql", "connectors/mysql"),
+    ])? {
         let name = wasm.file_name().ok_or("no file name")?;
         std::fs::copy(&wasm, out.join(name))?;
     }

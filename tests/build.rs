@@ -21,10 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("tests/connectors/{n}"),
             )
         })
-        .chain([(
-            "silo-connector-postgres".to_owned(),
-            "connectors/postgres".to_owned(),
-        )])
+        .chain(
+            ["postgres", "mysql"]
+                .map(|c| (format!("silo-connector-{c}"), format!("connectors/{c}"))),
+        )
         .collect();
     let refs: Vec<(&str, &str)> = packages
         .iter()

@@ -3,3 +3,6 @@
 /// The Postgres connector component.
 pub const POSTGRES: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_postgres.wasm"));
+
+/// The MySQL / MariaDB connector component.
+pub const MYSQL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_mysql.wasm"));

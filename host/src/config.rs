@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::capability::mysql::MysqlConfig;
 use crate::capability::postgres::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -39,6 +40,8 @@ pub struct DatasourceConfig {
     pub connector: Option<String>,
     /// Postgres connection settings.
     pub postgres: Option<PostgresConfig>,
+    /// MySQL / MariaDB connection settings.
+    pub mysql: Option<MysqlConfig>,
 }
 
 /// `[datasets.<name>]`.
@@ -83,7 +86,11 @@ impl SiloConfig {
             {
                 *c = base.join(&*c).display().to_string();
             }
-            if let Some(file) = ds.postgres.as_mut().and_then(|p| p.password_file.as_mut()) {
+            let files = [
+                ds.postgres.as_mut().and_then(|p| p.password_file.as_mut()),
+                ds.mysql.as_mut().and_then(|m| m.password_file.as_mut()),
+            ];
+            for file in files.into_iter().flatten() {
                 *file = base.join(&*file);
             }
         }
@@ -99,9 +106,9 @@ impl SiloConfig {
 
     fn validate(&self) -> Result<()> {
         for (name, ds) in &self.datasources {
-            if ds.postgres.is_none() {
+            if ds.postgres.is_some() == ds.mysql.is_some() {
                 return Err(Error::Config(format!(
-                    "datasource `{name}` needs a [datasources.{name}.postgres] section"
+                    "datasource `{name}` needs exactly one of [datasources.{name}.postgres] or [datasources.{name}.mysql]"
                 )));
             }
         }

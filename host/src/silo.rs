@@ -7,20 +7,22 @@ use std::sync::{Arc, Mutex};
 use silo_types::{Dataset, RowFilter, Value};
 use wasmtime::component::ResourceAny;
 
-use crate::capability::postgres::{PgClient, PgSettings};
 use crate::capability::{RowSource, SqlClient, SqlGrant};
-use crate::config::{SiloConfig, read_secret};
+use crate::config::SiloConfig;
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
+use crate::policy::Verifier;
 use crate::policy::rule::{Attributes, Policy, attribute_values};
 use crate::policy::sql::GovernedTable;
-use crate::policy::{PG_CATALOG, Verifier};
 use crate::runtime::bindings::exports::silo::connector::connector::FetchOutput;
 use crate::runtime::bindings::silo::connector::types as wit;
 use crate::runtime::{Instance, Loaded, Runtime};
 
 /// Connectors compiled into the `silo` binary, by name.
-pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[("postgres", crate::builtin::POSTGRES)];
+pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[
+    ("postgres", crate::builtin::POSTGRES),
+    ("mysql", crate::builtin::MYSQL),
+];
 
 /// A row as the host hands it out.
 pub type Row = Vec<Value>;
@@ -66,25 +68,17 @@ impl Silo {
         let runtime = Runtime::new(config.limits, cache_dir)?;
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let pg = ds
-                .postgres
-                .clone()
-                .ok_or_else(|| Error::Config(format!("datasource `{name}` has no capability")))?;
-            let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
-            let schema = pg.schema.clone();
-            let client = PgClient::new(PgSettings {
-                config: pg,
-                password,
-                statement_timeout: config.limits.statement_timeout,
-            })?;
-            let wasm = connector_bytes(ds.connector.as_deref().unwrap_or("postgres"))?;
+            let (sql, builtin) =
+                crate::capability::connect(name, ds, config.limits.statement_timeout)?;
+            let schema = sql.default_schema().to_owned();
+            let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
             let connector = runtime.load(&wasm)?;
             datasources.insert(
                 name.clone(),
                 Datasource {
                     name: name.clone(),
                     connector,
-                    sql: Arc::new(client),
+                    sql,
                     schema,
                     described: Mutex::default(),
                 },
@@ -173,7 +167,7 @@ impl Silo {
             return Ok(hit);
         }
         // Describe sees the catalog, and governed tables only as empty.
-        let grant = self.grant(ds, |_| RowFilter::NoRows, PG_CATALOG);
+        let grant = self.grant(ds, |_| RowFilter::NoRows, ds.sql.catalog());
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))

@@ -64,6 +64,7 @@ pub mod bindings {
     });
 }
 
+mod catalog;
 mod produce;
 mod select;
 
@@ -76,6 +77,7 @@ pub use bindings::silo::connector::types::{
     Column, ColumnType, Dataset, Error, FetchRequest, Op, Predicate, Row, RowFilter, Value,
 };
 pub use bindings::silo::connector::{log, sql};
+pub use catalog::datasets_from_catalog;
 pub use produce::Producer;
 pub use select::{Query, select, where_clause};
 pub use silo_types::SqlDialect;

@@ -85,6 +85,13 @@ async fn writes_and_multiple_statements_are_refused_and_change_nothing() {
     let Error::Policy(report) = &err else {
         panic!("expected refusals, got {err}")
     };
+    // Each attempt was refused by the policy (not by a limit or the database).
+    assert!(
+        report
+            .lines()
+            .all(|l| l.contains("=> Error::Denied(\"policy violation")),
+        "{report}"
+    );
     assert_eq!(report.lines().count(), 10, "{report}");
     for needle in [
         "UPDATE",
@@ -111,6 +118,13 @@ async fn dangerous_functions_and_hidden_subqueries_are_refused() {
     let Error::Policy(report) = &err else {
         panic!("expected refusals, got {err}")
     };
+    // Each attempt was refused by the policy (not by a limit or the database).
+    assert!(
+        report
+            .lines()
+            .all(|l| l.contains("=> Error::Denied(\"policy violation")),
+        "{report}"
+    );
     for needle in [
         "pg_read_file",
         "query_to_xml",

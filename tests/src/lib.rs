@@ -21,3 +21,6 @@ mod hostile;
 
 #[cfg(test)]
 mod demo;
+
+#[cfg(test)]
+mod mysql;

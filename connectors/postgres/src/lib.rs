@@ -4,10 +4,7 @@
 //! read-only role may `SELECT`; `fetch` pushes projection, filter and limit
 //! down as one parameterised statement and forwards the host's result stream,
 //! so rows go from Postgres to the caller without entering this sandbox.
-use silo_sdk::{
-    Column, ColumnType, Connector, Dataset, Error, FetchOutput, FetchRequest, SqlDialect, Value,
-    sql,
-};
+use silo_sdk::{ColumnType, Connector, Dataset, Error, FetchOutput, FetchRequest, SqlDialect, sql};
 
 struct Postgres;
 
@@ -27,38 +24,7 @@ impl Connector for Postgres {
 
     fn describe() -> Result<Vec<Dataset>, Error> {
         let rows = silo_sdk::collect_rows(&sql::query(CATALOG, &[])?)?;
-        let mut datasets: Vec<Dataset> = Vec::new();
-        for row in rows {
-            let [schema, table, column, data_type, nullable] = row.as_slice() else {
-                return Err(Error::Connector(
-                    "catalog row has an unexpected shape".into(),
-                ));
-            };
-            let text = |v: &Value| match v {
-                Value::Text(s) => Ok(s.clone()),
-                _ => Err(Error::Connector("catalog column is not text".into())),
-            };
-            // Columns of a type the host cannot carry are left out, not guessed.
-            let Some(kind) = column_type(&text(data_type)?) else {
-                continue;
-            };
-            let (schema, table) = (text(schema)?, text(table)?);
-            // Fully qualified; the host shows names relative to the datasource schema.
-            let name = format!("{schema}.{table}");
-            let column = Column {
-                name: text(column)?,
-                kind,
-                nullable: text(nullable)? == "YES",
-            };
-            match datasets.last_mut() {
-                Some(d) if d.name == name => d.columns.push(column),
-                _ => datasets.push(Dataset {
-                    name,
-                    columns: vec![column],
-                }),
-            }
-        }
-        Ok(datasets)
+        silo_sdk::datasets_from_catalog(rows, column_type)
     }
 
     fn fetch(request: FetchRequest) -> Result<FetchOutput, Error> {

@@ -2,6 +2,7 @@
 //! the same shape (config, client, value codec); what they share — the
 //! generated-trait glue and the row-stream resource — is here, and every
 //! statement goes through [`crate::policy`] before a client sees it.
+pub mod mysql;
 pub mod postgres;
 
 use std::sync::Arc;
@@ -16,9 +17,11 @@ use crate::policy::sql::GovernedTable;
 use crate::runtime::State;
 use crate::runtime::bindings::silo::connector::{log, sql, streams, types};
 
-/// Statements one connector call may run. Each open stream holds a pooled
-/// connection, so this bounds what one fetch can take from the pool.
-const MAX_QUERIES: usize = 8;
+/// Statements one fetch may send, refused ones included. An open stream holds
+/// a pooled connection and every refusal is logged, so this bounds both what
+/// one fetch can take from the pool and how much log it can cause; real
+/// connectors send one to three.
+const MAX_QUERIES: usize = 16;
 /// Longest statement a connector may send.
 const MAX_STATEMENT_BYTES: usize = 64 << 10;
 /// Most bind values a connector may send with one statement.
@@ -43,6 +46,8 @@ pub trait SqlClient: Send + Sync {
     fn dialect(&self) -> SqlDialect;
     /// Schema an unqualified table name resolves to.
     fn default_schema(&self) -> &str;
+    /// Catalog relations a connector may read, unfiltered, while describing.
+    fn catalog(&self) -> &'static [(&'static str, &'static str)];
     /// Runs an already-enforced statement read-only and streams its rows.
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>>;
 }
@@ -160,5 +165,36 @@ impl log::Host for State {
             log::Level::Error => tracing::error!(connector, "{line}"),
         }
         Ok(())
+    }
+}
+
+/// Opens the SQL client a datasource's config names, and the built-in
+/// connector that serves it unless the config names another.
+pub fn connect(
+    name: &str,
+    ds: &crate::config::DatasourceConfig,
+    statement_timeout: std::time::Duration,
+) -> Result<(Arc<dyn SqlClient>, &'static str)> {
+    use crate::config::read_secret;
+    match (&ds.postgres, &ds.mysql) {
+        (Some(pg), None) => {
+            let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
+            let settings = postgres::PgSettings {
+                config: pg.clone(),
+                password,
+                statement_timeout,
+            };
+            Ok((Arc::new(postgres::PgClient::new(settings)?), "postgres"))
+        }
+        (None, Some(my)) => {
+            let password = read_secret(my.password_env.as_deref(), my.password_file.as_deref())?;
+            Ok((
+                Arc::new(mysql::MyClient::new(my, password, statement_timeout)?),
+                "mysql",
+            ))
+        }
+        _ => Err(Error::Config(format!(
+            "datasource `{name}` needs exactly one of [datasources.{name}.postgres] or [datasources.{name}.mysql]"
+        ))),
     }
 }

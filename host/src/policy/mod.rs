@@ -13,13 +13,6 @@ use crate::capability::{RowSource, SqlGrant};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
-/// Catalog views a Postgres connector may read while describing (metadata of
-/// what its role can select; governed tables stay filtered, to no rows).
-pub const PG_CATALOG: &[(&str, &str)] = &[
-    ("information_schema", "columns"),
-    ("information_schema", "table_privileges"),
-];
-
 /// Enforces the grant's policy on a connector's statement, then runs it.
 pub async fn run_sql(
     grant: &SqlGrant,

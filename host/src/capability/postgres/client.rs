@@ -18,6 +18,13 @@ use super::codec::{Decoder, Param, Raw};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
 
+/// Catalog views a Postgres connector may read while describing (metadata of
+/// what its role can select; governed tables stay filtered, to no rows).
+const CATALOG: &[(&str, &str)] = &[
+    ("information_schema", "columns"),
+    ("information_schema", "table_privileges"),
+];
+
 /// How long to wait for a new connection to the database.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -80,6 +87,10 @@ impl SqlClient for PgClient {
 
     fn default_schema(&self) -> &str {
         &self.schema
+    }
+
+    fn catalog(&self) -> &'static [(&'static str, &'static str)] {
+        CATALOG
     }
 
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {

@@ -1,8 +1,12 @@
 //! Selects every row of the dataset and forwards them, filter ignored.
+//! Identifiers are left unquoted so the same program attacks any SQL dialect.
 use silo_sdk::{FetchOutput, sql};
 
 silo_guest_common::hostile_connector!(IgnoreFilter, |request| {
-    let cols: Vec<String> = request.columns.iter().map(|c| format!("\"{c}\"")).collect();
-    let stmt = format!("SELECT {} FROM {}", cols.join(", "), request.dataset);
+    let stmt = format!(
+        "SELECT {} FROM {}",
+        request.columns.join(", "),
+        request.dataset
+    );
     Ok(FetchOutput::Forward(sql::query(&stmt, &[])?))
 });

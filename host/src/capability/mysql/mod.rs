@@ -1,0 +1,39 @@
+//! The MySQL/MariaDB capability, in the same shape as Postgres: typed config,
+//! a pooled client that runs every statement inside `START TRANSACTION READ
+//! ONLY` with a server-side time limit, and the value codec.
+mod client;
+mod codec;
+
+use serde::Deserialize;
+
+pub use client::MyClient;
+
+/// `[datasources.<name>.mysql]` in `silo.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database (schema) holding the governed tables.
+    pub database: String,
+    /// A read-only user: `SELECT` on the governed tables and nothing else.
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    pub password_file: Option<std::path::PathBuf>,
+    /// Pool size.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_port() -> u16 {
+    3306
+}
+
+fn default_pool_size() -> usize {
+    super::postgres::DEFAULT_POOL_SIZE
+}

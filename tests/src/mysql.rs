@@ -1,0 +1,159 @@
+//! The MySQL capability against a real MariaDB on 127.0.0.1:3306: the same
+//! tenant scenarios as Postgres, and MySQL's own escapes refused.
+use mysql_async::prelude::Queryable;
+use silo_host::config::SiloConfig;
+use silo_host::error::{Error, Result};
+use silo_host::silo::Silo;
+
+use crate::connectors;
+use crate::support::{USERS, fetch_ids};
+
+fn admin_url() -> String {
+    std::env::var("SILO_TEST_MYSQL_ADMIN")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+struct MyFixture {
+    db: String,
+    dir: std::path::PathBuf,
+    conn: mysql_async::Conn,
+}
+
+impl MyFixture {
+    /// Database `silo_t_<name>` with the same orders as the Postgres fixture,
+    /// an ungoverned `salaries`, and a user that may only SELECT `orders`.
+    async fn new(name: &str) -> MyFixture {
+        let db = format!("silo_t_{name}");
+        let opts = mysql_async::Opts::from_url(&admin_url()).unwrap();
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("MariaDB must be running on 127.0.0.1:3306");
+        let user = format!("'{db}_r'@'%'");
+        for stmt in [
+            format!("DROP DATABASE IF EXISTS {db}"),
+            format!("CREATE DATABASE {db}"),
+            format!(
+                "CREATE TABLE {db}.orders (id int PRIMARY KEY, tenant varchar(40) NOT NULL, customer varchar(40) NOT NULL, \
+                 amount decimal(10,2) NOT NULL, ordered_on date NOT NULL)"
+            ),
+            format!(
+                "INSERT INTO {db}.orders VALUES (1, 'acme', 'c-1', 10.50, '2026-01-01'), (2, 'acme', 'c-2', 20.00, '2026-01-02'), \
+                 (3, 'acme', 'c-3', 30.25, '2026-01-03'), (4, 'globex', 'c-4', 40.00, '2026-01-04'), \
+                 (5, 'globex', 'c-5', 50.00, '2026-01-05'), (6, 'globex', 'c-6', 60.75, '2026-01-06')"
+            ),
+            format!("CREATE TABLE {db}.salaries (employee varchar(40), salary int)"),
+            format!("INSERT INTO {db}.salaries VALUES ('ceo', 1000000)"),
+            format!("DROP USER IF EXISTS {user}"),
+            format!("CREATE USER {user} IDENTIFIED BY 'reader-pw'"),
+            format!("GRANT SELECT ON {db}.orders TO {user}"),
+        ] {
+            conn.query_drop(stmt).await.unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("silo-tests-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("reader.password"), "reader-pw").unwrap();
+        MyFixture { db, dir, conn }
+    }
+
+    async fn silo(&self, connector: &str, extra: &str) -> Result<Silo> {
+        let cache = std::env::temp_dir().join("silo-test-compile-cache");
+        let text = format!(
+            "cache_dir = {:?}\n{extra}\n{USERS}\n[datasources.main]\nconnector = \"{connector}\"\n\n\
+             [datasources.main.mysql]\nhost = \"127.0.0.1\"\ndatabase = \"{db}\"\nuser = \"{db}_r\"\npassword_file = \"reader.password\"\n",
+            cache.display().to_string(),
+            db = self.db
+        );
+        std::fs::write(self.dir.join("silo.toml"), text).unwrap();
+        Silo::new(&SiloConfig::load(&self.dir.join("silo.toml"))?)
+    }
+
+    async fn count_orders(&mut self) -> i64 {
+        let n: Option<i64> = self
+            .conn
+            .query_first(format!("SELECT count(*) FROM {}.orders", self.db))
+            .await
+            .unwrap();
+        n.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn each_embed_user_sees_exactly_their_rows() {
+    let fx = MyFixture::new("my_isolation").await;
+    let silo = fx.silo("mysql", "").await.unwrap();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+    assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), [4, 5, 6]);
+    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);
+    assert_eq!(
+        fetch_ids(&silo, "mallory").await.unwrap(),
+        Vec::<i64>::new()
+    );
+}
+
+#[tokio::test]
+async fn describe_and_all_columns() {
+    let fx = MyFixture::new("my_describe").await;
+    let silo = fx.silo("mysql", "").await.unwrap();
+    let datasets = silo.describe("main").await.unwrap();
+    let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["orders"]);
+    let spec = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        ..Default::default()
+    };
+    let rows = silo
+        .fetch("bob", &spec)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0][3], silo_types::Value::Decimal("40.00".into()));
+    assert_eq!(
+        rows[0][4],
+        silo_types::Value::Date(silo_types::time::parse_date("2026-01-04").unwrap())
+    );
+}
+
+#[tokio::test]
+async fn connector_that_ignores_the_filter_gets_only_permitted_rows() {
+    let fx = MyFixture::new("my_ignore").await;
+    let silo = fx.silo(connectors::IGNORE_FILTER, "").await.unwrap();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);
+}
+
+#[tokio::test]
+async fn mysql_escapes_are_refused_and_change_nothing() {
+    let mut fx = MyFixture::new("my_attacks").await;
+    let silo = fx.silo(connectors::MYSQL_ATTACKS, "").await.unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    let Error::Policy(report) = &err else {
+        panic!("expected refusals, got {err}")
+    };
+    // Each attempt was refused by the policy (not by a limit or the database).
+    assert!(
+        report
+            .lines()
+            .all(|l| l.contains("=> Error::Denied(\"policy violation")),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), 10, "{report}");
+    for needle in [
+        "SLEEP",
+        "LOAD_FILE",
+        "INTO",
+        "@@version",
+        "BENCHMARK",
+        "mysql.user",
+        "UPDATE",
+        "exactly one statement",
+    ] {
+        assert!(
+            report.contains(needle),
+            "no refusal mentions {needle}: {report}"
+        );
+    }
+    assert_eq!(fx.count_orders().await, 6);
+}
