@@ -1,23 +1,38 @@
-//! `silo bench`: the numbers in BENCHMARKS.md, measured in one run against the
-//! local Postgres so the sandboxed path and its baseline share conditions.
+//! `silo bench`: the numbers in BENCHMARKS.md. Each run seeds a table in the
+//! local database, then times the sandboxed fetch and a plain driver loop
+//! alternately in one process, so both share the same conditions.
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
 use tokio_postgres::NoTls;
 
 use crate::config::SiloConfig;
-use crate::demo::{Reader, admin, exec, prepare_reader};
+use crate::demo::{Prepared, Reader, admin, exec, prepare_mysql_reader, prepare_reader};
 use crate::error::{Error, Result};
 use crate::silo::{FetchSpec, Silo};
 
 const SCHEMA: &str = "silo_bench";
 const ROLE: &str = "silo_bench_reader";
+/// The statement the plain loops run: the same shape the connector pushes down.
+const PLAIN_SQL: &str = "SELECT id, tenant, amount, label FROM silo_bench.facts WHERE tenant = ";
+
+/// Which database to measure against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Db {
+    /// Postgres, plain loop on tokio-postgres.
+    Postgres,
+    /// MySQL / MariaDB, plain loop on mysql_async.
+    Mysql,
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Admin connection string for seeding.
+    /// Database to seed and fetch from.
+    pub db: Db,
+    /// Admin connection: a Postgres connection string or a `mysql://` URL.
     pub admin: String,
     /// Rows of the fetched tenant.
     pub rows: u32,
@@ -27,69 +42,81 @@ pub struct BenchOptions {
     pub instantiations: usize,
 }
 
+/// The plain driver loop the sandboxed fetch is compared with.
+enum Plain {
+    Postgres(tokio_postgres::Client),
+    Mysql(mysql_async::Pool),
+}
+
+impl Plain {
+    /// Fetches tenant `a`'s rows, decoding each into owned Rust values.
+    async fn fetch(&self) -> Result<u64> {
+        let mut n = 0u64;
+        match self {
+            Plain::Postgres(client) => {
+                let db = |e: tokio_postgres::Error| Error::Datasource(e.to_string());
+                let stmt = client
+                    .prepare(&format!("{PLAIN_SQL}$1"))
+                    .await
+                    .map_err(db)?;
+                let stream = client.query_raw(&stmt, [&"a"]).await.map_err(db)?;
+                futures_util::pin_mut!(stream);
+                while let Some(row) = stream.next().await {
+                    let row = row.map_err(db)?;
+                    let decoded: (i64, String, f64, String) = (
+                        row.try_get(0).map_err(db)?,
+                        row.try_get(1).map_err(db)?,
+                        row.try_get(2).map_err(db)?,
+                        row.try_get(3).map_err(db)?,
+                    );
+                    std::hint::black_box(decoded);
+                    n += 1;
+                }
+            }
+            Plain::Mysql(pool) => {
+                let db = |e: mysql_async::Error| Error::Datasource(e.to_string());
+                let mut conn = pool.get_conn().await.map_err(db)?;
+                let mut result = conn
+                    .exec_iter(format!("{PLAIN_SQL}?"), ("a",))
+                    .await
+                    .map_err(db)?;
+                while let Some(row) = result.next().await.map_err(db)? {
+                    let decoded: (i64, String, f64, String) = mysql_async::from_row_opt(row)
+                        .map_err(|e| Error::Datasource(e.to_string()))?;
+                    std::hint::black_box(decoded);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Runs the benchmarks and prints a report.
 pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Internal(e.to_string());
-    let client = admin(&opts.admin).await?;
     let rows = opts.rows;
-    let have: i64 = client
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'facts'",
-            &[&SCHEMA],
-        )
-        .await
-        .map_err(|e| Error::Datasource(e.to_string()))?
-        .get(0);
-    let seeded = if have == 1 {
-        client
-            .query_one(
-                &format!("SELECT count(*) FROM {SCHEMA}.facts WHERE tenant = 'a'"),
-                &[],
-            )
-            .await
-            .map_err(|e| Error::Datasource(e.to_string()))?
-            .get::<_, i64>(0)
-    } else {
-        -1
-    };
-    if seeded != i64::from(rows) {
-        writeln!(
-            out,
-            "seeding {rows} rows x 4 columns (plus 1000 rows of another tenant)..."
-        )
-        .map_err(io)?;
-        exec(
-            &client,
-            &format!(
-                "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
-                 CREATE TABLE {SCHEMA}.facts (id bigint, tenant text, amount float8, label text);
-                 INSERT INTO {SCHEMA}.facts SELECT i, 'a', i * 0.5, 'label-' || (i % 1000) FROM generate_series(1, {rows}) i;
-                 INSERT INTO {SCHEMA}.facts SELECT i, 'b', i * 0.5, 'label-' || (i % 1000) FROM generate_series(1, 1000) i;"
-            ),
-        )
-        .await?;
-        // VACUUM cannot share a multi-statement batch (an implicit transaction).
-        exec(&client, &format!("VACUUM ANALYZE {SCHEMA}.facts")).await?;
-    }
-    let dir = std::env::temp_dir().join("silo-bench");
+    let dir = std::env::temp_dir().join(format!("silo-bench-{:?}", opts.db).to_lowercase());
     let body = format!(
         "[limits]\nmax_rows = {}\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
          [users.u]\nattributes = {{ tenant = \"a\" }}\n",
         u64::from(rows) + 1
     );
-    let prepared = prepare_reader(
-        &client,
-        &opts.admin,
-        &dir,
-        &Reader {
-            schema: SCHEMA,
-            role: ROLE,
-            tables: &["facts"],
-            connector: "postgres",
-        },
-        &body,
+    writeln!(
+        out,
+        "seeding {rows} rows x 4 columns (plus 1000 rows of another tenant)..."
     )
-    .await?;
+    .map_err(io)?;
+    let (prepared, plain, builtin, driver) = match opts.db {
+        Db::Postgres => {
+            let (p, c) = seed_postgres(opts, &dir, &body).await?;
+            (p, c, crate::builtin::POSTGRES, "tokio-postgres")
+        }
+        Db::Mysql => {
+            let (p, c) = seed_mysql(opts, &dir, &body).await?;
+            (p, c, crate::builtin::MYSQL, "mysql_async")
+        }
+    };
     let silo = Silo::new(&SiloConfig::load(&prepared.config_path)?)?;
     let spec = FetchSpec {
         dataset: "facts".into(),
@@ -101,21 +128,14 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         limit: None,
     };
 
-    // Same role, same query shape, same row decoding into owned values.
-    let (plain, conn) = tokio_postgres::connect(&reader_conn(&opts.admin, &prepared.dir)?, NoTls)
-        .await
-        .map_err(|e| Error::Datasource(e.to_string()))?;
-    tokio::spawn(conn);
-
-    let mut sandboxed = Vec::new();
-    let mut baseline = Vec::new();
+    let (mut sandboxed, mut baseline) = (Vec::new(), Vec::new());
     // One warm-up each, then alternate so drift hits both equally.
     for run in 0..=opts.runs {
         let t = Instant::now();
         let n = sandboxed_fetch(&silo, &spec).await?;
         let s = t.elapsed();
         let t = Instant::now();
-        let m = plain_fetch(&plain).await?;
+        let m = plain.fetch().await?;
         let b = t.elapsed();
         if n != u64::from(rows) || m != u64::from(rows) {
             return Err(Error::Internal(format!(
@@ -130,20 +150,20 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     let (s, b) = (median(&mut sandboxed), median(&mut baseline));
     writeln!(
         out,
-        "fetch {rows} rows x 4 columns (median of {} runs):",
-        opts.runs
+        "fetch {rows} rows x 4 columns from {:?} (median of {} runs):",
+        opts.db, opts.runs
     )
     .map_err(io)?;
-    writeln!(out, "  plain tokio-postgres loop : {:>8.1} ms", ms(b)).map_err(io)?;
-    writeln!(out, "  sandboxed silo fetch      : {:>8.1} ms", ms(s)).map_err(io)?;
+    writeln!(out, "  plain {driver} loop : {:>8.1} ms", ms(b)).map_err(io)?;
+    writeln!(out, "  sandboxed silo fetch : {:>8.1} ms", ms(s)).map_err(io)?;
     writeln!(
         out,
-        "  ratio                     : {:>8.3}x  (target <= 1.15x)",
+        "  ratio                : {:>8.3}x  (target <= 1.15x)",
         s.as_secs_f64() / b.as_secs_f64()
     )
     .map_err(io)?;
 
-    let loaded = silo.runtime().load(crate::builtin::POSTGRES)?;
+    let loaded = silo.runtime().load(builtin)?;
     let mut times = Vec::with_capacity(opts.instantiations);
     for _ in 0..opts.instantiations {
         let t = Instant::now();
@@ -160,7 +180,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     };
     writeln!(
         out,
-        "instantiate postgres connector (store + instance, pooling), {} runs:",
+        "instantiate the connector (store + instance, pooling), {} runs:",
         opts.instantiations
     )
     .map_err(io)?;
@@ -174,6 +194,101 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+async fn seed_postgres(
+    opts: &BenchOptions,
+    dir: &std::path::Path,
+    body: &str,
+) -> Result<(Prepared, Plain)> {
+    let client = admin(&opts.admin).await?;
+    let rows = opts.rows;
+    exec(
+        &client,
+        &format!(
+            "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
+             CREATE TABLE {SCHEMA}.facts (id bigint, tenant text, amount float8, label text);
+             INSERT INTO {SCHEMA}.facts SELECT i, 'a', i * 0.5, 'label-' || (i % 1000) FROM generate_series(1, {rows}) i;
+             INSERT INTO {SCHEMA}.facts SELECT i, 'b', i * 0.5, 'label-' || (i % 1000) FROM generate_series(1, 1000) i;"
+        ),
+    )
+    .await?;
+    // VACUUM cannot share a multi-statement batch (an implicit transaction).
+    exec(&client, &format!("VACUUM ANALYZE {SCHEMA}.facts")).await?;
+    let reader = Reader {
+        schema: SCHEMA,
+        role: ROLE,
+        tables: &["facts"],
+        connector: "postgres",
+    };
+    let prepared = prepare_reader(&client, &opts.admin, dir, &reader, body).await?;
+    // Same role, same statement shape, same decoding into owned values.
+    let password = std::fs::read_to_string(prepared.dir.join("reader.password"))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let base: Vec<&str> = opts
+        .admin
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("user="))
+        .collect();
+    let conn_str = format!(
+        "{} user={ROLE} password={}",
+        base.join(" "),
+        password.trim()
+    );
+    let (plain, conn) = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .map_err(|e| Error::Datasource(e.to_string()))?;
+    tokio::spawn(conn);
+    Ok((prepared, Plain::Postgres(plain)))
+}
+
+async fn seed_mysql(
+    opts: &BenchOptions,
+    dir: &std::path::Path,
+    body: &str,
+) -> Result<(Prepared, Plain)> {
+    let db = |e: mysql_async::Error| Error::Datasource(format!("setup failed: {e}"));
+    let admin_opts = mysql_async::Opts::from_url(&opts.admin)
+        .map_err(|e| Error::Config(format!("admin URL: {e}")))?;
+    let (host, port) = (
+        admin_opts.ip_or_hostname().to_owned(),
+        admin_opts.tcp_port(),
+    );
+    let mut conn = mysql_async::Conn::new(admin_opts).await.map_err(db)?;
+    let rows = opts.rows;
+    for stmt in [
+        format!("DROP DATABASE IF EXISTS {SCHEMA}"),
+        format!("CREATE DATABASE {SCHEMA}"),
+        format!(
+            "CREATE TABLE {SCHEMA}.facts (id bigint, tenant varchar(8), amount double, label varchar(16))"
+        ),
+        // MariaDB's sequence engine provides seq_1_to_N.
+        format!(
+            "INSERT INTO {SCHEMA}.facts SELECT seq, 'a', seq * 0.5, CONCAT('label-', seq % 1000) FROM seq_1_to_{rows}"
+        ),
+        format!(
+            "INSERT INTO {SCHEMA}.facts SELECT seq, 'b', seq * 0.5, CONCAT('label-', seq % 1000) FROM seq_1_to_1000"
+        ),
+        format!("ANALYZE TABLE {SCHEMA}.facts"),
+    ] {
+        conn.query_drop(stmt).await.map_err(db)?;
+    }
+    let reader = Reader {
+        schema: SCHEMA,
+        role: ROLE,
+        tables: &["facts"],
+        connector: "mysql",
+    };
+    let prepared = prepare_mysql_reader(&mut conn, (&host, port), dir, &reader, body).await?;
+    let password = std::fs::read_to_string(prepared.dir.join("reader.password"))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let plain_opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(ROLE))
+        .pass(Some(password.trim()))
+        .db_name(Some(SCHEMA));
+    Ok((prepared, Plain::Mysql(mysql_async::Pool::new(plain_opts))))
+}
+
 async fn sandboxed_fetch(silo: &Silo, spec: &FetchSpec) -> Result<u64> {
     let mut fetch = silo.fetch("u", spec).await?;
     let mut n = 0u64;
@@ -181,42 +296,6 @@ async fn sandboxed_fetch(silo: &Silo, spec: &FetchSpec) -> Result<u64> {
         n += batch.len() as u64;
     }
     Ok(n)
-}
-
-async fn plain_fetch(client: &tokio_postgres::Client) -> Result<u64> {
-    let db = |e: tokio_postgres::Error| Error::Datasource(e.to_string());
-    let stmt = client
-        .prepare(&format!(
-            "SELECT id, tenant, amount, label FROM {SCHEMA}.facts WHERE tenant = $1"
-        ))
-        .await
-        .map_err(db)?;
-    let stream = client.query_raw(&stmt, [&"a"]).await.map_err(db)?;
-    futures_util::pin_mut!(stream);
-    let mut n = 0u64;
-    while let Some(row) = stream.next().await {
-        let row = row.map_err(db)?;
-        let decoded: (i64, String, f64, String) = (
-            row.try_get(0).map_err(db)?,
-            row.try_get(1).map_err(db)?,
-            row.try_get(2).map_err(db)?,
-            row.try_get(3).map_err(db)?,
-        );
-        std::hint::black_box(decoded);
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn reader_conn(admin: &str, dir: &std::path::Path) -> Result<String> {
-    let password = std::fs::read_to_string(dir.join("reader.password"))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let base: String = admin
-        .split_whitespace()
-        .filter(|kv| !kv.starts_with("user="))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Ok(format!("{base} user={ROLE} password={}", password.trim()))
 }
 
 fn median(v: &mut [Duration]) -> Duration {

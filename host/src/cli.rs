@@ -62,9 +62,13 @@ enum Command {
     },
     /// Measure sandboxed fetch against a plain driver loop, and instantiation.
     Bench {
-        /// Admin connection string used to seed the benchmark table.
-        #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]
-        admin: String,
+        /// Database to measure against.
+        #[arg(long, value_enum, default_value_t = crate::bench::Db::Postgres)]
+        db: crate::bench::Db,
+        /// Admin connection used for seeding (default: the local server's;
+        /// a connection string for Postgres, a mysql:// URL for MySQL).
+        #[arg(long)]
+        admin: Option<String>,
         /// Rows fetched per run.
         #[arg(long, default_value_t = 1_000_000)]
         rows: u32,
@@ -146,12 +150,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench {
+            db,
             admin,
             rows,
             runs,
             instantiations,
         } => {
+            let admin = admin.unwrap_or_else(|| match db {
+                crate::bench::Db::Postgres => crate::demo::DEFAULT_ADMIN.to_owned(),
+                crate::bench::Db::Mysql => "mysql://root@127.0.0.1:3306/test".to_owned(),
+            });
             let opts = crate::bench::BenchOptions {
+                db,
                 admin,
                 rows,
                 runs: runs.max(1),

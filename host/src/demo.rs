@@ -79,10 +79,7 @@ pub async fn prepare_reader(
         tables,
         connector,
     } = *reader;
-    let password = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        format!("{:?}{}", Instant::now(), std::process::id()),
-    )));
+    let password = fresh_password();
     exec(
         client,
         &format!(
@@ -97,9 +94,6 @@ pub async fn prepare_reader(
     for t in tables {
         exec(client, &format!("GRANT SELECT ON {schema}.{t} TO {role}")).await?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
-    let pw_path = dir.join("reader.password");
-    write_private(&pw_path, &password)?;
     let cfg: tokio_postgres::Config = admin_conn
         .parse()
         .map_err(|e| Error::Config(format!("admin connection string: {e}")))?;
@@ -112,12 +106,77 @@ pub async fn prepare_reader(
         });
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     let db = cfg.get_dbname().unwrap_or("postgres");
-    // The body goes first: it may hold top-level keys, which TOML needs before any table.
+    let section = format!(
+        "[datasources.main.postgres]\nhost = \"{host}\"\nport = {port}\ndatabase = \"{db}\"\n\
+         user = \"{role}\"\npassword_file = \"reader.password\"\nschema = \"{schema}\"\n"
+    );
+    write_config(dir, &password, connector, &section, body)
+}
+
+/// Creates (or resets) a MySQL/MariaDB user that may only read `tables` of
+/// database `reader.schema`, and writes a `silo.toml` for it, as
+/// [`prepare_reader`] does for Postgres. `host` and `port` are how Silo will
+/// reach the server.
+pub async fn prepare_mysql_reader(
+    conn: &mut mysql_async::Conn,
+    (host, port): (&str, u16),
+    dir: &Path,
+    reader: &Reader<'_>,
+    body: &str,
+) -> Result<Prepared> {
+    use mysql_async::prelude::Queryable;
+    let Reader {
+        schema,
+        role,
+        tables,
+        connector,
+    } = *reader;
+    let password = fresh_password();
+    let user = format!("'{role}'@'%'");
+    let mut statements = vec![
+        format!("DROP USER IF EXISTS {user}"),
+        format!("CREATE USER {user} IDENTIFIED BY '{password}'"),
+    ];
+    statements.extend(
+        tables
+            .iter()
+            .map(|t| format!("GRANT SELECT ON {schema}.{t} TO {user}")),
+    );
+    for stmt in statements {
+        conn.query_drop(stmt)
+            .await
+            .map_err(|e| Error::Datasource(format!("setup failed: {e}")))?;
+    }
+    let section = format!(
+        "[datasources.main.mysql]\nhost = \"{host}\"\nport = {port}\ndatabase = \"{schema}\"\n\
+         user = \"{role}\"\npassword_file = \"reader.password\"\n"
+    );
+    write_config(dir, &password, connector, &section, body)
+}
+
+/// A throwaway password for a reader role the host creates itself.
+fn fresh_password() -> String {
+    hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        format!("{:?}{}", Instant::now(), std::process::id()),
+    )))
+}
+
+/// Writes `dir/reader.password` (owner-only) and `dir/silo.toml`: `body`
+/// first (it may hold top-level keys, which TOML needs before any table),
+/// then datasource `main` with `connector` and its capability `section`.
+fn write_config(
+    dir: &Path,
+    password: &str,
+    connector: &str,
+    section: &str,
+    body: &str,
+) -> Result<Prepared> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    write_private(&dir.join("reader.password"), password)?;
     let text = format!(
         "# Written by silo: a read-only role and the datasets it may serve.\n{body}\n\
-         [datasources.main]\nconnector = \"{connector}\"\n\n\
-         [datasources.main.postgres]\nhost = \"{host}\"\nport = {port}\ndatabase = \"{db}\"\n\
-         user = \"{role}\"\npassword_file = \"reader.password\"\nschema = \"{schema}\"\n"
+         [datasources.main]\nconnector = \"{connector}\"\n\n{section}"
     );
     let config_path = dir.join("silo.toml");
     std::fs::write(&config_path, text)

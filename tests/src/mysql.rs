@@ -2,6 +2,7 @@
 //! tenant scenarios as Postgres, and MySQL's own escapes refused.
 use mysql_async::prelude::Queryable;
 use silo_host::config::SiloConfig;
+use silo_host::demo::{Reader, prepare_mysql_reader};
 use silo_host::error::{Error, Result};
 use silo_host::silo::Silo;
 
@@ -28,7 +29,6 @@ impl MyFixture {
         let mut conn = mysql_async::Conn::new(opts)
             .await
             .expect("MariaDB must be running on 127.0.0.1:3306");
-        let user = format!("'{db}_r'@'%'");
         for stmt in [
             format!("DROP DATABASE IF EXISTS {db}"),
             format!("CREATE DATABASE {db}"),
@@ -43,28 +43,35 @@ impl MyFixture {
             ),
             format!("CREATE TABLE {db}.salaries (employee varchar(40), salary int)"),
             format!("INSERT INTO {db}.salaries VALUES ('ceo', 1000000)"),
-            format!("DROP USER IF EXISTS {user}"),
-            format!("CREATE USER {user} IDENTIFIED BY 'reader-pw'"),
-            format!("GRANT SELECT ON {db}.orders TO {user}"),
         ] {
             conn.query_drop(stmt).await.unwrap();
         }
         let dir = std::env::temp_dir().join(format!("silo-tests-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("reader.password"), "reader-pw").unwrap();
         MyFixture { db, dir, conn }
     }
 
-    async fn silo(&self, connector: &str, extra: &str) -> Result<Silo> {
+    async fn silo(&mut self, connector: &str, extra: &str) -> Result<Silo> {
         let cache = std::env::temp_dir().join("silo-test-compile-cache");
-        let text = format!(
-            "cache_dir = {:?}\n{extra}\n{USERS}\n[datasources.main]\nconnector = \"{connector}\"\n\n\
-             [datasources.main.mysql]\nhost = \"127.0.0.1\"\ndatabase = \"{db}\"\nuser = \"{db}_r\"\npassword_file = \"reader.password\"\n",
-            cache.display().to_string(),
-            db = self.db
+        let body = format!(
+            "cache_dir = {:?}\n{extra}\n{USERS}",
+            cache.display().to_string()
         );
-        std::fs::write(self.dir.join("silo.toml"), text).unwrap();
-        Silo::new(&SiloConfig::load(&self.dir.join("silo.toml"))?)
+        let role = format!("{}_r", self.db);
+        let reader = Reader {
+            schema: &self.db,
+            role: &role,
+            tables: &["orders"],
+            connector,
+        };
+        let p = prepare_mysql_reader(
+            &mut self.conn,
+            ("127.0.0.1", 3306),
+            &self.dir,
+            &reader,
+            &body,
+        )
+        .await?;
+        Silo::new(&SiloConfig::load(&p.config_path)?)
     }
 
     async fn count_orders(&mut self) -> i64 {
@@ -79,7 +86,7 @@ impl MyFixture {
 
 #[tokio::test]
 async fn each_embed_user_sees_exactly_their_rows() {
-    let fx = MyFixture::new("my_isolation").await;
+    let mut fx = MyFixture::new("my_isolation").await;
     let silo = fx.silo("mysql", "").await.unwrap();
     assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
     assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), [4, 5, 6]);
@@ -92,7 +99,7 @@ async fn each_embed_user_sees_exactly_their_rows() {
 
 #[tokio::test]
 async fn describe_and_all_columns() {
-    let fx = MyFixture::new("my_describe").await;
+    let mut fx = MyFixture::new("my_describe").await;
     let silo = fx.silo("mysql", "").await.unwrap();
     let datasets = silo.describe("main").await.unwrap();
     let names: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
@@ -118,7 +125,7 @@ async fn describe_and_all_columns() {
 
 #[tokio::test]
 async fn connector_that_ignores_the_filter_gets_only_permitted_rows() {
-    let fx = MyFixture::new("my_ignore").await;
+    let mut fx = MyFixture::new("my_ignore").await;
     let silo = fx.silo(connectors::IGNORE_FILTER, "").await.unwrap();
     assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
     assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);

@@ -172,13 +172,14 @@ async fn stream_rows(
             .await
             .map_err(my_error)?;
         let mut batch = Vec::with_capacity(BATCH_ROWS as usize);
-        while let Some(row) = result.next().await.map_err(my_error)? {
-            let cells = row
-                .unwrap()
-                .into_iter()
-                .zip(&decoders)
-                .map(|(v, d)| d.decode(v).map_err(Error::Datasource))
-                .collect::<Result<Vec<_>>>()?;
+        while let Some(mut row) = result.next().await.map_err(my_error)? {
+            let mut cells = Vec::with_capacity(decoders.len());
+            for (i, d) in decoders.iter().enumerate() {
+                let raw = row
+                    .take::<mysql_async::Value, _>(i)
+                    .unwrap_or(mysql_async::Value::NULL);
+                cells.push(d.decode(raw).map_err(Error::Datasource)?);
+            }
             batch.push(cells);
             if batch.len() >= BATCH_ROWS as usize
                 && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
