@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use silo_host::config::SiloConfig;
 use silo_host::demo::{Reader, admin, exec, prepare_reader};
-use silo_host::error::Result;
+use silo_host::error::{Error, Result};
 use silo_host::silo::{FetchSpec, Row, Silo};
 use silo_types::Value;
 
@@ -129,4 +129,26 @@ pub fn ids(rows: &[Row]) -> Vec<i64> {
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// Asserts that a hostile connector's fetch failed because the policy refused
+/// every one of its `attempts` statements (not a limit, not the database), and
+/// that the refusals name each of `needles`.
+pub fn assert_all_refused(err: &Error, attempts: usize, needles: &[&str]) {
+    let Error::Policy(report) = err else {
+        panic!("expected refusals, got {err}")
+    };
+    assert!(
+        report
+            .lines()
+            .all(|l| l.contains("=> Error::Denied(\"policy violation")),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), attempts, "{report}");
+    for needle in needles {
+        assert!(
+            report.contains(needle),
+            "no refusal mentions {needle}: {report}"
+        );
+    }
 }
