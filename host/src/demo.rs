@@ -393,13 +393,18 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
     writeln!(out, "  Limits in force: {}\n", silo.runtime().limits()).map_err(io)?;
     writeln!(out, "Go on:").map_err(io)?;
     let cfg = prepared.config_path.display();
+    // The binary as it was invoked, so the hints work without `silo` on PATH.
+    let silo = std::env::args()
+        .next()
+        .filter(|a| a.contains('/'))
+        .unwrap_or_else(|| "silo".into());
     writeln!(
         out,
-        "  silo fetch --config {cfg} --user bob --dataset orders --limit 5"
+        "  {silo} fetch --config {cfg} --user bob --dataset orders --limit 5"
     )
     .map_err(io)?;
-    writeln!(out, "  silo fetch --config {cfg} --user alice --dataset orders --format ndjson --columns id,amount").map_err(io)?;
-    writeln!(out, "  silo describe --config {cfg}").map_err(io)?;
+    writeln!(out, "  {silo} fetch --config {cfg} --user alice --dataset orders --format ndjson --columns id,amount").map_err(io)?;
+    writeln!(out, "  {silo} describe --config {cfg}").map_err(io)?;
     writeln!(out, "  Point a copy of that silo.toml at your own database (a read-only role), add datasets and users.").map_err(io)?;
     Ok(())
 }
