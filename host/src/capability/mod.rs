@@ -2,6 +2,7 @@
 //! the same shape (config, client, value codec); what they share — the
 //! generated-trait glue and the row-stream resource — is here, and every
 //! statement goes through [`crate::policy`] before a client sees it.
+mod driver;
 pub mod mysql;
 pub mod postgres;
 

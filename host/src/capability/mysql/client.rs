@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::MysqlConfig;
 use super::codec::{Decoder, param};
+use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
@@ -64,10 +65,10 @@ impl MyClient {
     }
 
     async fn connection(&self) -> Result<Conn> {
-        self.pool.get_conn().await.map_err(|e| {
-            tracing::warn!("mysql connection failed: {e}");
-            Error::Datasource("the database is unavailable".into())
-        })
+        self.pool
+            .get_conn()
+            .await
+            .map_err(|e| driver::unavailable("mysql", e))
     }
 
     /// Sets the session's statement time limit, learning once which variable
@@ -118,22 +119,12 @@ impl SqlClient for MyClient {
             .await
             .map_err(my_error)?;
         let stmt = conn.prep(statement).await.map_err(my_error)?;
-        if usize::from(stmt.num_params()) != params.len() {
-            return Err(Error::Connector(format!(
-                "statement has {} placeholders but {} values were bound",
-                stmt.num_params(),
-                params.len()
-            )));
-        }
+        driver::check_bound(usize::from(stmt.num_params()), params.len())?;
         let mut decoders = Vec::new();
         let mut columns = Vec::new();
         for c in stmt.columns().iter() {
             let d = Decoder::for_column(c).ok_or_else(|| {
-                Error::Datasource(format!(
-                    "column `{}` has type {:?}, which Silo cannot carry",
-                    c.name_str(),
-                    c.column_type()
-                ))
+                driver::unsupported_column(&c.name_str(), format!("{:?}", c.column_type()))
             })?;
             columns.push(Column {
                 name: c.name_str().into_owned(),
@@ -245,16 +236,15 @@ fn my_error(e: mysql_async::Error) -> Error {
     match e {
         mysql_async::Error::Server(s) => match s.code {
             // MariaDB ER_STATEMENT_TIMEOUT, MySQL ER_QUERY_TIMEOUT.
-            1969 | 3024 => {
-                Error::Limit("the statement exceeded the datasource's statement timeout".into())
-            }
+            1969 | 3024 => ServerFailure::Timeout.into(),
             // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-            1792 => Error::Policy(format!("read-only datasource: {}", s.message)),
-            _ => Error::Datasource(format!("{} ({})", s.message, s.state)),
+            1792 => ServerFailure::ReadOnly(&s.message).into(),
+            _ => ServerFailure::Other {
+                message: &s.message,
+                code: &s.state,
+            }
+            .into(),
         },
-        other => {
-            tracing::warn!("mysql error: {other}");
-            Error::Datasource("the database is unavailable".into())
-        }
+        other => driver::unavailable("mysql", other),
     }
 }

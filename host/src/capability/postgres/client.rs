@@ -15,6 +15,7 @@ use tokio_postgres::{NoTls, RowStream};
 
 use super::PgSettings;
 use super::codec::{Decoder, Param, Raw};
+use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
 
@@ -72,10 +73,10 @@ impl PgClient {
 
     /// A pooled connection, for host-side administration (registration checks, tests).
     pub async fn connection(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| {
-            tracing::warn!("postgres connection failed: {e}");
-            Error::Datasource("the database is unavailable".into())
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| driver::unavailable("postgres", e))
     }
 }
 
@@ -104,24 +105,13 @@ impl SqlClient for PgClient {
             .await
             .map_err(db_error)?;
         let stmt = client.prepare(statement).await.map_err(db_error)?;
-        if stmt.params().len() != params.len() {
-            return Err(Error::Connector(format!(
-                "statement has {} placeholders but {} values were bound",
-                stmt.params().len(),
-                params.len()
-            )));
-        }
+        driver::check_bound(stmt.params().len(), params.len())?;
         let decoders = stmt
             .columns()
             .iter()
             .map(|col| {
-                Decoder::for_type(col.type_()).ok_or_else(|| {
-                    Error::Datasource(format!(
-                        "column `{}` has type {}, which Silo cannot carry",
-                        col.name(),
-                        col.type_()
-                    ))
-                })
+                Decoder::for_type(col.type_())
+                    .ok_or_else(|| driver::unsupported_column(col.name(), col.type_()))
             })
             .collect::<Result<Vec<_>>>()?;
         let columns = stmt
@@ -229,16 +219,15 @@ impl RowSource for PgRows {
 /// only that the database is unavailable, with details in the host log.
 fn db_error(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(db) if *db.code() == SqlState::QUERY_CANCELED => {
-            Error::Limit("the statement exceeded the datasource's statement timeout".into())
-        }
+        Some(db) if *db.code() == SqlState::QUERY_CANCELED => ServerFailure::Timeout.into(),
         Some(db) if *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION => {
-            Error::Policy(format!("read-only datasource: {}", db.message()))
+            ServerFailure::ReadOnly(db.message()).into()
         }
-        Some(db) => Error::Datasource(format!("{} ({})", db.message(), db.code().code())),
-        None => {
-            tracing::warn!("postgres error: {e}");
-            Error::Datasource("the database is unavailable".into())
+        Some(db) => ServerFailure::Other {
+            message: db.message(),
+            code: db.code().code(),
         }
+        .into(),
+        None => driver::unavailable("postgres", e),
     }
 }
