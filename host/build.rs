@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for wasm in guest_build::build(&[
         ("silo-connector-postgres", "connectors/postgres"),
         ("silo-connector-mysql", "connectors/mysql"),
+        ("silo-connector-mongodb", "connectors/mongodb"),
     ])? {
         let name = wasm.file_name().ok_or("no file name")?;
         std::fs::copy(&wasm, out.join(name))?;

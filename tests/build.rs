@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         })
         .chain(
-            ["postgres", "mysql"]
+            ["postgres", "mysql", "mongodb"]
                 .map(|c| (format!("silo-connector-{c}"), format!("connectors/{c}"))),
         )
         .collect();

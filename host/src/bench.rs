@@ -163,7 +163,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     )
     .map_err(io)?;
 
-    let loaded = silo.runtime().load(builtin)?;
+    let loaded = silo.runtime().load(builtin, crate::capability::Kind::Sql)?;
     let mut times = Vec::with_capacity(opts.instantiations);
     for _ in 0..opts.instantiations {
         let t = Instant::now();

@@ -6,3 +6,6 @@ pub const POSTGRES: &[u8] =
 
 /// The MySQL / MariaDB connector component.
 pub const MYSQL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_mysql.wasm"));
+
+/// The MongoDB connector component.
+pub const MONGODB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_mongodb.wasm"));

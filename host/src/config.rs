@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::capability::mongodb::MongoConfig;
 use crate::capability::mysql::MysqlConfig;
 use crate::capability::postgres::PostgresConfig;
 use crate::error::{Error, Result};
@@ -42,6 +43,8 @@ pub struct DatasourceConfig {
     pub postgres: Option<PostgresConfig>,
     /// MySQL / MariaDB connection settings.
     pub mysql: Option<MysqlConfig>,
+    /// MongoDB connection settings.
+    pub mongodb: Option<MongoConfig>,
 }
 
 /// `[datasets.<name>]`.
@@ -89,6 +92,7 @@ impl SiloConfig {
             let files = [
                 ds.postgres.as_mut().and_then(|p| p.password_file.as_mut()),
                 ds.mysql.as_mut().and_then(|m| m.password_file.as_mut()),
+                ds.mongodb.as_mut().and_then(|m| m.password_file.as_mut()),
             ];
             for file in files.into_iter().flatten() {
                 *file = base.join(&*file);
@@ -106,10 +110,13 @@ impl SiloConfig {
 
     fn validate(&self) -> Result<()> {
         for (name, ds) in &self.datasources {
-            if ds.postgres.is_some() == ds.mysql.is_some() {
-                return Err(Error::Config(format!(
-                    "datasource `{name}` needs exactly one of [datasources.{name}.postgres] or [datasources.{name}.mysql]"
-                )));
+            let kinds = [
+                ds.postgres.is_some(),
+                ds.mysql.is_some(),
+                ds.mongodb.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(one_kind_error(name));
             }
         }
         for (name, d) in &self.datasets {
@@ -135,6 +142,14 @@ impl SiloConfig {
         }
         Ok(())
     }
+}
+
+/// A datasource must say which database it is, exactly once.
+pub(crate) fn one_kind_error(name: &str) -> Error {
+    Error::Config(format!(
+        "datasource `{name}` needs exactly one of [datasources.{name}.postgres], \
+         [datasources.{name}.mysql] or [datasources.{name}.mongodb]"
+    ))
 }
 
 /// Reads a secret from the environment or a file, as the config names it.

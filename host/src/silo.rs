@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use silo_types::{Dataset, RowFilter, Value};
 use wasmtime::component::ResourceAny;
 
-use crate::capability::{RowSource, SqlClient, SqlGrant};
+use crate::capability::{Backend, DocumentGrant, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
@@ -22,6 +22,7 @@ use crate::runtime::{Instance, Loaded, Runtime};
 pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[
     ("postgres", crate::builtin::POSTGRES),
     ("mysql", crate::builtin::MYSQL),
+    ("mongodb", crate::builtin::MONGODB),
 ];
 
 /// A row as the host hands it out.
@@ -30,7 +31,7 @@ pub type Row = Vec<Value>;
 struct Datasource {
     name: String,
     connector: Loaded,
-    sql: Arc<dyn SqlClient>,
+    backend: Backend,
     schema: String,
     described: Mutex<Option<Arc<Vec<Dataset>>>>,
 }
@@ -68,17 +69,17 @@ impl Silo {
         let runtime = Runtime::new(config.limits, cache_dir)?;
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let (sql, builtin) =
+            let (backend, builtin) =
                 crate::capability::connect(name, ds, config.limits.statement_timeout)?;
-            let schema = sql.default_schema().to_owned();
+            let schema = backend.default_schema().to_owned();
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
-            let connector = runtime.load(&wasm)?;
+            let connector = runtime.load(&wasm, backend.kind())?;
             datasources.insert(
                 name.clone(),
                 Datasource {
                     name: name.clone(),
                     connector,
-                    sql,
+                    backend,
                     schema,
                     described: Mutex::default(),
                 },
@@ -167,7 +168,7 @@ impl Silo {
             return Ok(hit);
         }
         // Describe sees the catalog, and governed tables only as empty.
-        let grant = self.grant(ds, |_| RowFilter::NoRows, ds.sql.catalog());
+        let grant = self.grant(ds, |_| RowFilter::NoRows, true);
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -225,7 +226,7 @@ impl Silo {
         let grant = self.grant(
             ds,
             |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows),
-            &[],
+            false,
         );
         let mut instance = self
             .runtime
@@ -296,13 +297,16 @@ impl Silo {
         Ok(d.columns.iter().map(|c| c.name.clone()).collect())
     }
 
+    /// The capability an instance of `ds`'s connector gets: the governed
+    /// tables or collections with `filter`'s rows, and, when `describing`,
+    /// the catalog (SQL) or field sampling (documents).
     fn grant(
         &self,
         ds: &Datasource,
         filter: impl Fn(&str) -> RowFilter,
-        readable: &'static [(&'static str, &'static str)],
-    ) -> SqlGrant {
-        let tables: Vec<GovernedTable> = self
+        describing: bool,
+    ) -> Grant {
+        let tables: Arc<[GovernedTable]> = self
             .datasets
             .iter()
             .filter(|(_, e)| e.datasource == ds.name)
@@ -312,10 +316,17 @@ impl Silo {
                 filter: filter(name),
             })
             .collect();
-        SqlGrant {
-            client: ds.sql.clone(),
-            tables: tables.into(),
-            readable,
+        match &ds.backend {
+            Backend::Sql(client) => Grant::Sql(SqlGrant {
+                client: client.clone(),
+                tables,
+                readable: if describing { client.catalog() } else { &[] },
+            }),
+            Backend::Document(client) => Grant::Document(DocumentGrant {
+                client: client.clone(),
+                collections: tables,
+                describing,
+            }),
         }
     }
 }

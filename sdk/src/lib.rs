@@ -51,13 +51,14 @@
 //! ```
 #![deny(missing_docs)]
 
-/// Bindings generated from `wit/connector.wit` (the `sql-connector` world).
+/// Bindings generated from `wit/connector.wit` (the `any-connector` world:
+/// a built connector imports only the capabilities it calls).
 /// The WIT file documents each item.
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sql-connector",
+        world: "any-connector",
         pub_export_macro: true,
         export_macro_name: "export_connector",
         default_bindings_module: "silo_sdk::bindings",
@@ -76,10 +77,10 @@ pub use bindings::silo::connector::streams::RowStream;
 pub use bindings::silo::connector::types::{
     Column, ColumnType, Dataset, Error, FetchRequest, Op, Predicate, Row, RowFilter, Value,
 };
-pub use bindings::silo::connector::{log, sql};
+pub use bindings::silo::connector::{document, log, sql};
 pub use catalog::datasets_from_catalog;
 pub use produce::Producer;
-pub use select::{Query, select, where_clause};
+pub use select::{Query, document_filter, select, where_clause};
 pub use silo_types::SqlDialect;
 
 silo_types::wit_conversions!(crate::bindings::silo::connector::types);

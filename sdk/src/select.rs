@@ -1,4 +1,4 @@
-//! Filter pushdown for SQL connectors.
+//! Filter pushdown for SQL and document connectors.
 use crate::{Error, FetchRequest, RowFilter, Value};
 use silo_types::{SqlDialect, quote_ident};
 
@@ -49,4 +49,14 @@ pub fn select(dialect: SqlDialect, request: &FetchRequest) -> Result<Query, Erro
         sql,
         params: filter.params,
     })
+}
+
+/// The filter as a MongoDB query document in Extended JSON text, for
+/// `document::find` or a `$match` stage. Values stay typed data: a text value
+/// that looks like an operator is compared as text.
+pub fn document_filter(filter: &RowFilter) -> Result<String, Error> {
+    silo_types::RowFilter::from(filter.clone())
+        .to_mongo_query()
+        .map(|q| q.to_string())
+        .map_err(Error::InvalidRequest)
 }

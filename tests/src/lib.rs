@@ -24,3 +24,6 @@ mod demo;
 
 #[cfg(test)]
 mod mysql;
+
+#[cfg(test)]
+mod mongodb;

@@ -201,11 +201,25 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     let wasm = std::fs::read(crate::connectors::POSTGRES).unwrap();
     let first = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
-    assert_eq!(first.load(&wasm).unwrap().source, LoadSource::Compiled);
-    assert_eq!(first.load(&wasm).unwrap().source, LoadSource::Memory);
+    assert_eq!(
+        first
+            .load(&wasm, silo_host::capability::Kind::Sql)
+            .unwrap()
+            .source,
+        LoadSource::Compiled
+    );
+    assert_eq!(
+        first
+            .load(&wasm, silo_host::capability::Kind::Sql)
+            .unwrap()
+            .source,
+        LoadSource::Memory
+    );
     drop(first);
     let restarted = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
-    let loaded = restarted.load(&wasm).unwrap();
+    let loaded = restarted
+        .load(&wasm, silo_host::capability::Kind::Sql)
+        .unwrap();
     assert_eq!(loaded.source, LoadSource::DiskCache);
     // The cache directory is private to this user.
     use std::os::unix::fs::PermissionsExt;
@@ -218,5 +232,11 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
         std::fs::write(e.unwrap().path(), b"garbage").unwrap();
     }
     let again = Runtime::new(Limits::default(), Some(dir)).unwrap();
-    assert_eq!(again.load(&wasm).unwrap().source, LoadSource::Compiled);
+    assert_eq!(
+        again
+            .load(&wasm, silo_host::capability::Kind::Sql)
+            .unwrap()
+            .source,
+        LoadSource::Compiled
+    );
 }

@@ -3,6 +3,7 @@
 //! generated-trait glue and the row-stream resource — is here, and every
 //! statement goes through [`crate::policy`] before a client sees it.
 mod driver;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 
@@ -17,6 +18,113 @@ use crate::limits::BATCH_ROWS;
 use crate::policy::sql::GovernedTable;
 use crate::runtime::State;
 use crate::runtime::bindings::silo::connector::{log, sql, streams, types};
+
+/// What a datasource's connector may import besides logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `silo:connector/sql` (Postgres, MySQL).
+    Sql,
+    /// `silo:connector/document` (MongoDB).
+    Document,
+}
+
+impl Kind {
+    /// The WIT interface this kind grants.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Kind::Sql => "sql",
+            Kind::Document => "document",
+        }
+    }
+}
+
+/// A datasource's driver, by kind.
+#[derive(Clone)]
+pub enum Backend {
+    /// A SQL database.
+    Sql(Arc<dyn SqlClient>),
+    /// A MongoDB database.
+    Document(Arc<mongodb::MongoClient>),
+}
+
+impl Backend {
+    /// Which capability this backend is granted as.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Backend::Sql(_) => Kind::Sql,
+            Backend::Document(_) => Kind::Document,
+        }
+    }
+
+    /// Schema or database an unqualified dataset name resolves to.
+    pub fn default_schema(&self) -> &str {
+        match self {
+            Backend::Sql(c) => c.default_schema(),
+            Backend::Document(c) => c.database(),
+        }
+    }
+}
+
+/// The capability one instance holds: its backend, and the governed
+/// tables or collections with this user's filters.
+#[derive(Clone)]
+pub enum Grant {
+    /// The SQL capability.
+    Sql(SqlGrant),
+    /// The document capability.
+    Document(DocumentGrant),
+}
+
+/// What a fetch may do with documents: the pool and the governed collections.
+#[derive(Clone)]
+pub struct DocumentGrant {
+    /// The pooled driver.
+    pub client: Arc<mongodb::MongoClient>,
+    /// Governed collections with this user's filters.
+    pub collections: Arc<[GovernedTable]>,
+    /// Whether this instance only describes: sampling field names is allowed.
+    pub describing: bool,
+}
+
+impl DocumentGrant {
+    /// The policy view of this grant.
+    pub fn governed(&self) -> crate::policy::document::Governed<'_> {
+        crate::policy::document::Governed {
+            database: self.client.database(),
+            collections: &self.collections,
+        }
+    }
+}
+
+impl State {
+    /// Counts one capability call against this instance's budget and checks
+    /// the size of what the connector sent, before any policy work.
+    fn admit(&mut self, text_bytes: usize, values: usize) -> Result<()> {
+        if !self.charge_query(MAX_QUERIES) {
+            return Err(Error::Limit(format!(
+                "at most {MAX_QUERIES} statements per fetch"
+            )));
+        }
+        if text_bytes > MAX_STATEMENT_BYTES || values > MAX_PARAMS {
+            return Err(Error::Limit(format!(
+                "statements are limited to {MAX_STATEMENT_BYTES} bytes and {MAX_PARAMS} parameters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Logs a refused or failed call and words it for the connector.
+    fn report<T>(&self, result: Result<T>) -> Result<T, types::Error> {
+        result.map_err(|e| {
+            tracing::info!(
+                connector = self.connector(),
+                fault = e.fault(),
+                "call refused or failed: {e}"
+            );
+            e.to_wit()
+        })
+    }
+}
 
 /// Statements one fetch may send, refused ones included. An open stream holds
 /// a pooled connection and every refusal is logged, so this bounds both what
@@ -112,35 +220,19 @@ impl sql::Host for State {
         statement: String,
         params: Vec<types::Value>,
     ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
-        let Some(grant) = self.sql.clone() else {
-            return Ok(Err(Error::Policy(
-                "this connector has no SQL capability".into(),
-            )
-            .to_wit()));
+        let result = match self.grant.clone() {
+            Some(Grant::Sql(grant)) => match self.admit(statement.len(), params.len()) {
+                Ok(()) => {
+                    let params = params.into_iter().map(Into::into).collect();
+                    crate::policy::run_sql(&grant, &statement, params).await
+                }
+                Err(e) => Err(e),
+            },
+            _ => Err(Error::Policy("this connector has no SQL capability".into())),
         };
-        if !self.charge_query(MAX_QUERIES) {
-            return Ok(Err(Error::Limit(format!(
-                "at most {MAX_QUERIES} statements per fetch"
-            ))
-            .to_wit()));
-        }
-        if statement.len() > MAX_STATEMENT_BYTES || params.len() > MAX_PARAMS {
-            return Ok(Err(Error::Limit(format!(
-                "statements are limited to {MAX_STATEMENT_BYTES} bytes and {MAX_PARAMS} parameters"
-            ))
-            .to_wit()));
-        }
-        let params = params.into_iter().map(Into::into).collect();
-        match crate::policy::run_sql(&grant, &statement, params).await {
+        match self.report(result) {
             Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
-            Err(e) => {
-                tracing::info!(
-                    connector = self.connector(),
-                    fault = e.fault(),
-                    "statement refused or failed: {e}"
-                );
-                Ok(Err(e.to_wit()))
-            }
+            Err(e) => Ok(Err(e)),
         }
     }
 }
@@ -175,27 +267,46 @@ pub fn connect(
     name: &str,
     ds: &crate::config::DatasourceConfig,
     statement_timeout: std::time::Duration,
-) -> Result<(Arc<dyn SqlClient>, &'static str)> {
+) -> Result<(Backend, &'static str)> {
     use crate::config::read_secret;
-    match (&ds.postgres, &ds.mysql) {
-        (Some(pg), None) => {
+    match (&ds.postgres, &ds.mysql, &ds.mongodb) {
+        (Some(pg), None, None) => {
             let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
             let settings = postgres::PgSettings {
                 config: pg.clone(),
                 password,
                 statement_timeout,
             };
-            Ok((Arc::new(postgres::PgClient::new(settings)?), "postgres"))
+            Ok((
+                Backend::Sql(Arc::new(postgres::PgClient::new(settings)?)),
+                "postgres",
+            ))
         }
-        (None, Some(my)) => {
+        (None, Some(my), None) => {
             let password = read_secret(my.password_env.as_deref(), my.password_file.as_deref())?;
             Ok((
-                Arc::new(mysql::MyClient::new(my, password, statement_timeout)?),
+                Backend::Sql(Arc::new(mysql::MyClient::new(
+                    my,
+                    password,
+                    statement_timeout,
+                )?)),
                 "mysql",
             ))
         }
-        _ => Err(Error::Config(format!(
-            "datasource `{name}` needs exactly one of [datasources.{name}.postgres] or [datasources.{name}.mysql]"
-        ))),
+        (None, None, Some(mongo)) => {
+            let password = read_secret(
+                mongo.password_env.as_deref(),
+                mongo.password_file.as_deref(),
+            )?;
+            Ok((
+                Backend::Document(Arc::new(mongodb::MongoClient::new(
+                    mongo,
+                    password,
+                    statement_timeout,
+                )?)),
+                "mongodb",
+            ))
+        }
+        _ => Err(crate::config::one_kind_error(name)),
     }
 }

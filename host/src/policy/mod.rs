@@ -3,7 +3,10 @@
 //! - [`rule`]: row-filter rules as written in `silo.toml`, resolved per user.
 //! - [`sql`]: the statement rewrite that puts the user's filter below the
 //!   connector for every governed table.
+//! - [`document`]: the same for MongoDB pipelines: the user's `$match` first,
+//!   stage allow-list, governed lookups.
 //! - [`Verifier`]: the re-check of every row leaving a fetch.
+pub mod document;
 pub mod rule;
 pub mod sql;
 
@@ -30,6 +33,12 @@ pub async fn run_sql(
     )
     .map_err(|e| Error::Policy(e.to_string()))?;
     client.query(&rewritten.sql, rewritten.params).await
+}
+
+impl From<document::Refused> for Error {
+    fn from(r: document::Refused) -> Error {
+        Error::Policy(r.to_string())
+    }
 }
 
 /// Re-checks every row a connector returns: shape, row filter, limits. The

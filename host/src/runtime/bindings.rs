@@ -2,7 +2,7 @@
 //! the SDK and every test connector.
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "sql-connector",
+    world: "any-connector",
     imports: { default: async | trappable },
     exports: { default: async },
     with: {

@@ -20,10 +20,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime::{ResourceLimiter, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability::SqlGrant;
+use crate::capability::{Grant, Kind};
 use crate::error::{Error, Result};
 use crate::limits::{LOG_BYTES, Limits};
-use bindings::{SqlConnector, SqlConnectorPre};
+use bindings::{AnyConnector, AnyConnectorPre};
 
 /// How often the engine's epoch advances: the granularity of time limits and
 /// of yielding a busy guest back to the executor.
@@ -37,8 +37,12 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// stay far below this).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// The interfaces a SQL connector may import; anything else is refused by name.
-const SQL_WORLD_IMPORTS: &[&str] = &["silo:connector/"];
+/// Interfaces every connector may import besides its datasource's capability.
+const COMMON_IMPORTS: &[&str] = &[
+    "silo:connector/types@",
+    "silo:connector/streams@",
+    "silo:connector/log@",
+];
 
 /// Per-fetch store data: the guest's capabilities and nothing more.
 pub struct State {
@@ -49,8 +53,8 @@ pub struct State {
     log_budget: usize,
     queries: usize,
     connector: Arc<str>,
-    /// The SQL capability bound to this fetch, if the world imports it.
-    pub(crate) sql: Option<SqlGrant>,
+    /// The capability bound to this fetch (none: the connector may only log).
+    pub(crate) grant: Option<Grant>,
 }
 
 impl State {
@@ -130,7 +134,7 @@ pub enum LoadSource {
 /// A compiled connector, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct Loaded {
-    pre: SqlConnectorPre<State>,
+    pre: AnyConnectorPre<State>,
     /// sha256 of the component bytes, hex.
     pub digest: String,
     /// How this load was satisfied.
@@ -173,7 +177,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(internal)?;
-        SqlConnector::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        AnyConnector::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(internal)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -208,24 +212,23 @@ impl Runtime {
 
     /// Compiles (or fetches from the memory or disk cache) a connector
     /// component, refusing one that imports anything its world does not allow.
-    pub fn load(&self, wasm: &[u8]) -> Result<Loaded> {
+    pub fn load(&self, wasm: &[u8], kind: Kind) -> Result<Loaded> {
         let digest = hex::encode(Sha256::digest(wasm));
         if let Some(hit) = self.cache().get(&digest) {
+            check_imports(&self.engine, hit.pre.instance_pre().component(), kind)?;
             return Ok(Loaded {
                 source: LoadSource::Memory,
                 ..hit.clone()
             });
         }
         let (component, source) = self.compile(wasm, &digest)?;
-        check_imports(&self.engine, &component)?;
+        check_imports(&self.engine, &component, kind)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(SqlConnectorPre::new)
+            .and_then(AnyConnectorPre::new)
             .map_err(|e| {
-                Error::Connector(format!(
-                    "component does not fit the sql-connector world: {e}"
-                ))
+                Error::Connector(format!("component does not fit a connector world: {e}"))
             })?;
         let loaded = Loaded {
             pre,
@@ -284,7 +287,7 @@ impl Runtime {
         &self,
         loaded: &Loaded,
         name: &str,
-        sql: Option<SqlGrant>,
+        grant: Option<Grant>,
     ) -> Result<Instance> {
         let state = State {
             table: ResourceTable::new(),
@@ -297,7 +300,7 @@ impl Runtime {
             log_budget: LOG_BYTES,
             queries: 0,
             connector: name.into(),
-            sql,
+            grant,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -325,7 +328,7 @@ impl Runtime {
 /// One live connector instance, used for a single fetch or describe.
 pub struct Instance {
     store: Store<State>,
-    bindings: Option<SqlConnector>,
+    bindings: Option<AnyConnector>,
     timeout: Duration,
 }
 
@@ -334,7 +337,7 @@ impl Instance {
     /// traps to errors that say which limit was hit.
     pub(crate) async fn call<R, F>(&mut self, f: F) -> Result<R>
     where
-        F: AsyncFnOnce(&SqlConnector, &mut Store<State>) -> wasmtime::Result<R>,
+        F: AsyncFnOnce(&AnyConnector, &mut Store<State>) -> wasmtime::Result<R>,
     {
         let Instance {
             store,
@@ -395,16 +398,21 @@ impl Instance {
     }
 }
 
-fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
+/// Refuses a component that imports anything its datasource's world does not
+/// give: another capability, sockets, http, or any interface not linked.
+fn check_imports(engine: &Engine, component: &Component, kind: Kind) -> Result<()> {
+    let capability = format!("silo:connector/{}@", kind.interface());
     for (name, _) in component.component_type().imports(engine) {
-        let allowed = SQL_WORLD_IMPORTS
-            .iter()
-            .chain(wasi::LINKED_WASI)
-            .any(|p| name.starts_with(p));
+        let allowed = name.starts_with(&capability)
+            || COMMON_IMPORTS
+                .iter()
+                .chain(wasi::LINKED_WASI)
+                .any(|p| name.starts_with(p));
         if !allowed {
             return Err(Error::Connector(format!(
-                "connector imports `{name}`, which a sql connector is not given \
-                 (it may import only silo:connector/sql, silo:connector/log and the basic WASI a std guest needs)"
+                "connector imports `{name}`, which a {k} connector is not given \
+                 (it may import only silo:connector/{k}, silo:connector/log and the basic WASI a std guest needs)",
+                k = kind.interface()
             )));
         }
     }

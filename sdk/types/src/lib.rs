@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod document;
 mod eval;
 mod sql;
 pub mod time;

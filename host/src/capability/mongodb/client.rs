@@ -1,0 +1,271 @@
+//! The pooled MongoDB driver. It sends only `aggregate` (which also serves
+//! find, count and distinct) and `connectionStatus`, each with `maxTimeMS`;
+//! pipelines reach it only from [`crate::policy::document`]. Rows are decoded
+//! straight from the cursor's raw BSON on the reader's task, without a
+//! channel: the cursor itself is the stream.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, Credential, ServerAddress, Tls, TlsOptions};
+use mongodb::{Client, Cursor};
+use secrecy::{ExposeSecret, SecretString};
+use silo_types::{Column, ColumnType, Value};
+
+use super::MongoConfig;
+use super::codec;
+use crate::capability::RowSource;
+use crate::capability::driver::{self, ServerFailure};
+use crate::error::{Error, Result};
+use crate::limits::BATCH_ROWS;
+
+/// How long to look for a reachable server before calling it unavailable.
+const SELECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// MongoDB's error code for an operation that ran past `maxTimeMS`.
+const MAX_TIME_EXPIRED: i32 = 50;
+/// MongoDB's error code for an operation the user holds no privilege for.
+const UNAUTHORIZED: i32 = 13;
+
+/// A MongoDB datasource's connection pool.
+pub struct MongoClient {
+    client: Client,
+    database: String,
+    max_time: Duration,
+}
+
+impl MongoClient {
+    /// Builds the pool; connections are opened lazily.
+    pub fn new(
+        config: &MongoConfig,
+        password: Option<SecretString>,
+        max_time: Duration,
+    ) -> Result<MongoClient> {
+        let credential = Credential::builder()
+            .username(config.user.clone())
+            .password(password.map(|p| p.expose_secret().to_owned()))
+            .source(
+                config
+                    .auth_source
+                    .clone()
+                    .unwrap_or_else(|| config.database.clone()),
+            )
+            .build();
+        let pool = u32::try_from(config.pool_size.max(1))
+            .map_err(|_| Error::Config("mongodb pool_size is too large".into()))?;
+        let options = ClientOptions::builder()
+            .hosts(vec![ServerAddress::Tcp {
+                host: config.host.clone(),
+                port: Some(config.port),
+            }])
+            .credential(credential)
+            .tls(if config.tls {
+                Tls::Enabled(TlsOptions::default())
+            } else {
+                Tls::Disabled
+            })
+            .max_pool_size(pool)
+            .server_selection_timeout(SELECT_TIMEOUT)
+            .connect_timeout(SELECT_TIMEOUT)
+            .retry_reads(false)
+            .app_name("silo".to_owned())
+            .build();
+        let client = Client::with_options(options).map_err(|e| {
+            tracing::warn!("mongodb client options: {e}");
+            Error::Config("invalid mongodb connection settings".into())
+        })?;
+        Ok(MongoClient {
+            client,
+            database: config.database.clone(),
+            max_time,
+        })
+    }
+
+    /// The database holding the governed collections.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Runs an already-governed pipeline; rows are the top-level `fields`.
+    pub async fn aggregate(
+        &self,
+        collection: &str,
+        pipeline: Vec<Document>,
+        fields: Vec<String>,
+    ) -> Result<Box<dyn RowSource>> {
+        let mut cursor = self.cursor(collection, pipeline).await?;
+        // The first document types the columns; it is kept as the first row.
+        let first = if cursor.advance().await.map_err(failure)? {
+            Some(cursor.current().to_owned())
+        } else {
+            None
+        };
+        let columns = fields
+            .iter()
+            .map(|name| Column {
+                name: name.clone(),
+                kind: first
+                    .as_ref()
+                    .and_then(|d| d.get(name).ok().flatten())
+                    .and_then(codec::column_type)
+                    .unwrap_or(ColumnType::Text),
+                nullable: true,
+            })
+            .collect();
+        let pending = first.map(|d| codec::row(&d, &fields));
+        Ok(Box::new(DocumentStream {
+            cursor: Some(cursor),
+            fields,
+            columns,
+            pending,
+        }))
+    }
+
+    /// Runs an already-governed pipeline expected to return a few documents,
+    /// and returns at most `max` of them.
+    pub async fn aggregate_small(
+        &self,
+        collection: &str,
+        pipeline: Vec<Document>,
+        max: usize,
+    ) -> Result<Vec<bson::RawDocumentBuf>> {
+        let mut cursor = self.cursor(collection, pipeline).await?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(failure)? {
+            if out.len() == max {
+                return Err(Error::Limit(format!(
+                    "the result has more than {max} documents"
+                )));
+            }
+            out.push(cursor.current().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Field names and types seen in up to `size` random documents.
+    pub async fn sample_fields(&self, collection: &str, size: u32) -> Result<Vec<Column>> {
+        let pipeline = vec![doc! { "$sample": { "size": i64::from(size) } }];
+        let docs = self
+            .aggregate_small(collection, pipeline, size as usize)
+            .await?;
+        let mut columns: Vec<Column> = Vec::new();
+        for (n, d) in docs.iter().enumerate() {
+            for element in d.iter() {
+                let Ok((key, value)) = element else { break };
+                let key = key.as_str();
+                let kind = codec::column_type(value);
+                match columns.iter_mut().find(|c| c.name == key) {
+                    Some(c) => match kind {
+                        Some(k) => c.kind = codec::unify(c.kind, k),
+                        None => c.nullable = true,
+                    },
+                    None => columns.push(Column {
+                        name: key.to_owned(),
+                        kind: kind.unwrap_or(ColumnType::Text),
+                        // Absent from an earlier document, or null here.
+                        nullable: n > 0 || kind.is_none(),
+                    }),
+                }
+            }
+            for c in &mut columns {
+                if d.get(&c.name).ok().flatten().is_none() {
+                    c.nullable = true;
+                }
+            }
+        }
+        Ok(columns)
+    }
+
+    /// The roles and privileges the configured user holds, as the server
+    /// reports them (`connectionStatus` with `showPrivileges`).
+    pub async fn connection_status(&self) -> Result<Document> {
+        self.client
+            .database(&self.database)
+            .run_command(doc! { "connectionStatus": 1, "showPrivileges": true })
+            .await
+            .map_err(failure)
+    }
+
+    async fn cursor(&self, collection: &str, pipeline: Vec<Document>) -> Result<Cursor<Document>> {
+        self.client
+            .database(&self.database)
+            .collection::<Document>(collection)
+            .aggregate(pipeline)
+            .max_time(self.max_time)
+            .allow_disk_use(false)
+            .batch_size(BATCH_ROWS)
+            .await
+            .map_err(failure)
+    }
+}
+
+/// Words a driver failure the way every capability does.
+fn failure(e: mongodb::error::Error) -> Error {
+    use mongodb::error::ErrorKind;
+    match &*e.kind {
+        ErrorKind::Command(c) if c.code == MAX_TIME_EXPIRED => ServerFailure::Timeout.into(),
+        ErrorKind::Command(c) if c.code == UNAUTHORIZED => {
+            ServerFailure::ReadOnly(&c.message).into()
+        }
+        ErrorKind::Command(c) => ServerFailure::Other {
+            message: &c.message,
+            code: &c.code_name,
+        }
+        .into(),
+        _ => driver::unavailable("mongodb", &e),
+    }
+}
+
+/// A cursor as a row source.
+struct DocumentStream {
+    cursor: Option<Cursor<Document>>,
+    fields: Vec<String>,
+    columns: Vec<Column>,
+    pending: Option<Vec<Value>>,
+}
+
+#[async_trait]
+impl RowSource for DocumentStream {
+    fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
+        let mut rows = Vec::with_capacity(max.min(BATCH_ROWS as usize));
+        rows.extend(self.pending.take());
+        while rows.len() < max {
+            let Some(cursor) = self.cursor.as_mut() else {
+                break;
+            };
+            if !cursor.advance().await.map_err(failure)? {
+                self.cursor = None;
+                break;
+            }
+            rows.push(codec::row(cursor.current(), &self.fields));
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+}
+
+/// A `$count` result's number.
+pub(crate) fn count_of(doc: &bson::RawDocument) -> u64 {
+    match doc.get("n").ok().flatten() {
+        Some(bson::RawBsonRef::Int32(n)) => u64::try_from(n).unwrap_or(0),
+        Some(bson::RawBsonRef::Int64(n)) => u64::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A `$group` by field result's key.
+pub(crate) fn group_key(doc: &bson::RawDocument) -> Value {
+    doc.get("_id")
+        .ok()
+        .flatten()
+        .map_or(Value::Null, codec::value_of)
+}
+
+/// Parses Extended JSON text from a connector.
+pub(crate) fn parse_json(text: &str) -> Result<Bson> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Connector(format!("not valid JSON: {e}")))?;
+    Bson::try_from(json).map_err(|e| Error::Connector(format!("not valid Extended JSON: {e}")))
+}
