@@ -117,7 +117,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
             (p, c, crate::builtin::MYSQL, "mysql_async")
         }
     };
-    let silo = Silo::new(&SiloConfig::load(&prepared.config_path)?)?;
+    let silo = Silo::open(&SiloConfig::load(&prepared.config_path)?).await?;
     let spec = FetchSpec {
         dataset: "facts".into(),
         columns: Some(

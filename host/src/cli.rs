@@ -103,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             limit,
             format,
         } => {
-            let silo = Silo::new(&SiloConfig::load(&config)?)?;
+            let silo = Silo::open(&SiloConfig::load(&config)?).await?;
             let spec = FetchSpec {
                 dataset,
                 columns: (!columns.is_empty()).then_some(columns),
@@ -127,7 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Describe { config, datasource } => {
             let cfg = SiloConfig::load(&config)?;
-            let silo = Silo::new(&cfg)?;
+            let silo = Silo::open(&cfg).await?;
             let names: Vec<String> = match datasource {
                 Some(d) => vec![d],
                 None => cfg.datasources.keys().cloned().collect(),

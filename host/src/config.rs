@@ -45,6 +45,10 @@ pub struct DatasourceConfig {
     pub mysql: Option<MysqlConfig>,
     /// MongoDB connection settings.
     pub mongodb: Option<MongoConfig>,
+    /// Register the credential even though it can write (the registration
+    /// check names what it holds; this override is logged as an audit event).
+    #[serde(default)]
+    pub accept_write_privileges: bool,
 }
 
 /// `[datasets.<name>]`.

@@ -283,7 +283,7 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
     )
     .await?;
     let config = SiloConfig::load(&prepared.config_path)?;
-    let silo = Silo::new(&config)?;
+    let silo = Silo::open(&config).await?;
 
     writeln!(
         out,

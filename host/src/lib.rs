@@ -11,7 +11,7 @@
 //! # async fn example() -> silo_host::error::Result<()> {
 //! use silo_host::{config::SiloConfig, silo::{FetchSpec, Silo}};
 //!
-//! let silo = Silo::new(&SiloConfig::load("silo.toml".as_ref())?)?;
+//! let silo = Silo::open(&SiloConfig::load("silo.toml".as_ref())?).await?;
 //! let spec = FetchSpec { dataset: "orders".into(), ..FetchSpec::default() };
 //! let rows = silo.fetch("alice", &spec).await?.collect().await?;
 //! # Ok(()) }

@@ -131,6 +131,21 @@ impl Silo {
         })
     }
 
+    /// [`Silo::new`], then the registration check on every datasource: a
+    /// credential that can write is refused unless its datasource sets
+    /// `accept_write_privileges`.
+    pub async fn open(config: &SiloConfig) -> Result<Silo> {
+        let silo = Silo::new(config)?;
+        for (name, ds) in &silo.datasources {
+            let accept = config
+                .datasources
+                .get(name)
+                .is_some_and(|c| c.accept_write_privileges);
+            crate::capability::registration::check_read_only(name, &ds.backend, accept).await?;
+        }
+        Ok(silo)
+    }
+
     /// The runtime (limits, loaded connectors).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime

@@ -106,7 +106,7 @@ password_file = {password:?}
     }
 
     pub async fn silo(&self, connector: &str) -> Result<Silo> {
-        Silo::new(&SiloConfig::load(&self.config(connector, 27017, ""))?)
+        Silo::open(&SiloConfig::load(&self.config(connector, 27017, ""))?).await
     }
 
     pub async fn count(&self, collection: &str) -> u64 {
@@ -240,4 +240,23 @@ async fn a_sql_connector_is_refused_for_a_document_datasource() {
     let fx = MongoFixture::new("mongo_wrong_kind").await;
     let err = fx.silo("postgres").await.err().unwrap().to_string();
     assert!(err.contains("silo:connector/sql"), "{err}");
+}
+
+#[tokio::test]
+async fn registration_refuses_a_user_that_can_write() {
+    let fx = MongoFixture::new("mongo_registration").await;
+    fx.silo("mongodb")
+        .await
+        .expect("a read-only user registers");
+    let db = &fx.db;
+    fx.client
+        .database(db)
+        .run_command(doc! { "grantRolesToUser": format!("{db}_r"), "roles": [{ "role": "readWrite", "db": db }] })
+        .await
+        .unwrap();
+    let config = fx.config("mongodb", 27017, "");
+    let err = crate::support::registration_refusal(&config).await;
+    assert!(err.contains(&format!("role readWrite@{db}")), "{err}");
+    let silo = crate::support::open_with_override(&config).await;
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
 }

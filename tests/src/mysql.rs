@@ -71,7 +71,7 @@ impl MyFixture {
             &body,
         )
         .await?;
-        Silo::new(&SiloConfig::load(&p.config_path)?)
+        Silo::open(&SiloConfig::load(&p.config_path)?).await
     }
 
     async fn count_orders(&mut self) -> i64 {
@@ -151,4 +151,26 @@ async fn mysql_escapes_are_refused_and_change_nothing() {
         ],
     );
     assert_eq!(fx.count_orders().await, 6);
+}
+
+#[tokio::test]
+async fn registration_refuses_a_user_that_can_write() {
+    let mut fx = MyFixture::new("my_registration").await;
+    fx.silo("mysql", "")
+        .await
+        .expect("a SELECT-only user registers");
+    let db = fx.db.clone();
+    fx.conn
+        .query_drop(format!(
+            "GRANT INSERT, DELETE ON {db}.orders TO '{db}_r'@'%'"
+        ))
+        .await
+        .unwrap();
+    let config = fx.dir.join("silo.toml");
+    let err = crate::support::registration_refusal(&config).await;
+    assert!(err.contains(&format!("INSERT ON `{db}`.`orders`")), "{err}");
+    assert!(err.contains(&format!("DELETE ON `{db}`.`orders`")), "{err}");
+    assert!(!err.contains("PASSWORD"), "{err}");
+    let silo = crate::support::open_with_override(&config).await;
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
 }

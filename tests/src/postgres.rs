@@ -240,3 +240,36 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
         LoadSource::Compiled
     );
 }
+
+#[tokio::test]
+async fn registration_refuses_a_role_that_can_write() {
+    let fx = Fixture::new("pg_registration").await;
+    fx.silo("postgres", "")
+        .await
+        .expect("a SELECT-only role registers");
+    let schema = &fx.schema;
+    silo_host::demo::exec(
+        &fx.client,
+        &format!("GRANT INSERT, TRUNCATE ON {schema}.orders TO {schema}_r"),
+    )
+    .await
+    .unwrap();
+    let err = crate::support::registration_refusal(&fx.config_path()).await;
+    assert!(err.contains(&format!("INSERT on {schema}.orders")), "{err}");
+    assert!(
+        err.contains(&format!("TRUNCATE on {schema}.orders")),
+        "{err}"
+    );
+    assert!(!err.contains("SELECT"), "{err}");
+    let silo = crate::support::open_with_override(&fx.config_path()).await;
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+
+    // The bootstrap superuser is refused as such.
+    let text = std::fs::read_to_string(fx.config_path()).unwrap();
+    let text = text
+        .replace(&format!("user = \"{schema}_r\""), "user = \"postgres\"")
+        .replace("accept_write_privileges = true\n", "");
+    std::fs::write(fx.config_path(), text).unwrap();
+    let err = crate::support::registration_refusal(&fx.config_path()).await;
+    assert!(err.contains("superuser"), "{err}");
+}

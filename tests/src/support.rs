@@ -95,7 +95,12 @@ impl Fixture {
             &body,
         )
         .await?;
-        Silo::new(&SiloConfig::load(&p.config_path)?)
+        Silo::open(&SiloConfig::load(&p.config_path)?).await
+    }
+
+    /// The `silo.toml` the last [`Fixture::silo`] wrote.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("silo.toml")
     }
 
     /// Rows of `orders` as the admin sees them (to prove nothing was changed).
@@ -151,4 +156,30 @@ pub fn assert_all_refused(err: &Error, attempts: usize, needles: &[&str]) {
             "no refusal mentions {needle}: {report}"
         );
     }
+}
+
+/// Opens `config` (as `silo fetch` does, registration check included) and
+/// returns the refusal, which must be a policy error.
+pub async fn registration_refusal(config: &std::path::Path) -> String {
+    match Silo::open(&SiloConfig::load(config).unwrap()).await {
+        Err(e @ Error::Policy(_)) => e.to_string(),
+        Err(e) => panic!("expected a registration refusal, got {e}"),
+        Ok(_) => panic!("a credential that can write was registered"),
+    }
+}
+
+/// Sets `accept_write_privileges` on datasource `main` of `config`, then
+/// opens it: the override registers the credential.
+pub async fn open_with_override(config: &std::path::Path) -> Silo {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replacen(
+        "[datasources.main]\n",
+        "[datasources.main]\naccept_write_privileges = true\n",
+        1,
+    );
+    assert!(text.contains("accept_write_privileges"), "{text}");
+    std::fs::write(config, text).unwrap();
+    Silo::open(&SiloConfig::load(config).unwrap())
+        .await
+        .unwrap()
 }

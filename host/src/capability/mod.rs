@@ -6,6 +6,7 @@ mod driver;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
+pub mod registration;
 
 use std::sync::Arc;
 
@@ -159,6 +160,9 @@ pub trait SqlClient: Send + Sync {
     fn catalog(&self) -> &'static [(&'static str, &'static str)];
     /// Runs an already-enforced statement read-only and streams its rows.
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>>;
+    /// What the configured credential may do beyond reading, one entry per
+    /// privilege (empty: read-only). See [`registration`].
+    async fn write_privileges(&self) -> Result<Vec<String>>;
 }
 
 /// What a fetch may do with SQL: the datasource's client, its governed tables

@@ -185,6 +185,16 @@ impl MongoClient {
             .map_err(failure)
     }
 
+    /// What the user may do beyond reading `database` (see
+    /// [`crate::capability::registration`]).
+    pub async fn write_privileges(&self) -> Result<Vec<String>> {
+        let status = self.connection_status().await?;
+        Ok(crate::capability::registration::mongo_offending(
+            &status,
+            &self.database,
+        ))
+    }
+
     async fn cursor(&self, collection: &str, pipeline: Vec<Document>) -> Result<Cursor<Document>> {
         self.client
             .database(&self.database)

@@ -112,6 +112,15 @@ impl SqlClient for MyClient {
         CATALOG
     }
 
+    async fn write_privileges(&self) -> Result<Vec<String>> {
+        let mut conn = self.connection().await?;
+        let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(my_error)?;
+        Ok(crate::capability::registration::mysql_offending(
+            &grants,
+            &self.database,
+        ))
+    }
+
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
         let mut conn = self.connection().await?;
         self.limit_time(&mut conn).await?;

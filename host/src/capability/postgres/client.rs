@@ -26,6 +26,28 @@ const CATALOG: &[(&str, &str)] = &[
     ("information_schema", "table_privileges"),
 ];
 
+/// What the current role may do beyond reading: superuser, BYPASSRLS, write
+/// privileges on any relation outside the system schemas, and ownership
+/// (which carries every privilege).
+const WRITE_PRIVILEGES: &str = "
+WITH rel AS (
+  SELECT c.oid, c.relowner, format('%I.%I', n.nspname, c.relname) AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%')
+SELECT 'superuser' FROM pg_roles WHERE rolname = current_user AND rolsuper
+UNION ALL
+SELECT 'BYPASSRLS' FROM pg_roles WHERE rolname = current_user AND rolbypassrls
+UNION ALL
+SELECT * FROM (
+  SELECT 'owner of ' || name FROM rel WHERE pg_has_role(relowner, 'USAGE')
+  UNION ALL
+  SELECT p.privilege || ' on ' || rel.name
+  FROM rel CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
+  WHERE has_table_privilege(rel.oid, p.privilege)
+  ORDER BY 1) AS tables";
+
 /// How long to wait for a new connection to the database.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -92,6 +114,14 @@ impl SqlClient for PgClient {
 
     fn catalog(&self) -> &'static [(&'static str, &'static str)] {
         CATALOG
+    }
+
+    async fn write_privileges(&self) -> Result<Vec<String>> {
+        let conn = self.connection().await?;
+        let rows = conn.query(WRITE_PRIVILEGES, &[]).await.map_err(db_error)?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(db_error))
+            .collect()
     }
 
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
