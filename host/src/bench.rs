@@ -25,7 +25,13 @@ pub enum Db {
     Postgres,
     /// MySQL / MariaDB, plain loop on mysql_async.
     Mysql,
+    /// MongoDB, plain loop on the mongodb crate.
+    Mongodb,
 }
+
+/// The admin the test harness provisions on the local MongoDB-wire server.
+pub const DEFAULT_MONGO_ADMIN: &str =
+    "mongodb://silo_admin:silo-admin-test@127.0.0.1:27017/?authSource=admin";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -46,6 +52,7 @@ pub struct BenchOptions {
 enum Plain {
     Postgres(tokio_postgres::Client),
     Mysql(mysql_async::Pool),
+    Mongodb(mongodb::Collection<bson::Document>),
 }
 
 impl Plain {
@@ -87,6 +94,41 @@ impl Plain {
                     n += 1;
                 }
             }
+            Plain::Mongodb(facts) => {
+                let db = |e: mongodb::error::Error| Error::Datasource(e.to_string());
+                let field = |e: bson::error::Error| Error::Datasource(e.to_string());
+                // The query Silo sends for tenant `a` (with its array guard),
+                // so the comparison isolates Silo's own cost.
+                let query = silo_types::RowFilter::AnyOf(vec![vec![silo_types::Predicate {
+                    column: "tenant".into(),
+                    op: silo_types::Op::Eq,
+                    values: vec![silo_types::Value::Text("a".into())],
+                }]])
+                .to_mongo_query()
+                .map_err(Error::Internal)?;
+                let query = match bson::Bson::try_from(query) {
+                    Ok(bson::Bson::Document(d)) => d,
+                    _ => return Err(Error::Internal("tenant filter is not a document".into())),
+                };
+                let mut cursor = facts
+                    .find(query)
+                    .projection(
+                        bson::doc! { "_id": 0, "id": 1, "tenant": 1, "amount": 1, "label": 1 },
+                    )
+                    .await
+                    .map_err(db)?;
+                while cursor.advance().await.map_err(db)? {
+                    let d = cursor.current();
+                    let decoded: (i64, String, f64, String) = (
+                        d.get_i64("id").map_err(field)?,
+                        d.get_str("tenant").map_err(field)?.to_owned(),
+                        d.get_f64("amount").map_err(field)?,
+                        d.get_str("label").map_err(field)?.to_owned(),
+                    );
+                    std::hint::black_box(decoded);
+                    n += 1;
+                }
+            }
         }
         Ok(n)
     }
@@ -97,8 +139,9 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let rows = opts.rows;
     let dir = std::env::temp_dir().join(format!("silo-bench-{:?}", opts.db).to_lowercase());
+    // The fetch must not hit the statement time limit on a slow server.
     let body = format!(
-        "[limits]\nmax_rows = {}\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
+        "[limits]\nmax_rows = {}\nstatement_timeout_ms = 600000\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
          [users.u]\nattributes = {{ tenant = \"a\" }}\n",
         u64::from(rows) + 1
     );
@@ -116,6 +159,14 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
             let (p, c) = seed_mysql(opts, &dir, &body).await?;
             (p, c, crate::builtin::MYSQL, "mysql_async")
         }
+        Db::Mongodb => {
+            let (p, c) = seed_mongodb(opts, &dir, &body).await?;
+            (p, c, crate::builtin::MONGODB, "mongodb")
+        }
+    };
+    let kind = match opts.db {
+        Db::Mongodb => crate::capability::Kind::Document,
+        _ => crate::capability::Kind::Sql,
     };
     let silo = Silo::open(&SiloConfig::load(&prepared.config_path)?).await?;
     let spec = FetchSpec {
@@ -163,7 +214,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     )
     .map_err(io)?;
 
-    let loaded = silo.runtime().load(builtin, crate::capability::Kind::Sql)?;
+    let loaded = silo.runtime().load(builtin, kind)?;
     let mut times = Vec::with_capacity(opts.instantiations);
     for _ in 0..opts.instantiations {
         let t = Instant::now();
@@ -287,6 +338,83 @@ async fn seed_mysql(
         .pass(Some(password.trim()))
         .db_name(Some(SCHEMA));
     Ok((prepared, Plain::Mysql(mysql_async::Pool::new(plain_opts))))
+}
+
+async fn seed_mongodb(
+    opts: &BenchOptions,
+    dir: &std::path::Path,
+    body: &str,
+) -> Result<(Prepared, Plain)> {
+    use bson::doc;
+    let db = |e: mongodb::error::Error| Error::Datasource(format!("setup failed: {e}"));
+    let admin = mongodb::Client::with_uri_str(&opts.admin)
+        .await
+        .map_err(db)?;
+    let database = admin.database(SCHEMA);
+    let facts = database.collection::<bson::Document>("facts");
+    // Seeding a million documents takes minutes on a small server: keep an
+    // earlier run's, when it holds exactly what this run would write.
+    let expected = u64::from(opts.rows) + 1000;
+    let seeded = facts
+        .count_documents(doc! { "tenant": "a" })
+        .await
+        .map_err(db)?
+        == u64::from(opts.rows)
+        && facts.count_documents(doc! {}).await.map_err(db)? == expected;
+    if !seeded {
+        database.drop().await.map_err(db)?;
+        seed_facts(&facts, opts.rows).await.map_err(db)?;
+    }
+    let password = crate::demo::fresh_password();
+    let _ = database.run_command(doc! { "dropUser": ROLE }).await;
+    database
+        .run_command(doc! { "createUser": ROLE, "pwd": &password, "roles": [{ "role": "read", "db": SCHEMA }] })
+        .await
+        .map_err(db)?;
+    let options = mongodb::options::ClientOptions::parse(&opts.admin)
+        .await
+        .map_err(db)?;
+    let (host, port) = match options.hosts.first() {
+        Some(mongodb::options::ServerAddress::Tcp { host, port }) => {
+            (host.clone(), port.unwrap_or(27017))
+        }
+        _ => return Err(Error::Config("the admin URL names no TCP host".into())),
+    };
+    let section = format!(
+        "[datasources.main.mongodb]\nhost = {host:?}\nport = {port}\ndatabase = \"{SCHEMA}\"\n\
+         user = \"{ROLE}\"\npassword_file = \"reader.password\"\n"
+    );
+    let prepared = crate::demo::write_config(dir, &password, "mongodb", &section, body)?;
+    let reader = mongodb::Client::with_uri_str(format!(
+        "mongodb://{ROLE}:{password}@{host}:{port}/?authSource={SCHEMA}"
+    ))
+    .await
+    .map_err(db)?;
+    Ok((
+        prepared,
+        Plain::Mongodb(reader.database(SCHEMA).collection("facts")),
+    ))
+}
+
+/// `rows` facts of tenant `a` and 1000 of tenant `b`, as in the SQL tables.
+async fn seed_facts(
+    facts: &mongodb::Collection<bson::Document>,
+    rows: u32,
+) -> mongodb::error::Result<()> {
+    const CHUNK: u32 = 10_000;
+    let fact = |i: u32, tenant: &str| {
+        bson::doc! { "id": i64::from(i), "tenant": tenant, "amount": f64::from(i) * 0.5, "label": format!("label-{}", i % 1000) }
+    };
+    let mut start = 1;
+    while start <= rows {
+        let end = (start + CHUNK - 1).min(rows);
+        facts
+            .insert_many((start..=end).map(|i| fact(i, "a")))
+            .await?;
+        start = end + 1;
+    }
+    facts.insert_many((1..=1000).map(|i| fact(i, "b"))).await?;
+    Ok(())
 }
 
 async fn sandboxed_fetch(silo: &Silo, spec: &FetchSpec) -> Result<u64> {

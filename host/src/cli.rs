@@ -66,7 +66,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = crate::bench::Db::Postgres)]
         db: crate::bench::Db,
         /// Admin connection used for seeding (default: the local server's;
-        /// a connection string for Postgres, a mysql:// URL for MySQL).
+        /// a connection string for Postgres, a mysql:// URL for MySQL, a
+        /// mongodb:// URL for MongoDB).
         #[arg(long)]
         admin: Option<String>,
         /// Rows fetched per run.
@@ -159,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let admin = admin.unwrap_or_else(|| match db {
                 crate::bench::Db::Postgres => crate::demo::DEFAULT_ADMIN.to_owned(),
                 crate::bench::Db::Mysql => "mysql://root@127.0.0.1:3306/test".to_owned(),
+                crate::bench::Db::Mongodb => crate::bench::DEFAULT_MONGO_ADMIN.to_owned(),
             });
             let opts = crate::bench::BenchOptions {
                 db,

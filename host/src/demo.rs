@@ -155,7 +155,7 @@ pub async fn prepare_mysql_reader(
 }
 
 /// A throwaway password for a reader role the host creates itself.
-fn fresh_password() -> String {
+pub(crate) fn fresh_password() -> String {
     hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         format!("{:?}{}", Instant::now(), std::process::id()),
@@ -165,7 +165,7 @@ fn fresh_password() -> String {
 /// Writes `dir/reader.password` (owner-only) and `dir/silo.toml`: `body`
 /// first (it may hold top-level keys, which TOML needs before any table),
 /// then datasource `main` with `connector` and its capability `section`.
-fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     password: &str,
     connector: &str,

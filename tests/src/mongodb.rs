@@ -195,6 +195,16 @@ async fn lookups_and_unions_see_only_the_users_documents() {
 }
 
 #[tokio::test]
+async fn count_and_distinct_see_only_the_users_documents() {
+    let fx = MongoFixture::new("mongo_counts").await;
+    let silo = fx.silo(connectors::MONGODB_COUNTS).await.unwrap();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [3]);
+    // carol's one order is globex's: the produced row passes only through
+    // her shared-customer rule, with distinct customers exactly "c-4".
+    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [1]);
+}
+
+#[tokio::test]
 async fn mongodb_escapes_are_refused_and_change_nothing() {
     let fx = MongoFixture::new("mongo_attacks").await;
     let silo = fx.silo(connectors::MONGODB_ATTACKS).await.unwrap();
@@ -224,6 +234,22 @@ async fn mongodb_escapes_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert!(!names.iter().any(|n| n == "stolen"), "{names:?}");
+}
+
+#[tokio::test]
+async fn max_time_stops_a_slow_pipeline() {
+    let fx = MongoFixture::new("mongo_slow").await;
+    let config = fx.config(
+        connectors::MONGODB_SLOW_PIPELINE,
+        27017,
+        "[limits]\nstatement_timeout_ms = 200",
+    );
+    let silo = Silo::open(&SiloConfig::load(&config).unwrap())
+        .await
+        .unwrap();
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(matches!(err, Error::Limit(_)), "{err}");
+    assert!(err.to_string().contains("statement timeout"), "{err}");
 }
 
 #[tokio::test]

@@ -50,6 +50,18 @@ const MAX_STAGES: usize = 64;
 /// Deepest nesting of documents and arrays in a filter or pipeline.
 const MAX_DEPTH: usize = 48;
 
+/// A governed `find`: the query (the user's filter, and the connector's if it
+/// adds anything), the projection, the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Find {
+    /// The query document.
+    pub filter: Document,
+    /// Only the requested top-level fields.
+    pub projection: Document,
+    /// Most documents.
+    pub limit: Option<i64>,
+}
+
 /// Why a filter or pipeline was refused. Shown to the connector.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -99,7 +111,7 @@ impl Governed<'_> {
         Ok(out)
     }
 
-    /// A `find`: the connector's filter after the user's, only `fields`
+    /// A `find`: the user's filter and the connector's, only `fields`
     /// projected, at most `limit` documents.
     pub fn find(
         &self,
@@ -107,8 +119,13 @@ impl Governed<'_> {
         filter: Bson,
         fields: &[String],
         limit: Option<u64>,
-    ) -> Result<Vec<Document>, Refused> {
-        let mut out = self.filtered(collection, filter)?;
+    ) -> Result<Find, Refused> {
+        let filter = match self.filtered(collection, filter)?.as_slice() {
+            [only] => only.get_document("$match").cloned().unwrap_or_default(),
+            stages => doc! {
+                "$and": stages.iter().filter_map(|s| s.get_document("$match").ok().cloned()).collect::<Vec<_>>()
+            },
+        };
         let mut projection = Document::new();
         for f in fields {
             if !is_plain_field(f) {
@@ -119,11 +136,11 @@ impl Governed<'_> {
         if !fields.iter().any(|f| f == "_id") {
             projection.insert("_id", 0_i32);
         }
-        out.push(doc! { "$project": projection });
-        if let Some(n) = limit {
-            out.push(doc! { "$limit": i64::try_from(n).unwrap_or(i64::MAX) });
-        }
-        Ok(out)
+        Ok(Find {
+            filter,
+            projection,
+            limit: limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        })
     }
 
     /// A `count`: the matching documents, counted as `n`.
@@ -153,8 +170,12 @@ impl Governed<'_> {
             return refuse("a filter is a JSON object");
         };
         check_operators(&Bson::Document(filter.clone()), 0)?;
-        let mut out = vec![doc! { "$match": self.user_match(collection)? }];
-        if !filter.is_empty() {
+        let user = self.user_match(collection)?;
+        // A connector that pushed the user's filter down sends it back as is:
+        // matching it twice would only cost the server time.
+        let own = !filter.is_empty() && filter != user;
+        let mut out = vec![doc! { "$match": user }];
+        if own {
             out.push(doc! { "$match": filter });
         }
         Ok(out)

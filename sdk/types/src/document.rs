@@ -31,26 +31,32 @@ impl RowFilter {
         };
         let mut branches = Vec::with_capacity(any.len());
         for conjunction in any {
-            let mut all = Vec::with_capacity(conjunction.len() * 2);
-            for p in conjunction {
-                all.extend(predicate(p)?);
-            }
-            branches.push(json!({ "$and": all }));
+            let mut all = conjunction
+                .iter()
+                .map(predicate)
+                .collect::<Result<Vec<_>, _>>()?;
+            branches.push(match all.len() {
+                1 => all.remove(0),
+                _ => json!({ "$and": all }),
+            });
         }
-        Ok(json!({ "$or": branches }))
+        Ok(match branches.len() {
+            1 => branches.remove(0),
+            _ => json!({ "$or": branches }),
+        })
     }
 }
 
-/// One predicate as query clauses: the comparison, and the guard that keeps
-/// arrays out.
-fn predicate(p: &Predicate) -> Result<[Json; 2], String> {
+/// One predicate as a query clause on its field: the comparison, and the
+/// guard that keeps arrays out (both operators on the one field, ANDed).
+fn predicate(p: &Predicate) -> Result<Json, String> {
     if !is_plain_field(&p.column) {
         return Err(format!(
             "`{}` cannot be filtered in a document datasource: use a top-level field name",
             p.column
         ));
     }
-    let nothing = || Ok([match_nothing(), not_array(&p.column)]);
+    let nothing = || Ok(match_nothing());
     // SQL: a comparison with NULL is unknown, and so is `NOT IN` over a list
     // holding NULL; neither admits a row.
     let has_null = p.values.iter().any(|v| matches!(v, Value::Null));
@@ -106,15 +112,13 @@ fn predicate(p: &Predicate) -> Result<[Json; 2], String> {
         Op::IsNull => json!({ "$eq": Json::Null }),
         Op::NotNull => json!({ "$ne": Json::Null }),
     };
+    let mut cond = cond;
+    if let Some(ops) = cond.as_object_mut() {
+        ops.insert("$not".into(), json!({ "$type": "array" }));
+    }
     let mut clause = serde_json::Map::new();
     clause.insert(p.column.clone(), cond);
-    Ok([Json::Object(clause), not_array(&p.column)])
-}
-
-fn not_array(column: &str) -> Json {
-    let mut guard = serde_json::Map::new();
-    guard.insert(column.to_owned(), json!({ "$not": { "$type": "array" } }));
-    Json::Object(guard)
+    Ok(Json::Object(clause))
 }
 
 /// A value as canonical Extended JSON for comparison `op`. Timestamps are
@@ -156,6 +160,14 @@ fn date_millis(ms: i64) -> Json {
 mod tests {
     use super::*;
 
+    fn pred(column: &str, op: Op, value: Value) -> Predicate {
+        Predicate {
+            column: column.into(),
+            op,
+            values: vec![value],
+        }
+    }
+
     fn filter(column: &str, op: Op, values: Vec<Value>) -> RowFilter {
         RowFilter::AnyOf(vec![vec![Predicate {
             column: column.into(),
@@ -174,11 +186,18 @@ mod tests {
         let q = f.to_mongo_query().unwrap();
         assert_eq!(
             q,
-            json!({"$or": [{"$and": [
-                {"tenant": {"$eq": "{\"$ne\": null}"}},
-                {"tenant": {"$not": {"$type": "array"}}}
-            ]}]})
+            json!({"tenant": {"$eq": "{\"$ne\": null}", "$not": {"$type": "array"}}})
         );
+        let two = RowFilter::AnyOf(vec![
+            vec![
+                pred("a", Op::Eq, Value::Int(1)),
+                pred("b", Op::Lt, Value::Int(2)),
+            ],
+            vec![pred("c", Op::Eq, Value::Int(3))],
+        ]);
+        let q = two.to_mongo_query().unwrap();
+        assert_eq!(q["$or"][0]["$and"][1]["b"]["$lt"]["$numberLong"], "2");
+        assert_eq!(q["$or"][1]["c"]["$eq"]["$numberLong"], "3");
     }
 
     #[test]
@@ -186,17 +205,11 @@ mod tests {
         let q = filter("t", Op::Ne, vec![Value::Int(1)])
             .to_mongo_query()
             .unwrap();
-        assert_eq!(q["$or"][0]["$and"][0]["t"]["$nin"][1], Json::Null);
+        assert_eq!(q["t"]["$nin"][1], Json::Null);
         let q = filter("t", Op::NotIn, vec![Value::Int(1), Value::Int(2)])
             .to_mongo_query()
             .unwrap();
-        assert_eq!(
-            q["$or"][0]["$and"][0]["t"]["$nin"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(q["t"]["$nin"].as_array().unwrap().len(), 3);
     }
 
     #[test]
@@ -224,21 +237,17 @@ mod tests {
     fn null_operands_admit_nothing_like_sql() {
         for op in [Op::Eq, Op::Ne, Op::Lt, Op::NotIn] {
             let q = filter("t", op, vec![Value::Null]).to_mongo_query().unwrap();
-            assert_eq!(q["$or"][0]["$and"][0], match_nothing(), "{op:?}");
+            assert_eq!(q, match_nothing(), "{op:?}");
         }
         let q = filter("t", Op::In, vec![Value::Null, Value::Int(1)])
             .to_mongo_query()
             .unwrap();
-        assert_eq!(
-            q["$or"][0]["$and"][0]["t"]["$in"].as_array().unwrap().len(),
-            1
-        );
+        assert_eq!(q["t"]["$in"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn timestamps_round_toward_an_exact_comparison() {
-        let ms =
-            |q: &Json, op: &str| q["$or"][0]["$and"][0]["t"][op]["$date"]["$numberLong"].clone();
+        let ms = |q: &Json, op: &str| q["t"][op]["$date"]["$numberLong"].clone();
         let ts = Value::Timestamp(1_500);
         assert_eq!(
             ms(
@@ -277,6 +286,6 @@ mod tests {
             "1"
         );
         let eq = filter("t", Op::Eq, vec![ts]).to_mongo_query().unwrap();
-        assert_eq!(eq["$or"][0]["$and"][0], match_nothing());
+        assert_eq!(eq, match_nothing());
     }
 }

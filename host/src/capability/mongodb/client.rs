@@ -18,6 +18,7 @@ use crate::capability::RowSource;
 use crate::capability::driver::{self, ServerFailure};
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
+use crate::policy::document::Find;
 
 /// How long to look for a reachable server before calling it unavailable.
 const SELECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,32 +93,31 @@ impl MongoClient {
         pipeline: Vec<Document>,
         fields: Vec<String>,
     ) -> Result<Box<dyn RowSource>> {
-        let mut cursor = self.cursor(collection, pipeline).await?;
-        // The first document types the columns; it is kept as the first row.
-        let first = if cursor.advance().await.map_err(failure)? {
-            Some(cursor.current().to_owned())
-        } else {
-            None
-        };
-        let columns = fields
-            .iter()
-            .map(|name| Column {
-                name: name.clone(),
-                kind: first
-                    .as_ref()
-                    .and_then(|d| d.get(name).ok().flatten())
-                    .and_then(codec::column_type)
-                    .unwrap_or(ColumnType::Text),
-                nullable: true,
-            })
-            .collect();
-        let pending = first.map(|d| codec::row(&d, &fields));
-        Ok(Box::new(DocumentStream {
-            cursor: Some(cursor),
-            fields,
-            columns,
-            pending,
-        }))
+        let cursor = self.cursor(collection, pipeline).await?;
+        stream(cursor, fields).await
+    }
+
+    /// Runs an already-governed `find`; rows are the top-level `fields`.
+    pub async fn find(
+        &self,
+        collection: &str,
+        find: Find,
+        fields: Vec<String>,
+    ) -> Result<Box<dyn RowSource>> {
+        let coll = self
+            .client
+            .database(&self.database)
+            .collection::<Document>(collection);
+        let mut action = coll
+            .find(find.filter)
+            .projection(find.projection)
+            .max_time(self.max_time)
+            .allow_disk_use(false);
+        if let Some(n) = find.limit {
+            action = action.limit(n);
+        }
+        let cursor = action.await.map_err(failure)?;
+        stream(cursor, fields).await
     }
 
     /// Runs an already-governed pipeline expected to return a few documents,
@@ -202,10 +202,38 @@ impl MongoClient {
             .aggregate(pipeline)
             .max_time(self.max_time)
             .allow_disk_use(false)
-            .batch_size(BATCH_ROWS)
             .await
             .map_err(failure)
     }
+}
+
+/// A cursor as a row source. The first document types the columns; it is
+/// kept as the first row.
+async fn stream(mut cursor: Cursor<Document>, fields: Vec<String>) -> Result<Box<dyn RowSource>> {
+    let first = if cursor.advance().await.map_err(failure)? {
+        Some(cursor.current().to_owned())
+    } else {
+        None
+    };
+    let columns = fields
+        .iter()
+        .map(|name| Column {
+            name: name.clone(),
+            kind: first
+                .as_ref()
+                .and_then(|d| d.get(name).ok().flatten())
+                .and_then(codec::column_type)
+                .unwrap_or(ColumnType::Text),
+            nullable: true,
+        })
+        .collect();
+    let pending = first.map(|d| codec::row(&d, &fields));
+    Ok(Box::new(DocumentStream {
+        cursor: Some(cursor),
+        fields,
+        columns,
+        pending,
+    }))
 }
 
 /// Words a driver failure the way every capability does.

@@ -129,8 +129,8 @@ impl document::Host for State {
         let result = async {
             let grant = self.document_call(filter.len() + text_len(&fields), fields.len())?;
             let filter = client::parse_json(&filter)?;
-            let pipeline = grant.governed().find(&collection, filter, &fields, limit)?;
-            grant.client.aggregate(&collection, pipeline, fields).await
+            let find = grant.governed().find(&collection, filter, &fields, limit)?;
+            grant.client.find(&collection, find, fields).await
         }
         .await;
         self.push_stream(result)

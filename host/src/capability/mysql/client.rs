@@ -1,10 +1,14 @@
 //! The pooled MySQL/MariaDB driver. Each statement runs on its own pooled
 //! connection inside `START TRANSACTION READ ONLY`, with the server's own
-//! statement time limit set for the session, as one prepared statement. Rows
-//! stream through a bounded channel from a task that owns the connection, so
-//! a slow reader applies backpressure and an abandoned stream closes the
-//! connection instead of returning it mid-result.
+//! statement time limit set for the session, as one prepared statement. The
+//! result is read by a future that owns the connection and that the consumer
+//! polls in place, a batch at a time: a slow consumer is backpressure, and an
+//! abandoned stream closes the connection instead of returning it mid-result.
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,17 +16,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts};
 use secrecy::{ExposeSecret, SecretString};
 use silo_types::{Column, SqlDialect, Value};
-use tokio::sync::mpsc;
 
 use super::MysqlConfig;
 use super::codec::{Decoder, param};
 use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
-use crate::limits::BATCH_ROWS;
-
-/// Batches buffered between the connection task and the reader.
-const CHANNEL_BATCHES: usize = 2;
 
 /// Which statement-timeout variable the server understands.
 const FLAVOR_UNKNOWN: u8 = 0;
@@ -143,78 +142,114 @@ impl SqlClient for MyClient {
             decoders.push(d);
         }
         let values: Vec<mysql_async::Value> = params.iter().map(param).collect();
-        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        tokio::spawn(stream_rows(conn, stmt, values, decoders, tx));
+        let buffer = Arc::new(Mutex::new(Buffer::default()));
+        let reader = read_rows(Lease(Some(conn)), stmt, values, decoders, buffer.clone());
         Ok(Box::new(MyRows {
             columns,
-            rx,
-            pending: Vec::new(),
-            done: false,
+            reader: Some(Box::pin(reader)),
+            buffer,
         }))
     }
 }
 
-type Batch = Result<Vec<Vec<Value>>>;
+/// Rows the reader has decoded and the consumer has not taken yet.
+#[derive(Default)]
+struct Buffer {
+    rows: Vec<Vec<Value>>,
+    /// How many rows the consumer asked for: the reader hands over at that.
+    want: usize,
+}
 
-/// Owns the connection for the life of the result: sends batches until done,
-/// then commits and returns the connection to the pool. If the reader goes
-/// away first, the connection is closed rather than reused mid-result.
-async fn stream_rows(
-    mut conn: Conn,
-    stmt: mysql_async::Statement,
-    values: Vec<mysql_async::Value>,
-    decoders: Vec<Decoder>,
-    tx: mpsc::Sender<Batch>,
-) {
-    let outcome: std::result::Result<bool, Error> = async {
-        let mut result = conn
-            .exec_iter(&stmt, Params::Positional(values))
-            .await
-            .map_err(my_error)?;
-        let mut batch = Vec::with_capacity(BATCH_ROWS as usize);
-        while let Some(mut row) = result.next().await.map_err(my_error)? {
-            let mut cells = Vec::with_capacity(decoders.len());
-            for (i, d) in decoders.iter().enumerate() {
-                let raw = row
-                    .take::<mysql_async::Value, _>(i)
-                    .unwrap_or(mysql_async::Value::NULL);
-                cells.push(d.decode(raw).map_err(Error::Datasource)?);
-            }
-            batch.push(cells);
-            if batch.len() >= BATCH_ROWS as usize
-                && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
-            {
-                return Ok(false);
-            }
-        }
-        drop(result);
-        if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
-            return Ok(false);
-        }
-        Ok(true)
-    }
-    .await;
-    match outcome {
-        Ok(true) => {
-            if let Err(e) = conn.query_drop("COMMIT").await {
-                tracing::warn!("mysql commit after a read failed: {e}");
-            }
-        }
-        Ok(false) => {
-            let _ = conn.disconnect().await;
-        }
-        Err(e) => {
-            let _ = tx.send(Err(e)).await;
-            let _ = conn.disconnect().await;
+fn lock(buffer: &Mutex<Buffer>) -> std::sync::MutexGuard<'_, Buffer> {
+    // Only the consumer and its own reader future touch the buffer, on one
+    // thread, one at a time; a poisoned lock still holds whole rows.
+    buffer.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A pooled connection that is closed, not pooled, unless the read finished
+/// and committed: a result abandoned midway must not be reused.
+struct Lease(Option<Conn>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = conn.disconnect().await;
+            });
         }
     }
 }
 
+/// Suspends the reader once so the consumer can take a full buffer. It
+/// registers no waker: only [`MyRows::next_batch`] polls the reader, and it
+/// returns as soon as the buffer is full.
+struct Handoff(bool);
+
+impl Future for Handoff {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// Reads the result set, decoding rows into `buffer` a batch at a time, then
+/// commits and returns the connection to the pool. It runs only while the
+/// consumer polls it, on the consumer's thread: no task, no channel.
+async fn read_rows(
+    mut lease: Lease,
+    stmt: mysql_async::Statement,
+    values: Vec<mysql_async::Value>,
+    decoders: Vec<Decoder>,
+    buffer: Arc<Mutex<Buffer>>,
+) -> Result<()> {
+    let conn = lease
+        .0
+        .as_mut()
+        .ok_or_else(|| Error::Internal("mysql lease without a connection".into()))?;
+    let mut result = conn
+        .exec_iter(&stmt, Params::Positional(values))
+        .await
+        .map_err(my_error)?;
+    let mut want = lock(&buffer).want.max(1);
+    let mut batch = Vec::with_capacity(want);
+    while let Some(mut row) = result.next().await.map_err(my_error)? {
+        let mut cells = Vec::with_capacity(decoders.len());
+        for (i, d) in decoders.iter().enumerate() {
+            let raw = row
+                .take::<mysql_async::Value, _>(i)
+                .unwrap_or(mysql_async::Value::NULL);
+            cells.push(d.decode(raw).map_err(Error::Datasource)?);
+        }
+        batch.push(cells);
+        if batch.len() >= want {
+            lock(&buffer).rows.append(&mut batch);
+            Handoff(false).await;
+            want = lock(&buffer).want.max(1);
+        }
+    }
+    drop(result);
+    lock(&buffer).rows.append(&mut batch);
+    if let Some(mut conn) = lease.0.take()
+        && let Err(e) = conn.query_drop("COMMIT").await
+    {
+        tracing::warn!("mysql commit after a read failed: {e}");
+        let _ = conn.disconnect().await;
+    }
+    Ok(())
+}
+
 struct MyRows {
     columns: Vec<Column>,
-    rx: mpsc::Receiver<Batch>,
-    pending: Vec<Vec<Value>>,
-    done: bool,
+    reader: Option<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
+    buffer: Arc<Mutex<Buffer>>,
 }
 
 #[async_trait]
@@ -224,18 +259,33 @@ impl RowSource for MyRows {
     }
 
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
-        if self.pending.is_empty() && !self.done {
-            match self.rx.recv().await {
-                Some(batch) => self.pending = batch?,
-                None => self.done = true,
+        let max = max.max(1);
+        lock(&self.buffer).want = max;
+        if let Some(reader) = self.reader.as_mut() {
+            let buffer = &self.buffer;
+            let finished = std::future::poll_fn(|cx| {
+                if lock(buffer).rows.len() >= max {
+                    return Poll::Ready(None);
+                }
+                match reader.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+                    Poll::Pending if lock(buffer).rows.len() >= max => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            if let Some(outcome) = finished {
+                self.reader = None;
+                outcome?;
             }
         }
-        if self.pending.is_empty() {
+        let mut buffer = lock(&self.buffer);
+        if buffer.rows.is_empty() {
             return Ok(None);
         }
-        let take = max.min(self.pending.len());
-        let rest = self.pending.split_off(take);
-        Ok(Some(std::mem::replace(&mut self.pending, rest)))
+        let take = max.min(buffer.rows.len());
+        let rest = buffer.rows.split_off(take);
+        Ok(Some(std::mem::replace(&mut buffer.rows, rest)))
     }
 }
 
