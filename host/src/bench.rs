@@ -180,14 +180,21 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     };
 
     let (mut sandboxed, mut baseline) = (Vec::new(), Vec::new());
-    // One warm-up each, then alternate so drift hits both equally.
+    // One warm-up each, then alternate, swapping which goes first every run,
+    // so drift and the database's caches favour neither.
     for run in 0..=opts.runs {
-        let t = Instant::now();
-        let n = sandboxed_fetch(&silo, &spec).await?;
-        let s = t.elapsed();
-        let t = Instant::now();
-        let m = plain.fetch().await?;
-        let b = t.elapsed();
+        let (mut s, mut b) = (Duration::ZERO, Duration::ZERO);
+        let (mut n, mut m) = (0, 0);
+        for sandboxed_turn in [run % 2 == 0, run % 2 == 1] {
+            let t = Instant::now();
+            if sandboxed_turn {
+                n = sandboxed_fetch(&silo, &spec).await?;
+                s = t.elapsed();
+            } else {
+                m = plain.fetch().await?;
+                b = t.elapsed();
+            }
+        }
         if n != u64::from(rows) || m != u64::from(rows) {
             return Err(Error::Internal(format!(
                 "expected {rows} rows, sandboxed {n}, plain {m}"
