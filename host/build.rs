@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("silo-connector-postgres", "connectors/postgres"),
         ("silo-connector-mysql", "connectors/mysql"),
         ("silo-connector-mongodb", "connectors/mongodb"),
+        ("silo-connector-files", "connectors/files"),
     ])? {
         let name = wasm.file_name().ok_or("no file name")?;
         std::fs::copy(&wasm, out.join(name))?;

@@ -9,3 +9,6 @@ pub const MYSQL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connecto
 
 /// The MongoDB connector component.
 pub const MONGODB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_mongodb.wasm"));
+
+/// The uploaded-files connector component.
+pub const FILES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_files.wasm"));

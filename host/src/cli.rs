@@ -18,8 +18,41 @@ pub struct Cli {
     command: Command,
 }
 
+/// `silo datasets …`.
+#[derive(Debug, Subcommand)]
+enum DatasetsCommand {
+    /// Validate a CSV or NDJSON file and store it as a dataset, split into
+    /// one directory per value of `--partition-by`; the previous data stays
+    /// intact unless the whole file is good.
+    Upload {
+        /// Root of all uploads.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Organization directory under it.
+        #[arg(long, default_value = "default")]
+        org: String,
+        /// Dataset name.
+        #[arg(long)]
+        dataset: String,
+        /// The `.csv` or `.ndjson` file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Column whose values partition the data (e.g. the tenant).
+        #[arg(long)]
+        partition_by: Option<String>,
+        /// Largest file accepted, in bytes.
+        #[arg(long, default_value_t = crate::capability::files::upload::DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Uploaded datasets.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
     /// Seed the local Postgres, then fetch as two embed users and report
     /// what the host enforced.
     Demo {
@@ -125,6 +158,42 @@ pub async fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Datasets {
+            command:
+                DatasetsCommand::Upload {
+                    data_dir,
+                    org,
+                    dataset,
+                    file,
+                    partition_by,
+                    max_bytes,
+                },
+        } => {
+            use crate::capability::files::{FilesConfig, FilesStore, upload};
+            let store = FilesStore::new(&FilesConfig { data_dir, org })?;
+            let done = upload::upload(
+                &store,
+                &upload::Upload {
+                    dataset: &dataset,
+                    file: &file,
+                    partition_by: partition_by.as_deref(),
+                    max_bytes,
+                },
+            )?;
+            let columns: Vec<String> = done
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, silo_types::text::kind_name(c.kind)))
+                .collect();
+            writeln!(
+                out,
+                "uploaded {} rows to `{dataset}` ({}), partitions: {}",
+                done.rows,
+                columns.join(", "),
+                done.partitions.join(", ")
+            )
+            .map_err(io)
         }
         Command::Describe { config, datasource } => {
             let cfg = SiloConfig::load(&config)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::capability::files::FilesConfig;
 use crate::capability::mongodb::MongoConfig;
 use crate::capability::mysql::MysqlConfig;
 use crate::capability::postgres::PostgresConfig;
@@ -45,6 +46,8 @@ pub struct DatasourceConfig {
     pub mysql: Option<MysqlConfig>,
     /// MongoDB connection settings.
     pub mongodb: Option<MongoConfig>,
+    /// Uploaded files.
+    pub files: Option<FilesConfig>,
     /// Register the credential even though it can write (the registration
     /// check names what it holds; this override is logged as an audit event).
     #[serde(default)]
@@ -101,6 +104,9 @@ impl SiloConfig {
             for file in files.into_iter().flatten() {
                 *file = base.join(&*file);
             }
+            if let Some(f) = &mut ds.files {
+                f.data_dir = base.join(&f.data_dir);
+            }
         }
         Ok(config)
     }
@@ -118,6 +124,7 @@ impl SiloConfig {
                 ds.postgres.is_some(),
                 ds.mysql.is_some(),
                 ds.mongodb.is_some(),
+                ds.files.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(one_kind_error(name));
@@ -152,7 +159,7 @@ impl SiloConfig {
 pub(crate) fn one_kind_error(name: &str) -> Error {
     Error::Config(format!(
         "datasource `{name}` needs exactly one of [datasources.{name}.postgres], \
-         [datasources.{name}.mysql] or [datasources.{name}.mongodb]"
+         [datasources.{name}.mysql], [datasources.{name}.mongodb] or [datasources.{name}.files]"
     ))
 }
 

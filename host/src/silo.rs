@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use silo_types::{Dataset, RowFilter, Value};
 use wasmtime::component::ResourceAny;
 
+use crate::capability::files::Preopens;
 use crate::capability::{Backend, DocumentGrant, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
@@ -23,6 +24,7 @@ pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[
     ("postgres", crate::builtin::POSTGRES),
     ("mysql", crate::builtin::MYSQL),
     ("mongodb", crate::builtin::MONGODB),
+    ("files", crate::builtin::FILES),
 ];
 
 /// A row as the host hands it out.
@@ -183,7 +185,7 @@ impl Silo {
             return Ok(hit);
         }
         // Describe sees the catalog, and governed tables only as empty.
-        let grant = self.grant(ds, |_| RowFilter::NoRows, true);
+        let grant = self.grant(ds, |_| RowFilter::NoRows, None)?;
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -241,8 +243,8 @@ impl Silo {
         let grant = self.grant(
             ds,
             |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows),
-            false,
-        );
+            Some(&spec.dataset),
+        )?;
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -313,25 +315,29 @@ impl Silo {
     }
 
     /// The capability an instance of `ds`'s connector gets: the governed
-    /// tables or collections with `filter`'s rows, and, when `describing`,
-    /// the catalog (SQL) or field sampling (documents).
+    /// tables, collections or partitions with `filter`'s rows for a fetch of
+    /// `fetching`; when describing (`None`), the catalog (SQL), field
+    /// sampling (documents) or the schema files (uploads).
     fn grant(
         &self,
         ds: &Datasource,
         filter: impl Fn(&str) -> RowFilter,
-        describing: bool,
-    ) -> Grant {
-        let tables: Arc<[GovernedTable]> = self
-            .datasets
-            .iter()
-            .filter(|(_, e)| e.datasource == ds.name)
+        fetching: Option<&str>,
+    ) -> Result<Grant> {
+        let describing = fetching.is_none();
+        let governed = || {
+            self.datasets
+                .iter()
+                .filter(|(_, e)| e.datasource == ds.name)
+        };
+        let tables: Arc<[GovernedTable]> = governed()
             .map(|(name, e)| GovernedTable {
                 schema: e.schema.clone(),
                 name: e.table.clone(),
                 filter: filter(name),
             })
             .collect();
-        match &ds.backend {
+        Ok(match &ds.backend {
             Backend::Sql(client) => Grant::Sql(SqlGrant {
                 client: client.clone(),
                 tables,
@@ -342,7 +348,19 @@ impl Silo {
                 collections: tables,
                 describing,
             }),
-        }
+            Backend::Files(store) => Grant::Files(Preopens(match fetching {
+                None => {
+                    store.schema_dirs(&governed().map(|(_, e)| e.table.clone()).collect::<Vec<_>>())
+                }
+                Some(dataset) => {
+                    let table = self
+                        .datasets
+                        .get(dataset)
+                        .map_or(dataset, |e| e.table.as_str());
+                    store.visible_partitions(table, &filter(dataset))?
+                }
+            })),
+        })
     }
 }
 

@@ -27,3 +27,6 @@ mod mysql;
 
 #[cfg(test)]
 mod mongodb;
+
+#[cfg(test)]
+mod files;

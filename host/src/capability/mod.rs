@@ -3,6 +3,7 @@
 //! generated-trait glue and the row-stream resource — is here, and every
 //! statement goes through [`crate::policy`] before a client sees it.
 mod driver;
+pub mod files;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
@@ -27,6 +28,8 @@ pub enum Kind {
     Sql,
     /// `silo:connector/document` (MongoDB).
     Document,
+    /// `silo:connector/files` (uploads, through preopened directories).
+    Files,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
         match self {
             Kind::Sql => "sql",
             Kind::Document => "document",
+            Kind::Files => "files",
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum Backend {
     Sql(Arc<dyn SqlClient>),
     /// A MongoDB database.
     Document(Arc<mongodb::MongoClient>),
+    /// Uploaded files.
+    Files(Arc<files::FilesStore>),
 }
 
 impl Backend {
@@ -54,6 +60,7 @@ impl Backend {
         match self {
             Backend::Sql(_) => Kind::Sql,
             Backend::Document(_) => Kind::Document,
+            Backend::Files(_) => Kind::Files,
         }
     }
 
@@ -62,6 +69,7 @@ impl Backend {
         match self {
             Backend::Sql(c) => c.default_schema(),
             Backend::Document(c) => c.database(),
+            Backend::Files(s) => s.org(),
         }
     }
 }
@@ -74,6 +82,8 @@ pub enum Grant {
     Sql(SqlGrant),
     /// The document capability.
     Document(DocumentGrant),
+    /// Read-only preopened directories.
+    Files(files::Preopens),
 }
 
 /// What a fetch may do with documents: the pool and the governed collections.
@@ -112,6 +122,18 @@ impl State {
             )));
         }
         Ok(())
+    }
+
+    /// Hands a row source to the guest as a `row-stream`, or reports why
+    /// there is none.
+    fn push_stream(
+        &mut self,
+        result: Result<Box<dyn RowSource>>,
+    ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
+        match self.report(result) {
+            Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Logs a refused or failed call and words it for the connector.
@@ -234,10 +256,7 @@ impl sql::Host for State {
             },
             _ => Err(Error::Policy("this connector has no SQL capability".into())),
         };
-        match self.report(result) {
-            Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
-            Err(e) => Ok(Err(e)),
-        }
+        self.push_stream(result)
     }
 }
 
@@ -273,6 +292,15 @@ pub fn connect(
     statement_timeout: std::time::Duration,
 ) -> Result<(Backend, &'static str)> {
     use crate::config::read_secret;
+    if let Some(f) = &ds.files {
+        if ds.postgres.is_some() || ds.mysql.is_some() || ds.mongodb.is_some() {
+            return Err(crate::config::one_kind_error(name));
+        }
+        return Ok((
+            Backend::Files(Arc::new(files::FilesStore::new(f)?)),
+            "files",
+        ));
+    }
     match (&ds.postgres, &ds.mysql, &ds.mongodb) {
         (Some(pg), None, None) => {
             let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;

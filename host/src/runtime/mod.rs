@@ -55,6 +55,8 @@ pub struct State {
     connector: Arc<str>,
     /// The capability bound to this fetch (none: the connector may only log).
     pub(crate) grant: Option<Grant>,
+    /// Directories preopened read-only (files connectors only).
+    pub(crate) preopens: crate::capability::files::Preopens,
 }
 
 impl State {
@@ -289,9 +291,13 @@ impl Runtime {
         name: &str,
         grant: Option<Grant>,
     ) -> Result<Instance> {
+        let preopens = match &grant {
+            Some(Grant::Files(p)) => p.clone(),
+            _ => crate::capability::files::Preopens::default(),
+        };
         let state = State {
             table: ResourceTable::new(),
-            wasi: wasi::empty_ctx(),
+            wasi: wasi::ctx(&preopens.0)?,
             limiter: Limiter {
                 max_memory: self.limits.memory_bytes,
                 memory_refused: false,
@@ -301,6 +307,7 @@ impl Runtime {
             queries: 0,
             connector: name.into(),
             grant,
+            preopens,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

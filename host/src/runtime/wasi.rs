@@ -1,5 +1,6 @@
 //! The WASI a connector gets: enough for a `std`-built guest to start, nothing
-//! that reaches outside. No preopened directory, no environment, no arguments,
+//! that reaches outside. No preopened directory (but the read-only partitions
+//! a files connector is granted), no environment, no arguments,
 //! no stdin, output discarded, clocks frozen at the epoch, and the socket and
 //! HTTP interfaces not linked at all (a component importing them is refused).
 use std::time::Duration;
@@ -39,14 +40,19 @@ impl HostMonotonicClock for Frozen {
     }
 }
 
-/// An empty context: no preopens, env, args or stdio, frozen clocks.
-pub fn empty_ctx() -> WasiCtx {
+/// A context with nothing but `preopens` (host directory, guest path), each
+/// read-only: no env, args or stdio, frozen clocks.
+pub fn ctx(preopens: &[(std::path::PathBuf, String)]) -> crate::error::Result<WasiCtx> {
     let mut b = WasiCtxBuilder::new();
+    for (host, guest) in preopens {
+        b.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)
+            .map_err(|e| crate::error::Error::Internal(format!("preopen {guest}: {e}")))?;
+    }
     b.wall_clock(Frozen).monotonic_clock(Frozen);
     b.allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    b.build()
+    Ok(b.build())
 }
 
 /// `wasi:io` host functions reach only the resource table.

@@ -28,6 +28,7 @@
 pub mod document;
 mod eval;
 mod sql;
+pub mod text;
 pub mod time;
 
 pub use eval::{CompiledFilter, UnknownColumn, compare};

@@ -67,16 +67,6 @@ impl State {
         self.admit(text_bytes, values)?;
         Ok(grant)
     }
-
-    fn push_stream(
-        &mut self,
-        result: Result<Box<dyn super::RowSource>>,
-    ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
-        match self.report(result) {
-            Ok(source) => Ok(Ok(self.table().push(HostRowStream { source })?)),
-            Err(e) => Ok(Err(e)),
-        }
-    }
 }
 
 fn text_len(fields: &[String]) -> usize {
