@@ -53,10 +53,13 @@ enum Command {
         #[command(subcommand)]
         command: DatasetsCommand,
     },
-    /// Seed the local Postgres, then fetch as two embed users and report
-    /// what the host enforced.
+    /// Generate two tenants' data (uploaded files by default, no server
+    /// needed), fetch as two embed users and report what the host enforced.
     Demo {
-        /// Admin connection string used to seed the demo schema and role.
+        /// Where the demo data lives: `files` (embedded) or `postgres`.
+        #[arg(long, value_enum, default_value_t = DemoDb::Files)]
+        db: DemoDb,
+        /// With `--db postgres`: the admin connection string used to seed it.
         #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]
         admin: String,
         /// Where to write the demo's silo.toml (default: a temp directory).
@@ -115,6 +118,15 @@ enum Command {
     },
 }
 
+/// Where `silo demo` keeps its data.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DemoDb {
+    /// Uploaded files under the demo directory: no server.
+    Files,
+    /// The local Postgres.
+    Postgres,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     /// An aligned table (buffers the whole result).
@@ -128,7 +140,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     match cli.command {
-        Command::Demo { admin, dir } => crate::demo::run(&admin, dir, &mut out).await,
+        Command::Demo { db, admin, dir } => {
+            let source = match db {
+                DemoDb::Files => crate::demo::DemoSource::Files,
+                DemoDb::Postgres => crate::demo::DemoSource::Postgres(admin),
+            };
+            crate::demo::run(&source, dir, &mut out).await
+        }
         Command::Fetch {
             config,
             user,

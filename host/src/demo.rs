@@ -1,7 +1,9 @@
-//! `silo demo`: a sandboxed, tenant-safe fetch end to end, on the local
-//! Postgres. It seeds a schema with two tenants' rows and a read-only role,
-//! writes a `silo.toml`, then fetches as each embed user and reports what the
-//! host enforced. `silo bench` reuses the same setup.
+//! `silo demo`: a sandboxed, tenant-safe fetch end to end. By default it
+//! needs no server: it generates two tenants' orders, uploads them split by
+//! tenant, and serves them with the files connector. With `--db postgres` it
+//! seeds the local Postgres and a read-only role instead. Either way it
+//! writes a `silo.toml`, fetches as each embed user and reports what the host
+//! enforced. `silo bench` and the tests reuse the database setup here.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -243,64 +245,57 @@ const DEMO_ROLE: &str = "silo_demo_reader";
 /// Rows the demo seeds (half per tenant).
 const DEMO_ROWS: u32 = 4000;
 
+/// Where the demo's data lives.
+#[derive(Debug, Clone)]
+pub enum DemoSource {
+    /// The embedded default: a generated CSV uploaded under the demo
+    /// directory, served by the files connector. No server needed.
+    Files,
+    /// The local Postgres, seeded through this admin connection.
+    Postgres(String),
+}
+
 /// Runs the demo, writing its report to `out`.
-pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -> Result<()> {
+pub async fn run(source: &DemoSource, dir: Option<PathBuf>, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("silo-demo"));
-    let client = admin(admin_conn).await?;
-    exec(
-        &client,
-        &format!(
-            "DROP SCHEMA IF EXISTS {DEMO_SCHEMA} CASCADE;
-             CREATE SCHEMA {DEMO_SCHEMA};
-             CREATE TABLE {DEMO_SCHEMA}.orders (
-               id int PRIMARY KEY, tenant text NOT NULL, customer text NOT NULL,
-               amount numeric(10,2) NOT NULL, ordered_on date NOT NULL);
-             INSERT INTO {DEMO_SCHEMA}.orders
-               SELECT i, CASE WHEN i % 2 = 0 THEN 'acme' ELSE 'globex' END,
-                      'customer-' || (i % 97), round((i * 7.31)::numeric % 1000, 2),
-                      date '2026-01-01' + (i % 300)
-               FROM generate_series(1, {DEMO_ROWS}) AS i;
-             CREATE TABLE {DEMO_SCHEMA}.salaries (employee text, salary int);
-             INSERT INTO {DEMO_SCHEMA}.salaries VALUES ('ceo', 1000000);"
-        ),
-    )
-    .await?;
-    let body = "[datasets.orders]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{user.tenant}}\"]\n\n\
-                [users.alice]\nattributes = { tenant = \"acme\" }\n\n\
-                [users.bob]\nattributes = { tenant = \"globex\" }\n";
-    let prepared = prepare_reader(
-        &client,
-        admin_conn,
-        &dir,
-        &Reader {
-            schema: DEMO_SCHEMA,
-            role: DEMO_ROLE,
-            tables: &["orders"],
-            connector: "postgres",
-        },
-        body,
-    )
-    .await?;
-    let config = SiloConfig::load(&prepared.config_path)?;
+    let (config_path, kind) = match source {
+        DemoSource::Files => (seed_files(&dir)?, "files"),
+        DemoSource::Postgres(admin_conn) => (seed_postgres(admin_conn, &dir).await?, "postgres"),
+    };
+    let config = SiloConfig::load(&config_path)?;
     let silo = Silo::open(&config).await?;
-
-    writeln!(
-        out,
-        "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n"
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role"
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "{DEMO_ROLE} that may only SELECT it. Config: {}\n",
-        prepared.config_path.display()
-    )
-    .map_err(io)?;
+    match source {
+        DemoSource::Files => {
+            writeln!(
+                out,
+                "Silo demo: a sandboxed, tenant-safe fetch from uploaded files (no server)\n"
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "Generated orders.csv ({DEMO_ROWS} rows, tenants acme and globex) and uploaded it,\n\
+                 split by tenant into owner-only directories under {}.\nConfig: {}\n",
+                dir.join("data").display(),
+                config_path.display()
+            )
+            .map_err(io)?;
+        }
+        DemoSource::Postgres(_) => {
+            writeln!(
+                out,
+                "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n"
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role\n\
+                 {DEMO_ROLE} that may only SELECT it. Config: {}\n",
+                config_path.display()
+            )
+            .map_err(io)?;
+        }
+    }
 
     let described = silo.describe("main").await?;
     for d in described.iter() {
@@ -311,7 +306,7 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
             .collect();
         writeln!(
             out,
-            "The postgres connector describes `{}`: {}",
+            "The {kind} connector describes `{}`: {}",
             d.name,
             cols.join(", ")
         )
@@ -369,30 +364,27 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
         }
     }
     writeln!(out, "How it was enforced:").map_err(io)?;
-    writeln!(
-        out,
-        "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;"
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "    it held a handle to the datasource, never its password;"
-    )
-    .map_err(io)?;
-    writeln!(out, "  - the host rewrote its SQL so `orders` was already filtered for the user (bind parameters),").map_err(io)?;
-    writeln!(
-        out,
-        "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;"
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "  - the host re-checked every returned row against the filter before releasing it."
-    )
-    .map_err(io)?;
+    let how: &[&str] = match source {
+        DemoSource::Files => &[
+            "  - the connector ran in a fresh wasmtime instance with no sockets, env or clock;",
+            "  - the host preopened, read-only, only the partition directories the user's filter",
+            "    admits (alice: acme/, bob: globex/); the other tenant's files did not exist for it;",
+            "  - the host re-checked every returned row against the filter before releasing it.",
+        ],
+        DemoSource::Postgres(_) => &[
+            "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;",
+            "    it held a handle to the datasource, never its password;",
+            "  - the host rewrote its SQL so `orders` was already filtered for the user (bind parameters),",
+            "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;",
+            "  - the host re-checked every returned row against the filter before releasing it.",
+        ],
+    };
+    for line in how {
+        writeln!(out, "{line}").map_err(io)?;
+    }
     writeln!(out, "  Limits in force: {}\n", silo.runtime().limits()).map_err(io)?;
     writeln!(out, "Go on:").map_err(io)?;
-    let cfg = prepared.config_path.display();
+    let cfg = config_path.display();
     // The binary as it was invoked, so the hints work without `silo` on PATH.
     let silo = std::env::args()
         .next()
@@ -405,6 +397,103 @@ pub async fn run(admin_conn: &str, dir: Option<PathBuf>, out: &mut impl Write) -
     .map_err(io)?;
     writeln!(out, "  {silo} fetch --config {cfg} --user alice --dataset orders --format ndjson --columns id,amount").map_err(io)?;
     writeln!(out, "  {silo} describe --config {cfg}").map_err(io)?;
-    writeln!(out, "  Point a copy of that silo.toml at your own database (a read-only role), add datasets and users.").map_err(io)?;
+    writeln!(out, "  {silo} datasets upload --data-dir {} --org demo --dataset mine --file your.csv --partition-by tenant", dir.join("data").display()).map_err(io)?;
+    writeln!(
+        out,
+        "    (then add [datasets.mine] with datasource = \"main\" and a row_filter to {cfg})"
+    )
+    .map_err(io)?;
+    writeln!(out, "  Point a copy of that silo.toml at your own database (Postgres, MySQL, MongoDB; a read-only user),").map_err(io)?;
+    writeln!(out, "  add datasets and users.").map_err(io)?;
     Ok(())
 }
+
+/// Seeds the Postgres demo schema and its reader; returns the config path.
+async fn seed_postgres(admin_conn: &str, dir: &Path) -> Result<PathBuf> {
+    let client = admin(admin_conn).await?;
+    exec(
+        &client,
+        &format!(
+            "DROP SCHEMA IF EXISTS {DEMO_SCHEMA} CASCADE;
+             CREATE SCHEMA {DEMO_SCHEMA};
+             CREATE TABLE {DEMO_SCHEMA}.orders (
+               id int PRIMARY KEY, tenant text NOT NULL, customer text NOT NULL,
+               amount numeric(10,2) NOT NULL, ordered_on date NOT NULL);
+             INSERT INTO {DEMO_SCHEMA}.orders
+               SELECT i, CASE WHEN i % 2 = 0 THEN 'acme' ELSE 'globex' END,
+                      'customer-' || (i % 97), round((i * 7.31)::numeric % 1000, 2),
+                      date '2026-01-01' + (i % 300)
+               FROM generate_series(1, {DEMO_ROWS}) AS i;
+             CREATE TABLE {DEMO_SCHEMA}.salaries (employee text, salary int);
+             INSERT INTO {DEMO_SCHEMA}.salaries VALUES ('ceo', 1000000);"
+        ),
+    )
+    .await?;
+    let body = DEMO_USERS;
+    let prepared = prepare_reader(
+        &client,
+        admin_conn,
+        dir,
+        &Reader {
+            schema: DEMO_SCHEMA,
+            role: DEMO_ROLE,
+            tables: &["orders"],
+            connector: "postgres",
+        },
+        body,
+    )
+    .await?;
+    Ok(prepared.config_path)
+}
+
+/// Generates the demo orders as CSV, uploads them split by tenant, and
+/// writes a config serving them with the files connector.
+fn seed_files(dir: &Path) -> Result<PathBuf> {
+    use crate::capability::files::{FilesConfig, FilesStore, upload};
+    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", dir.display()));
+    let _ = std::fs::remove_dir_all(dir.join("data"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut csv = String::from("id,tenant,customer,amount,ordered_on\n");
+    for i in 1..=DEMO_ROWS {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        let cents = (u64::from(i) * 731) % 100_000;
+        let day = silo_types::time::format_date(
+            i32::try_from(silo_types::time::days_from_civil(2026, 1, 1)).unwrap_or_default()
+                + i32::try_from(i % 300).unwrap_or_default(),
+        );
+        csv.push_str(&format!(
+            "{i},{tenant},customer-{},{}.{:02},{day}\n",
+            i % 97,
+            cents / 100,
+            cents % 100
+        ));
+    }
+    let file = dir.join("orders.csv");
+    std::fs::write(&file, csv).map_err(io)?;
+    let config = FilesConfig {
+        data_dir: dir.join("data"),
+        org: "demo".into(),
+    };
+    upload::upload(
+        &FilesStore::new(&config)?,
+        &upload::Upload {
+            dataset: "orders",
+            file: &file,
+            partition_by: Some("tenant"),
+            max_bytes: upload::DEFAULT_MAX_BYTES,
+        },
+    )?;
+    let text = format!(
+        "# Written by silo demo: uploads served by the files connector.\n{DEMO_USERS}\n\
+         [datasources.main]\nconnector = \"files\"\n\n[datasources.main.files]\n\
+         data_dir = \"data\"\norg = \"demo\"\n"
+    );
+    let path = dir.join("silo.toml");
+    std::fs::write(&path, text).map_err(io)?;
+    Ok(path)
+}
+
+/// The demo's dataset and embed users, for either source.
+const DEMO_USERS: &str = "[datasets.orders]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{user.tenant}}\"]\n\n\
+                [users.alice]\nattributes = { tenant = \"acme\" }\n\n\
+                [users.bob]\nattributes = { tenant = \"globex\" }\n";

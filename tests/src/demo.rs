@@ -1,12 +1,15 @@
-//! `silo demo`, the README's first command, states the isolation facts.
-#[tokio::test]
-async fn demo_report_states_isolation() {
-    let dir = std::env::temp_dir().join(format!("silo-tests-demo-{}", std::process::id()));
+//! `silo demo`, the README's first command, states the isolation facts, on
+//! the embedded default (files, no server) and on Postgres.
+use silo_host::demo::{DemoSource, run};
+
+async fn report(source: DemoSource, name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("silo-tests-demo-{name}-{}", std::process::id()));
     let mut out = Vec::new();
-    silo_host::demo::run(&crate::support::admin_conn(), Some(dir), &mut out)
-        .await
-        .unwrap();
-    let report = String::from_utf8(out).unwrap();
+    run(&source, Some(dir), &mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn assert_isolation(report: &str) {
     assert_eq!(
         report
             .matches("rows of another tenant: 0  (isolation holds)")
@@ -23,4 +26,25 @@ async fn demo_report_states_isolation() {
         report.contains("Limits in force: memory 64 MiB"),
         "{report}"
     );
+}
+
+#[tokio::test]
+async fn embedded_demo_needs_no_server_and_states_isolation() {
+    let report = report(DemoSource::Files, "files").await;
+    assert_isolation(&report);
+    assert!(report.contains("no server"), "{report}");
+    assert!(
+        report.contains("The files connector describes `orders`"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_demo_states_isolation() {
+    let report = report(
+        DemoSource::Postgres(crate::support::admin_conn()),
+        "postgres",
+    )
+    .await;
+    assert_isolation(&report);
 }
