@@ -123,15 +123,9 @@ password_file = {password:?}
 async fn each_embed_user_sees_exactly_their_documents() {
     let fx = MongoFixture::new("mongo_isolation").await;
     let silo = fx.silo("mongodb").await.unwrap();
-    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
-    assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), [4, 5, 6]);
-    assert_eq!(fetch_ids(&silo, "carol").await.unwrap(), [4]);
-    // Operator-looking and SQL-looking attribute values are compared as text.
+    crate::support::assert_tenant_isolation(&silo).await;
+    // Operator-looking attribute values are compared as text.
     assert_eq!(fetch_ids(&silo, "eve").await.unwrap(), Vec::<i64>::new());
-    assert_eq!(
-        fetch_ids(&silo, "mallory").await.unwrap(),
-        Vec::<i64>::new()
-    );
     let err = fetch_ids(&silo, "nobody").await.unwrap_err();
     assert!(matches!(err, Error::Policy(_)), "{err}");
 }

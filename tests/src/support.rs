@@ -124,6 +124,17 @@ pub async fn fetch_ids(silo: &Silo, user: &str) -> Result<Vec<i64>> {
     Ok(ids(&rows))
 }
 
+/// The tenant scenario every datasource must pass with [`USERS`]: alice
+/// sees 1-3, bob 4-6, carol exactly {4} (her own tenant has no rows, the
+/// customer shared with her does: two rules ORed), mallory's SQL-looking
+/// attributes are data and match nothing.
+pub async fn assert_tenant_isolation(silo: &Silo) {
+    assert_eq!(fetch_ids(silo, "alice").await.unwrap(), [1, 2, 3]);
+    assert_eq!(fetch_ids(silo, "bob").await.unwrap(), [4, 5, 6]);
+    assert_eq!(fetch_ids(silo, "carol").await.unwrap(), [4]);
+    assert_eq!(fetch_ids(silo, "mallory").await.unwrap(), Vec::<i64>::new());
+}
+
 pub fn ids(rows: &[Row]) -> Vec<i64> {
     let mut ids: Vec<i64> = rows
         .iter()
