@@ -190,6 +190,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             use crate::capability::files::{FilesConfig, FilesStore, upload};
             let store = FilesStore::new(&FilesConfig { data_dir, org })?;
+            // A progress bar on a terminal, for files worth waiting on.
+            let large = std::fs::metadata(&file).is_ok_and(|m| m.len() >= 8 << 20);
+            let show = large && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let bar = |done: u64, total: u64| {
+                let pct = done * 100 / total.max(1);
+                let filled = usize::try_from(pct / 5).unwrap_or(20);
+                eprint!(
+                    "\r  reading {} [{:<20}] {pct:>3}% ({} / {} MiB)",
+                    file.display(),
+                    "#".repeat(filled),
+                    done >> 20,
+                    total >> 20
+                );
+            };
             let done = upload::upload(
                 &store,
                 &upload::Upload {
@@ -197,8 +211,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                     file: &file,
                     partition_by: partition_by.as_deref(),
                     max_bytes,
+                    progress: show.then_some(&bar as upload::Progress<'_>),
                 },
-            )?;
+            );
+            if show {
+                eprintln!();
+            }
+            let done = done?;
             let columns: Vec<String> = done
                 .columns
                 .iter()

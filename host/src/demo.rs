@@ -481,6 +481,7 @@ fn seed_files(dir: &Path) -> Result<PathBuf> {
             file: &file,
             partition_by: Some("tenant"),
             max_bytes: upload::DEFAULT_MAX_BYTES,
+            progress: None,
         },
     )?;
     let text = format!(

@@ -57,6 +57,7 @@ impl FilesFixture {
                 file: &path,
                 partition_by,
                 max_bytes: DEFAULT_MAX_BYTES,
+                progress: None,
             },
         )
         .map(|_| ())
@@ -148,6 +149,7 @@ async fn a_bad_or_cut_off_upload_changes_nothing() {
             file: &fx.dir.join("bad.csv"),
             partition_by: None,
             max_bytes: DEFAULT_MAX_BYTES,
+            progress: None,
         },
     )
     .unwrap_err()
@@ -170,4 +172,35 @@ async fn a_bad_or_cut_off_upload_changes_nothing() {
     fx.upload("new.ndjson", "{\"id\": 7, \"tenant\": \"acme\", \"customer\": \"c-7\", \"amount\": 1.5, \"ordered_on\": \"2026-02-01\"}\n", Some("tenant")).unwrap();
     assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [7]);
     assert_eq!(fetch_ids(&silo, "bob").await.unwrap(), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn a_large_upload_reports_progress_to_the_end() {
+    let fx = FilesFixture::new("files_progress");
+    let mut csv = String::from("id,tenant,customer,amount,ordered_on\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!(
+            "{i},acme,customer-with-a-long-name-{i},{i}.5,2026-01-01\n"
+        ));
+    }
+    let path = fx.dir.join("large.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let record = |done: u64, total: u64| seen.borrow_mut().push((done, total));
+    upload(
+        &fx.store,
+        &Upload {
+            dataset: "orders",
+            file: &path,
+            partition_by: Some("tenant"),
+            max_bytes: DEFAULT_MAX_BYTES,
+            progress: Some(&record),
+        },
+    )
+    .unwrap();
+    let seen = seen.into_inner();
+    let total = csv.len() as u64;
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(total, total)));
 }

@@ -14,8 +14,11 @@ use crate::error::{Error, Result};
 /// The largest upload accepted by default.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
+/// Told `(bytes read, bytes in the file)` while a large file is parsed.
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
 /// What to upload.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upload<'a> {
     /// Target dataset (a plain name).
     pub dataset: &'a str,
@@ -25,7 +28,12 @@ pub struct Upload<'a> {
     pub partition_by: Option<&'a str>,
     /// Refuse larger files.
     pub max_bytes: u64,
+    /// Called about every MiB while parsing (a progress bar).
+    pub progress: Option<Progress<'a>>,
 }
+
+/// How often parsing reports progress.
+const PROGRESS_EVERY: u64 = 1 << 20;
 
 /// What an upload wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,9 +94,19 @@ pub fn upload(store: &FilesStore, upload: &Upload<'_>) -> Result<Uploaded> {
         )));
     }
     let bytes = std::fs::read(upload.file).map_err(bad_file)?;
+    let total = bytes.len() as u64;
+    let mut reported = 0;
+    let mut tick = |done: u64| {
+        if let Some(report) = upload.progress
+            && (done >= reported + PROGRESS_EVERY || done == total)
+        {
+            reported = done;
+            report(done, total);
+        }
+    };
     let table = match format {
-        Format::Csv => parse_csv(&bytes)?,
-        Format::Ndjson => parse_ndjson(&bytes)?,
+        Format::Csv => parse_csv(&bytes, &mut tick)?,
+        Format::Ndjson => parse_ndjson(&bytes, &mut tick)?,
     };
     let columns = infer_columns(&table);
     let partition_col = match upload.partition_by {
@@ -155,7 +173,7 @@ pub fn upload(store: &FilesStore, upload: &Upload<'_>) -> Result<Uploaded> {
     })
 }
 
-fn parse_csv(bytes: &[u8]) -> Result<Table> {
+fn parse_csv(bytes: &[u8], tick: &mut dyn FnMut(u64)) -> Result<Table> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes);
@@ -169,8 +187,12 @@ fn parse_csv(bytes: &[u8]) -> Result<Table> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| refused_csv(&e))?;
+        if let Some(p) = record.position() {
+            tick(p.byte());
+        }
         rows.push(record.iter().map(str::to_owned).collect());
     }
+    tick(bytes.len() as u64);
     Ok(Table { header, rows })
 }
 
@@ -186,7 +208,7 @@ fn refused_csv(e: &csv::Error) -> Error {
     Error::Config(format!("line {line}: {reason}"))
 }
 
-fn parse_ndjson(bytes: &[u8]) -> Result<Table> {
+fn parse_ndjson(bytes: &[u8], tick: &mut dyn FnMut(u64)) -> Result<Table> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
@@ -197,7 +219,10 @@ fn parse_ndjson(bytes: &[u8]) -> Result<Table> {
     })?;
     let mut header: Vec<String> = Vec::new();
     let mut rows = Vec::new();
+    let mut offset = 0u64;
     for (i, line) in text.lines().enumerate() {
+        offset += line.len() as u64 + 1;
+        tick(offset.min(bytes.len() as u64));
         if line.trim().is_empty() {
             continue;
         }
