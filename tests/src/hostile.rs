@@ -178,11 +178,7 @@ async fn ten_million_rows_hit_the_row_cap() {
         columns: Some(vec!["id".into()]),
         limit: Some(10),
     };
-    let rows = silo
-        .fetch("alice", &spec)
-        .await
-        .unwrap()
-        .collect()
+    let rows = crate::support::fetch_rows(&silo, "alice", &spec)
         .await
         .unwrap();
     assert_eq!(rows.len(), 10);

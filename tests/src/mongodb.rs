@@ -152,11 +152,7 @@ async fn describe_samples_fields_and_fetch_types_values() {
         ]),
         limit: Some(2),
     };
-    let rows = silo
-        .fetch("bob", &spec)
-        .await
-        .unwrap()
-        .collect()
+    let rows = crate::support::fetch_rows(&silo, "bob", &spec)
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);

@@ -102,11 +102,7 @@ async fn describe_and_all_columns() {
         dataset: "orders".into(),
         ..Default::default()
     };
-    let rows = silo
-        .fetch("bob", &spec)
-        .await
-        .unwrap()
-        .collect()
+    let rows = crate::support::fetch_rows(&silo, "bob", &spec)
         .await
         .unwrap();
     assert_eq!(rows.len(), 3);

@@ -113,6 +113,11 @@ impl Fixture {
     }
 }
 
+/// Every row of `spec` as `user`, or the fetch's error.
+pub async fn fetch_rows(silo: &Silo, user: &str, spec: &FetchSpec) -> Result<Vec<Row>> {
+    silo.fetch(user, spec).await?.collect().await
+}
+
 /// Fetches `orders` columns `id, tenant` as `user`.
 pub async fn fetch_ids(silo: &Silo, user: &str) -> Result<Vec<i64>> {
     let spec = FetchSpec {
@@ -120,8 +125,7 @@ pub async fn fetch_ids(silo: &Silo, user: &str) -> Result<Vec<i64>> {
         columns: Some(vec!["id".into(), "tenant".into()]),
         limit: None,
     };
-    let rows = silo.fetch(user, &spec).await?.collect().await?;
-    Ok(ids(&rows))
+    Ok(ids(&fetch_rows(silo, user, &spec).await?))
 }
 
 /// The tenant scenario every datasource must pass with [`USERS`]: alice
