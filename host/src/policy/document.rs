@@ -120,11 +120,10 @@ impl Governed<'_> {
         fields: &[String],
         limit: Option<u64>,
     ) -> Result<Find, Refused> {
-        let filter = match self.filtered(collection, filter)?.as_slice() {
-            [only] => only.get_document("$match").cloned().unwrap_or_default(),
-            stages => doc! {
-                "$and": stages.iter().filter_map(|s| s.get_document("$match").ok().cloned()).collect::<Vec<_>>()
-            },
+        let mut queries = self.queries(collection, filter)?;
+        let filter = match queries.len() {
+            1 => queries.remove(0),
+            _ => doc! { "$and": queries },
         };
         let mut projection = Document::new();
         for f in fields {
@@ -165,7 +164,9 @@ impl Governed<'_> {
         Ok(out)
     }
 
-    fn filtered(&self, collection: &str, filter: Bson) -> Result<Vec<Document>, Refused> {
+    /// The query documents a read must pass: the user's filter, then the
+    /// connector's if it adds anything.
+    fn queries(&self, collection: &str, filter: Bson) -> Result<Vec<Document>, Refused> {
         let Bson::Document(filter) = filter else {
             return refuse("a filter is a JSON object");
         };
@@ -174,11 +175,20 @@ impl Governed<'_> {
         // A connector that pushed the user's filter down sends it back as is:
         // matching it twice would only cost the server time.
         let own = !filter.is_empty() && filter != user;
-        let mut out = vec![doc! { "$match": user }];
+        let mut out = vec![user];
         if own {
-            out.push(doc! { "$match": filter });
+            out.push(filter);
         }
         Ok(out)
+    }
+
+    /// [`Governed::queries`] as leading `$match` stages.
+    fn filtered(&self, collection: &str, filter: Bson) -> Result<Vec<Document>, Refused> {
+        Ok(self
+            .queries(collection, filter)?
+            .into_iter()
+            .map(|q| doc! { "$match": q })
+            .collect())
     }
 
     fn stages(&self, stages: Vec<Bson>, budget: &mut usize) -> Result<Vec<Document>, Refused> {

@@ -25,16 +25,21 @@ pub fn infer_kind(cell: &str) -> Option<ColumnType> {
     })
 }
 
-/// The type two values of one column share: ints widen to floats, dates to
-/// timestamps, anything else mixed is text.
-pub fn unify(a: ColumnType, b: ColumnType) -> ColumnType {
-    use ColumnType::{Date, Float, Int, Text, Timestamp};
+/// The type two values of one column share, if one holds both: ints widen
+/// to floats, dates to timestamps. Callers pick what mixed columns become.
+pub fn widen(a: ColumnType, b: ColumnType) -> Option<ColumnType> {
+    use ColumnType::{Date, Float, Int, Timestamp};
     match (a, b) {
-        _ if a == b => a,
-        (Int, Float) | (Float, Int) => Float,
-        (Date, Timestamp) | (Timestamp, Date) => Timestamp,
-        _ => Text,
+        _ if a == b => Some(a),
+        (Int, Float) | (Float, Int) => Some(Float),
+        (Date, Timestamp) | (Timestamp, Date) => Some(Timestamp),
+        _ => None,
     }
+}
+
+/// [`widen`] for uploaded text: anything else mixed is text.
+pub fn unify(a: ColumnType, b: ColumnType) -> ColumnType {
+    widen(a, b).unwrap_or(ColumnType::Text)
 }
 
 /// A cell as a value of column type `kind` (empty: null).

@@ -60,15 +60,10 @@ pub(crate) fn column_type(v: RawBsonRef<'_>) -> Option<ColumnType> {
     })
 }
 
-/// The type two sampled values of one field share: ints widen to floats,
-/// anything else mixed is carried as JSON.
+/// The type two sampled values of one field share (see
+/// [`silo_types::text::widen`]); anything else mixed is carried as JSON.
 pub(crate) fn unify(a: ColumnType, b: ColumnType) -> ColumnType {
-    use ColumnType::{Float, Int, Json};
-    match (a, b) {
-        _ if a == b => a,
-        (Int, Float) | (Float, Int) => Float,
-        _ => Json,
-    }
+    silo_types::text::widen(a, b).unwrap_or(ColumnType::Json)
 }
 
 fn extended_json(v: RawBsonRef<'_>) -> String {
