@@ -96,6 +96,46 @@ enum Command {
         #[arg(long)]
         datasource: Option<String>,
     },
+    /// Serve the REST API: the control plane (organizations, groups, embed
+    /// users, sessions, datasources) and the embed fetch.
+    Serve {
+        #[command(flatten)]
+        store: crate::server::StoreArgs,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seed the store from a silo.toml first (its datasources, datasets,
+        /// and users as embed users of one group).
+        #[arg(long)]
+        bootstrap: Option<PathBuf>,
+        /// The organization --bootstrap seeds.
+        #[arg(long, default_value = "default")]
+        org: String,
+        /// Session token signatures.
+        #[arg(long, value_enum, default_value_t = crate::control::tokens::TokenAlg::EdDsa)]
+        token_alg: crate::control::tokens::TokenAlg,
+        /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Master keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// API keys.
+    ApiKeys {
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Measure sandboxed fetch against a plain driver loop, and instantiation.
     Bench {
         /// Database to measure against.
@@ -115,6 +155,54 @@ enum Command {
         /// Instantiations to time.
         #[arg(long, default_value_t = 10_000)]
         instantiations: usize,
+    },
+}
+
+/// `silo keys …`.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new random master key (base64), for a key file or
+    /// SILO_MASTER_KEY.
+    Generate,
+    /// Re-seal every stored credential and signing key under a new master
+    /// key, in one transaction; then start silo with the new key.
+    Rotate {
+        #[command(flatten)]
+        store: crate::server::StoreArgs,
+        /// File holding the new key (`silo keys generate > new.key`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+}
+
+/// `silo api-keys …`.
+#[derive(Debug, Subcommand)]
+enum ApiKeysCommand {
+    /// Mint an API key and print it once: for an organization's backend
+    /// (`--org`), or an operator key (`--admin`) that manages organizations.
+    Create {
+        #[command(flatten)]
+        store: crate::server::StoreArgs,
+        /// Organization id or name.
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        org: Option<String>,
+        /// An operator key.
+        #[arg(long)]
+        admin: bool,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+/// `silo audit …`.
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit log's hash chain; fails naming the first broken
+    /// record.
+    Verify {
+        #[command(flatten)]
+        store: crate::server::StoreArgs,
     },
 }
 
@@ -140,6 +228,84 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     match cli.command {
+        Command::Serve {
+            store,
+            listen,
+            bootstrap,
+            org,
+            token_alg,
+            tls_cert,
+            tls_key,
+        } => {
+            let cp = store.open(token_alg).await?;
+            if let Some(path) = bootstrap {
+                let seeded = cp.bootstrap(&SiloConfig::load(&path)?, &org).await?;
+                eprintln!(
+                    "seeded organization `{}` ({}) from {}",
+                    seeded.name,
+                    seeded.id,
+                    path.display()
+                );
+            }
+            let tls = tls_cert.zip(tls_key);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            crate::server::serve(cp, listen, tls, |addr| {
+                eprintln!("silo serving on {scheme}://{addr} (OpenAPI at /openapi.json)");
+            })
+            .await
+        }
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            let key = crate::control::crypto::MasterKey::generate()?;
+            writeln!(out, "{}", key.encode().as_str()).map_err(io)
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    store,
+                    new_key_file,
+                },
+        } => {
+            let new = crate::control::crypto::MasterKey::from_env_or_file(Some(&new_key_file))?
+                .ok_or_else(|| Error::Config("no new key".into()))?;
+            let cp = store.open(Default::default()).await?;
+            let n = cp.rotate_key(&new).await?;
+            writeln!(
+                out,
+                "re-sealed {n} credentials and signing keys under the new master key;                  start silo with it from now on"
+            )
+            .map_err(io)
+        }
+        Command::ApiKeys {
+            command:
+                ApiKeysCommand::Create {
+                    store,
+                    org,
+                    admin,
+                    name,
+                },
+        } => {
+            let cp = store.open(Default::default()).await?;
+            let org = if admin { None } else { org };
+            let (info, token) = cp
+                .create_api_key(&crate::control::Principal::Cli, org.as_deref(), &name)
+                .await?;
+            eprintln!("API key {} (shown once; store it now):", info.id);
+            writeln!(out, "{}", token.as_str()).map_err(io)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { store },
+        } => {
+            let cp = store.open(Default::default()).await?;
+            let v = crate::control::audit::verify(cp.store()).await?;
+            writeln!(
+                out,
+                "audit log intact: {} records, head {}",
+                v.records, v.head
+            )
+            .map_err(io)
+        }
         Command::Demo { db, admin, dir } => {
             let source = match db {
                 DemoDb::Files => crate::demo::DemoSource::Files,

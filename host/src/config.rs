@@ -52,6 +52,10 @@ pub struct DatasourceConfig {
     /// check names what it holds; this override is logged as an audit event).
     #[serde(default)]
     pub accept_write_privileges: bool,
+    /// The password, when the control-plane store supplies it (decrypted
+    /// from its record); never read from a file.
+    #[serde(skip)]
+    pub password: Option<SecretString>,
 }
 
 /// `[datasets.<name>]`.

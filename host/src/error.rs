@@ -24,6 +24,13 @@ pub enum Error {
     /// The datasource failed (unreachable, timeout, query error).
     #[error("datasource failed: {0}")]
     Datasource(String),
+    /// The caller gave no credential, or one that is not valid (unknown,
+    /// revoked, expired, badly signed). Never says which.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The request clashes with a record that exists (a name in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A bug or environment failure in the host itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,7 +43,9 @@ impl Error {
     /// Whose fault it is, for logs and audit records (as Spin tags its errors).
     pub fn fault(&self) -> &'static str {
         match self {
-            Error::Config(_) | Error::NotFound(_) => "caller",
+            Error::Config(_) | Error::NotFound(_) | Error::Unauthorized(_) | Error::Conflict(_) => {
+                "caller"
+            }
             Error::Policy(_) | Error::Connector(_) => "connector",
             Error::Limit(_) => "limits",
             Error::Datasource(_) => "datasource",
@@ -48,8 +57,9 @@ impl Error {
     pub fn to_wit(&self) -> WitError {
         let msg = self.to_string();
         match self {
-            Error::Config(_) => WitError::InvalidRequest(msg),
+            Error::Config(_) | Error::Conflict(_) => WitError::InvalidRequest(msg),
             Error::NotFound(_) => WitError::NotFound(msg),
+            Error::Unauthorized(_) => WitError::Denied(msg),
             Error::Policy(_) => WitError::Denied(msg),
             Error::Limit(_) => WitError::LimitExceeded(msg),
             Error::Datasource(_) => WitError::Datasource(msg),

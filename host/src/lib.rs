@@ -18,15 +18,18 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod builtin;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod limits;
 pub mod output;
 pub mod policy;
 pub mod runtime;
+pub mod server;
 pub mod silo;

@@ -58,7 +58,7 @@ pub struct FetchSpec {
 
 /// A loaded configuration: everything a fetch needs.
 pub struct Silo {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     datasources: BTreeMap<String, Datasource>,
     datasets: BTreeMap<String, DatasetEntry>,
     users: BTreeMap<String, Attributes>,
@@ -67,8 +67,19 @@ pub struct Silo {
 impl Silo {
     /// Builds the runtime, loads each datasource's connector and opens pools.
     pub fn new(config: &SiloConfig) -> Result<Silo> {
+        Silo::with_runtime(Arc::new(Silo::runtime_for(config)?), config)
+    }
+
+    /// The runtime [`Silo::new`] builds for `config`: its limits and cache.
+    pub fn runtime_for(config: &SiloConfig) -> Result<Runtime> {
         let cache_dir = config.cache_dir.clone().or_else(default_cache_dir);
-        let runtime = Runtime::new(config.limits, cache_dir)?;
+        Runtime::new(config.limits, cache_dir)
+    }
+
+    /// Like [`Silo::new`], on a runtime shared with other registries (the
+    /// server keeps one per datasource on one engine). `config.limits` and
+    /// `cache_dir` are the runtime's, not read here.
+    pub fn with_runtime(runtime: Arc<Runtime>, config: &SiloConfig) -> Result<Silo> {
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
             let (backend, builtin) =
@@ -138,14 +149,21 @@ impl Silo {
     /// `accept_write_privileges`.
     pub async fn open(config: &SiloConfig) -> Result<Silo> {
         let silo = Silo::new(config)?;
-        for (name, ds) in &silo.datasources {
+        silo.check_read_only(config).await?;
+        Ok(silo)
+    }
+
+    /// The registration check on every datasource of `config`: refuses a
+    /// credential that can write unless `accept_write_privileges` is set.
+    pub async fn check_read_only(&self, config: &SiloConfig) -> Result<()> {
+        for (name, ds) in &self.datasources {
             let accept = config
                 .datasources
                 .get(name)
                 .is_some_and(|c| c.accept_write_privileges);
             crate::capability::registration::check_read_only(name, &ds.backend, accept).await?;
         }
-        Ok(silo)
+        Ok(())
     }
 
     /// The runtime (limits, loaded connectors).
@@ -214,9 +232,22 @@ impl Silo {
         Ok(out)
     }
 
-    /// Starts a fetch of `spec` as embed user `user`.
+    /// Starts a fetch of `spec` as embed user `user` of the config.
     pub async fn fetch(&self, user: &str, spec: &FetchSpec) -> Result<Fetch> {
-        let filter = self.filter_for(user, &spec.dataset)?;
+        self.fetch_with(&|dataset| self.filter_for(user, dataset), spec)
+            .await
+    }
+
+    /// Starts a fetch of `spec` with the row filters `filters` gives for each
+    /// dataset (the control plane resolves them from a session's groups).
+    /// The connector's other governed tables get their filters too, or no
+    /// rows when `filters` refuses them.
+    pub async fn fetch_with(
+        &self,
+        filters: &(dyn Fn(&str) -> Result<RowFilter> + Sync),
+        spec: &FetchSpec,
+    ) -> Result<Fetch> {
+        let filter = filters(&spec.dataset)?;
         filter.validate().map_err(Error::Policy)?;
         let entry = self
             .datasets
@@ -242,7 +273,7 @@ impl Silo {
         let verifier = Verifier::new(&filter, &columns, requested.len(), &limits, spec.limit)?;
         let grant = self.grant(
             ds,
-            |t| self.filter_for(user, t).unwrap_or(RowFilter::NoRows),
+            |t| filters(t).unwrap_or(RowFilter::NoRows),
             Some(&spec.dataset),
         )?;
         let mut instance = self
@@ -365,7 +396,7 @@ impl Silo {
 }
 
 /// `$XDG_CACHE_HOME/silo/compiled`, else `~/.cache/silo/compiled`.
-fn default_cache_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;

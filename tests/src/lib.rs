@@ -30,3 +30,6 @@ mod mongodb;
 
 #[cfg(test)]
 mod files;
+
+#[cfg(test)]
+mod control;

@@ -291,7 +291,11 @@ pub fn connect(
     ds: &crate::config::DatasourceConfig,
     statement_timeout: std::time::Duration,
 ) -> Result<(Backend, &'static str)> {
-    use crate::config::read_secret;
+    // A password the store supplies wins over one the config file names.
+    let secret = |env: Option<&str>, file: Option<&std::path::Path>| match &ds.password {
+        Some(p) => Ok(Some(p.clone())),
+        None => crate::config::read_secret(env, file),
+    };
     if let Some(f) = &ds.files {
         if ds.postgres.is_some() || ds.mysql.is_some() || ds.mongodb.is_some() {
             return Err(crate::config::one_kind_error(name));
@@ -303,7 +307,7 @@ pub fn connect(
     }
     match (&ds.postgres, &ds.mysql, &ds.mongodb) {
         (Some(pg), None, None) => {
-            let password = read_secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
+            let password = secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
             let settings = postgres::PgSettings {
                 config: pg.clone(),
                 password,
@@ -315,7 +319,7 @@ pub fn connect(
             ))
         }
         (None, Some(my), None) => {
-            let password = read_secret(my.password_env.as_deref(), my.password_file.as_deref())?;
+            let password = secret(my.password_env.as_deref(), my.password_file.as_deref())?;
             Ok((
                 Backend::Sql(Arc::new(mysql::MyClient::new(
                     my,
@@ -326,7 +330,7 @@ pub fn connect(
             ))
         }
         (None, None, Some(mongo)) => {
-            let password = read_secret(
+            let password = secret(
                 mongo.password_env.as_deref(),
                 mongo.password_file.as_deref(),
             )?;

@@ -114,6 +114,31 @@ pub fn attribute_values(v: &toml::Value) -> Result<Vec<Value>, String> {
     })
 }
 
+/// Converts a JSON attribute value (from the API) as [`attribute_values`]
+/// does a TOML one: strings, numbers and booleans, or arrays of them.
+pub fn json_attribute_values(v: &serde_json::Value) -> Result<Vec<Value>, String> {
+    fn one(v: &serde_json::Value) -> Option<Value> {
+        Some(match v {
+            serde_json::Value::String(s) => Value::Text(s.clone()),
+            serde_json::Value::Bool(b) => Value::Boolean(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64()?),
+            },
+            _ => return None,
+        })
+    }
+    match v {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| one(i).ok_or_else(|| "arrays may hold only scalars".to_owned()))
+            .collect(),
+        other => one(other)
+            .map(|v| vec![v])
+            .ok_or_else(|| "attributes must be scalars or arrays of scalars".to_owned()),
+    }
+}
+
 fn scalar(v: &toml::Value) -> Option<Value> {
     Some(match v {
         toml::Value::String(s) => Value::Text(s.clone()),

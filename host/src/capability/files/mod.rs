@@ -7,7 +7,7 @@ pub mod upload;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use silo_types::{Column, RowFilter};
 
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ pub const SCHEMA_DIR: &str = ".schema";
 pub const WHOLE: &str = "_all";
 
 /// `[datasources.<name>.files]` in `silo.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
     /// Root of all uploads.

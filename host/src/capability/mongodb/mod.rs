@@ -5,12 +5,12 @@
 mod client;
 mod codec;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use client::MongoClient;
 
 /// `[datasources.<name>.mongodb]` in `silo.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MongoConfig {
     /// Server host name or address.

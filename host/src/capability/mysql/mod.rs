@@ -4,12 +4,12 @@
 mod client;
 mod codec;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use client::MyClient;
 
 /// `[datasources.<name>.mysql]` in `silo.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlConfig {
     /// Server host name or address.

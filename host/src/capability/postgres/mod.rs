@@ -7,7 +7,7 @@ mod codec;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use client::PgClient;
 
@@ -16,7 +16,7 @@ pub use client::PgClient;
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// `[datasources.<name>.postgres]` in `silo.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Server host name or address.

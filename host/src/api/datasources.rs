@@ -1,0 +1,111 @@
+//! Datasources (registered with their credential, which is never returned)
+//! and datasets (the governed tables of a datasource).
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiResult, AppState, Body, ErrorBody, Key};
+use crate::control::model::{Dataset, Datasource};
+use crate::control::{DatasetInput, DatasourceInput};
+
+/// The router.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_datasource, list_datasources))
+        .routes(routes!(get_datasource, delete_datasource))
+        .routes(routes!(create_dataset, list_datasets))
+        .routes(routes!(delete_dataset))
+}
+
+/// Register a datasource. Silo connects with the credential first and
+/// refuses one that can write, naming its privileges (403), unless
+/// `accept_write_privileges` is set (recorded in the audit log).
+#[utoipa::path(post, path = "/v1/datasources", tag = "datasources",
+    request_body = DatasourceInput, security(("api_key" = [])),
+    responses((status = 201, body = Datasource), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn create_datasource(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Body(input): Body<DatasourceInput>,
+) -> ApiResult<(StatusCode, Json<Datasource>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.cp.create_datasource(&p, input).await?),
+    ))
+}
+
+/// List datasources.
+#[utoipa::path(get, path = "/v1/datasources", tag = "datasources", security(("api_key" = [])),
+    responses((status = 200, body = Vec<Datasource>)))]
+async fn list_datasources(
+    State(s): State<AppState>,
+    Key(p): Key,
+) -> ApiResult<Json<Vec<Datasource>>> {
+    Ok(Json(s.cp.datasources(&p).await?))
+}
+
+/// Get a datasource (never its credential).
+#[utoipa::path(get, path = "/v1/datasources/{id}", tag = "datasources",
+    params(("id" = String, Path, description = "Datasource id or name")),
+    security(("api_key" = [])),
+    responses((status = 200, body = Datasource), (status = 404, body = ErrorBody)))]
+async fn get_datasource(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Datasource>> {
+    Ok(Json(s.cp.datasource(&p, &id).await?))
+}
+
+/// Delete a datasource, its datasets and their grants.
+#[utoipa::path(delete, path = "/v1/datasources/{id}", tag = "datasources",
+    params(("id" = String, Path, description = "Datasource id or name")),
+    security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_datasource(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.cp.delete_datasource(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Add a dataset (a governed table, collection or upload) to a datasource.
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasources", request_body = DatasetInput,
+    security(("api_key" = [])),
+    responses((status = 201, body = Dataset), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn create_dataset(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Body(input): Body<DatasetInput>,
+) -> ApiResult<(StatusCode, Json<Dataset>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.cp.create_dataset(&p, input).await?),
+    ))
+}
+
+/// List datasets.
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasources", security(("api_key" = [])),
+    responses((status = 200, body = Vec<Dataset>)))]
+async fn list_datasets(State(s): State<AppState>, Key(p): Key) -> ApiResult<Json<Vec<Dataset>>> {
+    Ok(Json(s.cp.datasets(&p).await?))
+}
+
+/// Delete a dataset and its grants.
+#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasources",
+    params(("id" = String, Path)), security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_dataset(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.cp.delete_dataset(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

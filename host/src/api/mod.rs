@@ -1,0 +1,270 @@
+//! The REST API (`silo serve`): what a customer's backend calls with its API
+//! key, and what an embed user's browser calls with a session token.
+//!
+//! [`app`] builds the whole router from one `router()` per resource; the
+//! OpenAPI document at `/openapi.json` is generated from the same handlers.
+//! Every error is JSON, `{"error": {"code": "...", "message": "..."}}`, with
+//! a stable code; internal details go to the log, never to the caller.
+pub mod admin;
+pub mod datasources;
+pub mod embed;
+pub mod groups;
+pub mod metrics;
+pub mod sessions;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::control::{ControlPlane, EmbedPrincipal, Principal, error_code};
+use crate::error::Error;
+
+/// Longest message an error carries to a client (connector messages are
+/// the connector's words).
+const MAX_MESSAGE: usize = 300;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The control plane.
+    pub cp: Arc<ControlPlane>,
+    /// Request and fetch counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// State over a control plane.
+    pub fn new(cp: Arc<ControlPlane>) -> AppState {
+        AppState {
+            cp,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a message safe to show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_request`, `unauthorized`, `not_found`, `forbidden`,
+    /// `conflict`, `limit_exceeded`, `connector_failed`,
+    /// `datasource_failed` or `internal`.
+    pub code: String,
+    /// What went wrong, without internals.
+    pub message: String,
+}
+
+impl ApiError {
+    fn invalid(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            message,
+        }
+    }
+
+    /// The JSON body, for streams that fail after their status was sent.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::Config(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Policy(_) => StatusCode::FORBIDDEN,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Limit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Connector(_) | Error::Datasource(_) => StatusCode::BAD_GATEWAY,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &e {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => {
+                let mut m = other.to_string();
+                if m.len() > MAX_MESSAGE {
+                    let cut = (0..=MAX_MESSAGE)
+                        .rev()
+                        .find(|i| m.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    m.truncate(cut);
+                    m.push('…');
+                }
+                m
+            }
+        };
+        ApiError {
+            status,
+            code: error_code(&e),
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A JSON request body whose rejections are [`ApiError`]s.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::invalid(e.body_text())),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthorized("send `Authorization: Bearer <key or token>`".into()).into()
+        })
+}
+
+/// A caller holding an API key (an organization's or an operator's).
+pub struct Key(pub Principal);
+
+impl FromRequestParts<AppState> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Key(state.cp.authenticate_key(bearer(parts)?).await?))
+    }
+}
+
+/// A caller holding a valid session token.
+pub struct Embed(pub EmbedPrincipal);
+
+impl FromRequestParts<AppState> for Embed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Embed(state.cp.authenticate_session(bearer(parts)?).await?))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Silo", description = "Sandboxed datasource connectors with row-level tenancy."),
+    modifiers(&Security),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        components
+            .add_security_scheme("api_key", bearer("An organization's or operator's API key"));
+        components.add_security_scheme("session", bearer("A session token (JWT)"));
+    }
+}
+
+/// Liveness and store reachability.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// Health: the process is up and its store answers.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health), (status = 502, body = ErrorBody)))]
+async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    s.cp.store().meta("schema_version").await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+    }))
+}
+
+/// The OpenAPI document and the router, built from the same handlers.
+pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .merge(admin::router())
+        .merge(datasources::router())
+        .merge(groups::router())
+        .merge(sessions::router())
+        .merge(embed::router())
+        .split_for_parts()
+}
+
+/// The whole API over `state`.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/metrics", axum::routing::get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}

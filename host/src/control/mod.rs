@@ -1,0 +1,1466 @@
+//! The control plane: organizations, groups, embed users, datasources,
+//! datasets, sessions and API keys in a [`store::Store`]; credentials sealed
+//! under the master key ([`crypto`]); API keys and session tokens
+//! ([`tokens`]); the hash-chained [`audit`] log; and the embed fetch, which
+//! resolves a session's row filters from its user's groups and runs the
+//! same sandboxed fetch as the CLI.
+//!
+//! Every method that reads or changes a record takes the caller's
+//! organization and finds records only within it: another organization's
+//! id is simply not found.
+pub mod audit;
+pub mod crypto;
+pub mod model;
+pub mod store;
+pub mod tokens;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use silo_types::RowFilter;
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use crate::capability::files::FilesConfig;
+use crate::config::{DatasetConfig, DatasourceConfig, SiloConfig};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::policy::rule::{Attributes, Policy, json_attribute_values};
+use crate::runtime::Runtime;
+use crate::silo::{Fetch, FetchSpec, Silo};
+
+use audit::AuditEvent;
+use crypto::MasterKey;
+use model::{
+    ApiKeyInfo, Dataset, Datasource, DatasourceKind, EmbedUser, Group, GroupGrant, Organization,
+    Permission, Session,
+};
+use store::{Store, now};
+use tokens::{Signer, TokenAlg};
+
+/// Session lifetime when the request names none: long enough for a page
+/// view, short enough that a leaked token soon stops working.
+pub const DEFAULT_SESSION_TTL: i64 = 15 * 60;
+/// The longest session a backend can mint.
+pub const MAX_SESSION_TTL: i64 = 24 * 60 * 60;
+/// Longest name, id or attribute key accepted.
+const MAX_NAME: usize = 128;
+
+/// How to open the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// `sqlite://<path>`, a bare path, or `postgres://…`.
+    pub store: String,
+    /// Root of uploads; a `files` datasource of an org reads `<data_dir>/<org>`.
+    pub data_dir: PathBuf,
+    /// The key everything at rest is sealed under.
+    pub master_key: MasterKey,
+    /// The session token algorithm.
+    pub token_alg: TokenAlg,
+    /// `iss` of session tokens.
+    pub issuer: String,
+    /// `aud` of session tokens.
+    pub audience: String,
+    /// Limits of every fetch.
+    pub limits: Limits,
+    /// Compiled-connector cache (default: the user cache directory).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    /// Defaults for a store and data directory.
+    pub fn new(store: String, data_dir: PathBuf, master_key: MasterKey) -> ControlConfig {
+        ControlConfig {
+            store,
+            data_dir,
+            master_key,
+            token_alg: TokenAlg::default(),
+            issuer: "silo".into(),
+            audience: "silo-embed".into(),
+            limits: Limits::default(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// Who is calling a backend endpoint, from a verified API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator key: manages organizations and their keys.
+    Admin {
+        /// The key's id.
+        key: String,
+    },
+    /// A customer's backend, for its one organization.
+    Org {
+        /// The organization.
+        org: String,
+        /// The key's id; `None` when the operator acts for the org from the
+        /// command line (`--bootstrap`).
+        key: Option<String>,
+    },
+    /// The local command line.
+    Cli,
+}
+
+impl Principal {
+    fn actor(&self) -> String {
+        match self {
+            Principal::Admin { key } | Principal::Org { key: Some(key), .. } => {
+                format!("api-key:{key}")
+            }
+            Principal::Org { key: None, .. } | Principal::Cli => "cli".into(),
+        }
+    }
+
+    fn org(&self) -> Option<&str> {
+        match self {
+            Principal::Org { org, .. } => Some(org),
+            _ => None,
+        }
+    }
+}
+
+/// An embed user's verified session.
+#[derive(Debug, Clone)]
+pub struct EmbedPrincipal {
+    /// The organization, from the verified token.
+    pub org: String,
+    /// The session record (not revoked, not expired).
+    pub session: Session,
+    /// Its embed user.
+    pub user: EmbedUser,
+}
+
+/// `POST /v1/datasources`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasourceInput {
+    /// Unique within the organization.
+    pub name: String,
+    /// Which database.
+    pub kind: DatasourceKind,
+    /// Connection settings of that kind (host, port, database, user, …);
+    /// `{}` for `files`.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// The password. Sealed at rest; never returned.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Register even if the credential can write (audited).
+    #[serde(default)]
+    pub accept_write_privileges: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// `POST /v1/datasets`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetInput {
+    /// The datasource (id or name).
+    pub datasource: String,
+    /// Table (`table` or `schema.table`), collection or upload name.
+    pub name: String,
+}
+
+/// `PUT /v1/groups/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupInput {
+    /// The datasets it grants, replacing any earlier grants.
+    #[serde(default)]
+    pub grants: Vec<GroupGrant>,
+}
+
+/// `PUT /v1/embed-users/{external_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedUserInput {
+    /// Attributes row filters refer to.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Groups (ids or names), replacing any earlier membership.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionInput {
+    /// Update this existing session (it gets a new token) instead of
+    /// creating one.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The embed user's external id.
+    pub embed_user: String,
+    /// Dataset ids this session may use (default: all its groups grant).
+    #[serde(default)]
+    pub datasets: Option<Vec<String>>,
+    /// Values row filters may read as `{{user.<name>}}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Lifetime in seconds (default 900, at most 86400).
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+}
+
+/// A session and the token that carries it (shown once).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SessionToken {
+    /// The session.
+    pub session: Session,
+    /// The signed token (`Authorization: Bearer …` on embed endpoints).
+    pub token: String,
+}
+
+/// A dataset as an embed session sees it.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct EmbedDataset {
+    /// `dset_…`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The widest permission the session's groups grant.
+    pub permission: Permission,
+}
+
+/// A column as an embed session may see it.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct ColumnInfo {
+    /// Name.
+    pub name: String,
+    /// Type (`int`, `text`, `date`, …).
+    pub kind: String,
+    /// May hold nulls.
+    pub nullable: bool,
+}
+
+/// A running embed fetch and its audit record, written when it ends.
+pub struct EmbedFetch {
+    /// The verified rows.
+    pub fetch: Fetch,
+    /// Records the outcome; if dropped unrecorded (client gone), records
+    /// `cancelled`.
+    pub audit: PendingAudit,
+}
+
+/// An audit record to be written when a fetch ends.
+pub struct PendingAudit {
+    store: Store,
+    event: Option<AuditEvent>,
+    started: Instant,
+}
+
+impl PendingAudit {
+    /// Writes the record with the fetch's totals and outcome.
+    pub async fn record(mut self, rows: u64, bytes: u64, outcome: &str) {
+        if let Some(e) = self.finish(rows, bytes, outcome) {
+            append_logged(&self.store, &e).await;
+        }
+    }
+
+    fn finish(&mut self, rows: u64, bytes: u64, outcome: &str) -> Option<AuditEvent> {
+        let mut e = self.event.take()?;
+        e.rows = Some(rows as i64);
+        e.bytes = Some(bytes as i64);
+        e.outcome = outcome.to_owned();
+        e.duration_ms = Some(self.started.elapsed().as_millis() as i64);
+        Some(e)
+    }
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(e) = self.finish(0, 0, "cancelled")
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let store = self.store.clone();
+            handle.spawn(async move { append_logged(&store, &e).await });
+        }
+    }
+}
+
+async fn append_logged(store: &Store, e: &AuditEvent) {
+    if let Err(err) = audit::append(store, e).await {
+        tracing::error!(error = %err, action = %e.action, "writing an audit record failed");
+    }
+}
+
+/// A stable, public code for an error (the API's `error.code`).
+pub fn error_code(e: &Error) -> &'static str {
+    match e {
+        Error::Config(_) => "invalid_request",
+        Error::NotFound(_) => "not_found",
+        Error::Policy(_) => "forbidden",
+        Error::Limit(_) => "limit_exceeded",
+        Error::Connector(_) => "connector_failed",
+        Error::Datasource(_) => "datasource_failed",
+        Error::Unauthorized(_) => "unauthorized",
+        Error::Conflict(_) => "conflict",
+        Error::Internal(_) => "internal",
+    }
+}
+
+type Engines = Mutex<HashMap<String, (i64, Arc<Silo>)>>;
+
+/// The control plane of one host.
+pub struct ControlPlane {
+    store: Store,
+    key: MasterKey,
+    signer: Signer,
+    runtime: Arc<Runtime>,
+    engines: Engines,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("store", &self.store)
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_name(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} must be 1 to {MAX_NAME} letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}
+
+fn attributes(map: &BTreeMap<String, serde_json::Value>) -> Result<Attributes> {
+    map.iter()
+        .map(|(k, v)| {
+            valid_name("an attribute name", k)?;
+            json_attribute_values(v)
+                .map(|vals| (k.clone(), vals))
+                .map_err(|e| Error::Config(format!("attribute `{k}`: {e}")))
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// Opens the store, refuses a master key that is not the store's (before
+    /// changing anything), and loads or creates the token signing key.
+    pub async fn open(config: ControlConfig) -> Result<ControlPlane> {
+        let store = Store::open(&config.store).await?;
+        let check = store
+            .init_key_check(&config.master_key.check_value()?)
+            .await?;
+        if !config.master_key.matches(&check) {
+            return Err(Error::Config(
+                "the master key is not the one this control-plane store was sealed with; \
+                 nothing was read or changed (give the right key in SILO_MASTER_KEY or \
+                 --master-key-file)"
+                    .into(),
+            ));
+        }
+        let signer = load_signer(&store, &config).await?;
+        let cache_dir = config
+            .cache_dir
+            .clone()
+            .or_else(crate::silo::default_cache_dir);
+        let runtime = Arc::new(Runtime::new(config.limits, cache_dir)?);
+        Ok(ControlPlane {
+            store,
+            key: config.master_key,
+            signer,
+            runtime,
+            engines: Mutex::default(),
+            data_dir: config.data_dir,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The session token signer (its public key; tests sign hostile tokens).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    async fn audit(
+        &self,
+        p: &Principal,
+        action: &str,
+        target: Option<&str>,
+        detail: Option<String>,
+    ) {
+        let e = AuditEvent {
+            org_id: p.org().map(str::to_owned),
+            actor: p.actor(),
+            action: action.into(),
+            target: target.map(str::to_owned),
+            outcome: "ok".into(),
+            detail,
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e).await;
+    }
+
+    fn org_of(p: &Principal) -> Result<&str> {
+        p.org()
+            .ok_or_else(|| Error::Unauthorized("an organization's API key is required".into()))
+    }
+
+    // ---- operator ----------------------------------------------------------
+
+    /// Creates an organization (operator only).
+    pub async fn create_org(&self, p: &Principal, name: &str) -> Result<Organization> {
+        if matches!(p, Principal::Org { .. }) {
+            return Err(Error::Unauthorized("an operator key is required".into()));
+        }
+        valid_name("an organization name", name)?;
+        let org = Organization {
+            id: tokens::new_id("org")?,
+            name: name.to_owned(),
+            created_at: now(),
+        };
+        self.store.insert_org(&org).await?;
+        let e = AuditEvent {
+            org_id: Some(org.id.clone()),
+            actor: p.actor(),
+            action: "org.create".into(),
+            target: Some(org.id.clone()),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e).await;
+        Ok(org)
+    }
+
+    /// All organizations (operator only).
+    pub async fn orgs(&self, p: &Principal) -> Result<Vec<Organization>> {
+        if matches!(p, Principal::Org { .. }) {
+            return Err(Error::Unauthorized("an operator key is required".into()));
+        }
+        self.store.orgs().await
+    }
+
+    /// Mints an API key for `org` (`None`: an operator key). The token is in
+    /// the result once and stored only as a digest. Operators mint keys for
+    /// any org; an org's key mints keys for its own org.
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        org: Option<&str>,
+        name: &str,
+    ) -> Result<(ApiKeyInfo, Zeroizing<String>)> {
+        let org = match (p, org) {
+            (Principal::Org { org: own, .. }, Some(o)) if o == own => Some(own.clone()),
+            (Principal::Org { .. }, _) => return Err(Error::NotFound("organization".into())),
+            (_, Some(o)) => Some(self.store.org(o).await?.id),
+            (_, None) => None,
+        };
+        valid_name("a key name", name)?;
+        let key = tokens::new_api_key()?;
+        let info = ApiKeyInfo {
+            id: key.id.clone(),
+            org_id: org,
+            name: name.to_owned(),
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.store.insert_api_key(&info, &key.digest).await?;
+        let e = AuditEvent {
+            org_id: info.org_id.clone(),
+            actor: p.actor(),
+            action: "api_key.create".into(),
+            target: Some(info.id.clone()),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e).await;
+        Ok((info, key.token))
+    }
+
+    /// Revokes a key; an org's key can revoke only its org's keys.
+    pub async fn revoke_api_key(&self, p: &Principal, org: Option<&str>, id: &str) -> Result<()> {
+        let org = match p {
+            Principal::Org { org: own, .. } => Some(own.clone()),
+            _ => match org {
+                Some(o) => Some(self.store.org(o).await?.id),
+                None => None,
+            },
+        };
+        self.store.revoke_api_key(org.as_deref(), id).await?;
+        let e = AuditEvent {
+            org_id: org,
+            actor: p.actor(),
+            action: "api_key.revoke".into(),
+            target: Some(id.to_owned()),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e).await;
+        Ok(())
+    }
+
+    /// The keys of `p`'s org (operators: of `org`, or the operator keys).
+    pub async fn api_keys(&self, p: &Principal, org: Option<&str>) -> Result<Vec<ApiKeyInfo>> {
+        match p {
+            Principal::Org { org, .. } => self.store.api_keys(Some(org)).await,
+            _ => match org {
+                Some(o) => {
+                    self.store
+                        .api_keys(Some(&self.store.org(o).await?.id))
+                        .await
+                }
+                None => self.store.api_keys(None).await,
+            },
+        }
+    }
+
+    /// Who holds `token` (an API key). Unknown, malformed and revoked keys
+    /// are the same error.
+    pub async fn authenticate_key(&self, token: &str) -> Result<Principal> {
+        let refused = || Error::Unauthorized("the API key is not valid".into());
+        let (id, secret) = tokens::parse_api_key(token).ok_or_else(refused)?;
+        let (info, digest) = self.store.api_key(id).await?.ok_or_else(refused)?;
+        if info.revoked_at.is_some() || !tokens::api_key_matches(secret, &digest) {
+            return Err(refused());
+        }
+        Ok(match info.org_id {
+            Some(org) => Principal::Org {
+                org,
+                key: Some(info.id),
+            },
+            None => Principal::Admin { key: info.id },
+        })
+    }
+
+    // ---- datasources and datasets -------------------------------------------
+
+    /// Registers a datasource: checks its settings, connects with its
+    /// credential and refuses one that can write (unless overridden, which
+    /// is audited), then stores it with the credential sealed.
+    pub async fn create_datasource(
+        &self,
+        p: &Principal,
+        input: DatasourceInput,
+    ) -> Result<Datasource> {
+        let org = Self::org_of(p)?.to_owned();
+        valid_name("a datasource name", &input.name)?;
+        let settings = api_settings(input.kind, input.settings)?;
+        let password = Zeroizing::new(input.password);
+        let ds = Datasource {
+            id: tokens::new_id("ds")?,
+            org_id: org.clone(),
+            name: input.name,
+            kind: input.kind,
+            connector: input.kind.name().to_owned(),
+            settings,
+            accept_write_privileges: input.accept_write_privileges,
+            has_credential: password.is_some(),
+            created_at: now(),
+        };
+        self.register(p, ds, password.as_deref()).await
+    }
+
+    async fn register(
+        &self,
+        p: &Principal,
+        ds: Datasource,
+        password: Option<&str>,
+    ) -> Result<Datasource> {
+        let sealed = password
+            .map(|pw| {
+                self.key
+                    .seal(&crypto::credential_aad(&ds.org_id, &ds.id), pw.as_bytes())
+            })
+            .transpose()?;
+        // The registration check runs on exactly what will be stored.
+        let config = self.engine_config(&ds, sealed.clone(), &[])?;
+        let runtime = self.runtime.clone();
+        let silo = tokio::task::spawn_blocking(move || {
+            Silo::with_runtime(runtime, &config).map(|s| (s, config))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("loading a connector: {e}")))??;
+        silo.0.check_read_only(&silo.1).await?;
+        self.store.insert_datasource(&ds, sealed.as_deref()).await?;
+        let detail = ds
+            .accept_write_privileges
+            .then(|| "registered with accept_write_privileges".to_owned());
+        self.audit(p, "datasource.create", Some(&ds.id), detail)
+            .await;
+        let mut out = ds;
+        out.has_credential = sealed.is_some();
+        Ok(out)
+    }
+
+    /// The datasources of `p`'s org.
+    pub async fn datasources(&self, p: &Principal) -> Result<Vec<Datasource>> {
+        self.store.datasources(Self::org_of(p)?).await
+    }
+
+    /// One datasource of `p`'s org (never its credential).
+    pub async fn datasource(&self, p: &Principal, id: &str) -> Result<Datasource> {
+        let (mut ds, sealed, _) = self.store.datasource(Self::org_of(p)?, id).await?;
+        ds.has_credential = sealed.is_some();
+        Ok(ds)
+    }
+
+    /// Deletes a datasource of `p`'s org with its datasets and grants.
+    pub async fn delete_datasource(&self, p: &Principal, id: &str) -> Result<()> {
+        let org = Self::org_of(p)?;
+        let (ds, _, _) = self.store.datasource(org, id).await?;
+        self.store.delete_datasource(org, &ds.id).await?;
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ds.id);
+        self.audit(p, "datasource.delete", Some(&ds.id), None).await;
+        Ok(())
+    }
+
+    /// Adds a dataset (a governed table) to a datasource of `p`'s org.
+    pub async fn create_dataset(&self, p: &Principal, input: DatasetInput) -> Result<Dataset> {
+        let org = Self::org_of(p)?;
+        valid_name("a dataset name", &input.name)?;
+        let (ds, _, _) = self.store.datasource(org, &input.datasource).await?;
+        let d = Dataset {
+            id: tokens::new_id("dset")?,
+            org_id: org.to_owned(),
+            datasource_id: ds.id,
+            name: input.name,
+            created_at: now(),
+        };
+        self.store.insert_dataset(&d).await?;
+        self.audit(p, "dataset.create", Some(&d.id), None).await;
+        Ok(d)
+    }
+
+    /// The datasets of `p`'s org.
+    pub async fn datasets(&self, p: &Principal) -> Result<Vec<Dataset>> {
+        self.store.datasets(Self::org_of(p)?, None).await
+    }
+
+    /// Deletes a dataset of `p`'s org.
+    pub async fn delete_dataset(&self, p: &Principal, id: &str) -> Result<()> {
+        self.store.delete_dataset(Self::org_of(p)?, id).await?;
+        self.audit(p, "dataset.delete", Some(id), None).await;
+        Ok(())
+    }
+
+    // ---- groups and embed users ----------------------------------------------
+
+    /// Creates or replaces the group `name` of `p`'s org.
+    pub async fn put_group(&self, p: &Principal, name: &str, input: GroupInput) -> Result<Group> {
+        let org = Self::org_of(p)?;
+        valid_name("a group name", name)?;
+        for g in &input.grants {
+            if g.all_rows && !g.row_filter.is_empty() {
+                return Err(Error::Config(format!(
+                    "grant of `{}` sets both all_rows and row_filter",
+                    g.dataset_id
+                )));
+            }
+            Policy::parse(&g.row_filter)
+                .map_err(|e| Error::Config(format!("grant of `{}`: {e}", g.dataset_id)))?;
+            for c in g.columns.iter().flatten() {
+                valid_name("a column name", c)?;
+            }
+        }
+        let group = Group {
+            id: tokens::new_id("grp")?,
+            org_id: org.to_owned(),
+            name: name.to_owned(),
+            grants: input.grants,
+            created_at: now(),
+        };
+        let out = self.store.upsert_group(&group).await?;
+        self.audit(p, "group.put", Some(&out.id), None).await;
+        Ok(out)
+    }
+
+    /// The groups of `p`'s org.
+    pub async fn groups(&self, p: &Principal) -> Result<Vec<Group>> {
+        self.store.groups(Self::org_of(p)?).await
+    }
+
+    /// One group of `p`'s org.
+    pub async fn group(&self, p: &Principal, id: &str) -> Result<Group> {
+        self.store.group(Self::org_of(p)?, id).await
+    }
+
+    /// Deletes a group of `p`'s org.
+    pub async fn delete_group(&self, p: &Principal, id: &str) -> Result<()> {
+        let org = Self::org_of(p)?;
+        let g = self.store.group(org, id).await?;
+        self.store.delete_group(org, &g.id).await?;
+        self.audit(p, "group.delete", Some(&g.id), None).await;
+        Ok(())
+    }
+
+    /// Creates or updates the embed user `external_id` of `p`'s org.
+    pub async fn put_embed_user(
+        &self,
+        p: &Principal,
+        external_id: &str,
+        input: EmbedUserInput,
+    ) -> Result<EmbedUser> {
+        let org = Self::org_of(p)?;
+        // Lookups accept a record id too, so an external id may not look
+        // like one.
+        if external_id.is_empty()
+            || external_id.len() > 256
+            || external_id.chars().any(char::is_control)
+            || external_id.starts_with("eu_")
+        {
+            return Err(Error::Config(
+                "an embed user id must be 1 to 256 printable characters, not starting with `eu_`"
+                    .into(),
+            ));
+        }
+        attributes(&input.attributes)?;
+        let mut groups = Vec::with_capacity(input.groups.len());
+        for g in &input.groups {
+            groups.push(self.store.group(org, g).await?.id);
+        }
+        let t = now();
+        let user = EmbedUser {
+            id: tokens::new_id("eu")?,
+            org_id: org.to_owned(),
+            external_id: external_id.to_owned(),
+            attributes: input.attributes,
+            groups,
+            created_at: t,
+            updated_at: t,
+        };
+        let out = self.store.upsert_embed_user(&user).await?;
+        self.audit(p, "embed_user.put", Some(&out.id), None).await;
+        Ok(out)
+    }
+
+    /// The embed users of `p`'s org.
+    pub async fn embed_users(&self, p: &Principal) -> Result<Vec<EmbedUser>> {
+        self.store.embed_users(Self::org_of(p)?).await
+    }
+
+    /// One embed user of `p`'s org.
+    pub async fn embed_user(&self, p: &Principal, id: &str) -> Result<EmbedUser> {
+        self.store.embed_user(Self::org_of(p)?, id).await
+    }
+
+    /// Deletes an embed user of `p`'s org and its sessions.
+    pub async fn delete_embed_user(&self, p: &Principal, id: &str) -> Result<()> {
+        let org = Self::org_of(p)?;
+        let u = self.store.embed_user(org, id).await?;
+        self.store.delete_embed_user(org, &u.id).await?;
+        self.audit(p, "embed_user.delete", Some(&u.id), None).await;
+        Ok(())
+    }
+
+    // ---- sessions --------------------------------------------------------
+
+    /// Creates a session (or updates one of `p`'s org by id) and signs its
+    /// token.
+    pub async fn put_session(&self, p: &Principal, input: SessionInput) -> Result<SessionToken> {
+        let org = Self::org_of(p)?;
+        let user = self.store.embed_user(org, &input.embed_user).await?;
+        let shadowed = input
+            .parameters
+            .keys()
+            .find(|k| user.attributes.contains_key(*k));
+        if let Some(k) = shadowed {
+            return Err(Error::Config(format!(
+                "parameter `{k}` would shadow the embed user's attribute"
+            )));
+        }
+        attributes(&input.parameters)?;
+        if let Some(ds) = &input.datasets {
+            for d in ds {
+                self.store.dataset(org, d).await?;
+            }
+        }
+        let ttl = input.ttl_seconds.unwrap_or(DEFAULT_SESSION_TTL);
+        if !(1..=MAX_SESSION_TTL).contains(&ttl) {
+            return Err(Error::Config(format!(
+                "ttl_seconds must be 1 to {MAX_SESSION_TTL}"
+            )));
+        }
+        let (id, action) = match &input.id {
+            Some(id) => (self.store.session(org, id).await?.id, "session.update"),
+            None => (tokens::new_id("ses")?, "session.create"),
+        };
+        let t = now();
+        let session = Session {
+            id,
+            org_id: org.to_owned(),
+            embed_user_id: user.id,
+            datasets: input.datasets,
+            parameters: input.parameters,
+            created_at: t,
+            expires_at: t + ttl,
+            revoked_at: None,
+        };
+        self.store.upsert_session(&session).await?;
+        let token =
+            self.signer
+                .sign(&self.signer.claims(org, &session.id, t, session.expires_at))?;
+        self.audit(p, action, Some(&session.id), None).await;
+        Ok(SessionToken { session, token })
+    }
+
+    /// The sessions of `p`'s org.
+    pub async fn sessions(&self, p: &Principal) -> Result<Vec<Session>> {
+        self.store.sessions(Self::org_of(p)?, None).await
+    }
+
+    /// Revokes a session of `p`'s org: its token fails from the next request.
+    pub async fn revoke_session(&self, p: &Principal, id: &str) -> Result<()> {
+        self.store.revoke_session(Self::org_of(p)?, id).await?;
+        self.audit(p, "session.revoke", Some(id), None).await;
+        Ok(())
+    }
+
+    /// Verifies a session token and loads its session and user. The
+    /// organization comes from the verified claims only; a revoked, expired
+    /// or unknown session is the same error as a bad signature.
+    pub async fn authenticate_session(&self, token: &str) -> Result<EmbedPrincipal> {
+        let claims = self.signer.verify(token)?;
+        let refused = || Error::Unauthorized("the session token is not valid".into());
+        let session = match self.store.session(&claims.org, &claims.sub).await {
+            Ok(s) => s,
+            Err(Error::NotFound(_)) => return Err(refused()),
+            Err(e) => return Err(e),
+        };
+        if session.revoked_at.is_some() || session.expires_at <= now() {
+            return Err(refused());
+        }
+        let user = match self
+            .store
+            .embed_user(&claims.org, &session.embed_user_id)
+            .await
+        {
+            Ok(u) => u,
+            Err(Error::NotFound(_)) => return Err(refused()),
+            Err(e) => return Err(e),
+        };
+        Ok(EmbedPrincipal {
+            org: claims.org,
+            session,
+            user,
+        })
+    }
+
+    // ---- embed: describe and fetch -----------------------------------------
+
+    async fn access(&self, e: &EmbedPrincipal) -> Result<Access> {
+        let mut attrs = attributes(&e.user.attributes)?;
+        attrs.extend(attributes(&e.session.parameters)?);
+        let session: Option<BTreeSet<String>> = e
+            .session
+            .datasets
+            .as_ref()
+            .map(|d| d.iter().cloned().collect());
+        let grants = self
+            .store
+            .grants_of(&e.org, &e.user.id)
+            .await?
+            .into_iter()
+            .filter(|g| session.as_ref().is_none_or(|s| s.contains(&g.dataset_id)))
+            .collect();
+        Ok(Access { attrs, grants })
+    }
+
+    /// The datasets a session may use.
+    pub async fn embed_datasets(&self, e: &EmbedPrincipal) -> Result<Vec<EmbedDataset>> {
+        let access = self.access(e).await?;
+        let mut out = Vec::new();
+        for d in self.store.datasets(&e.org, None).await? {
+            let widest = access
+                .grants
+                .iter()
+                .filter(|g| g.dataset_id == d.id)
+                .map(|g| g.permission)
+                .max_by_key(|p| *p == Permission::Read);
+            if let Some(permission) = widest {
+                out.push(EmbedDataset {
+                    id: d.id,
+                    name: d.name,
+                    permission,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The columns of a dataset the session may see.
+    pub async fn embed_describe(
+        &self,
+        e: &EmbedPrincipal,
+        dataset: &str,
+    ) -> Result<Vec<ColumnInfo>> {
+        let access = self.access(e).await?;
+        let d = self.store.dataset(&e.org, dataset).await?;
+        let grants: Vec<&GroupGrant> = access.of(&d.id, Permission::Describe);
+        if grants.is_empty() {
+            return Err(Error::NotFound("dataset".into()));
+        }
+        let silo = self.engine(&e.org, &d.datasource_id).await?;
+        let described = silo.describe(&d.datasource_id).await?;
+        let found = described
+            .iter()
+            .find(|x| x.name == d.name)
+            .ok_or_else(|| Error::NotFound("dataset is not served by its connector".into()))?;
+        Ok(found
+            .columns
+            .iter()
+            .filter(|c| grants.iter().any(|g| g.allows(&c.name)))
+            .map(|c| ColumnInfo {
+                name: c.name.clone(),
+                kind: silo_types::text::kind_name(c.kind).to_owned(),
+                nullable: c.nullable,
+            })
+            .collect())
+    }
+
+    /// Starts a fetch of a dataset as the session's embed user: the rows of
+    /// every group that grants `read` and allows all the columns asked for
+    /// (ORed), with the other governed tables of the datasource filtered the
+    /// same way for joins. Failures before the first row are audited here;
+    /// the rest when [`EmbedFetch::audit`] is recorded or dropped.
+    pub async fn embed_fetch(
+        &self,
+        e: &EmbedPrincipal,
+        dataset: &str,
+        columns: Option<Vec<String>>,
+        limit: Option<u64>,
+    ) -> Result<EmbedFetch> {
+        let started = Instant::now();
+        let event = AuditEvent {
+            org_id: Some(e.org.clone()),
+            actor: format!("session:{}", e.session.id),
+            action: "fetch".into(),
+            target: Some(dataset.to_owned()),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        };
+        let result = self.start_fetch(e, dataset, columns, limit).await;
+        let mut audit = PendingAudit {
+            store: self.store.clone(),
+            event: Some(event),
+            started,
+        };
+        match result {
+            Ok(fetch) => {
+                if let Some(ev) = audit.event.as_mut() {
+                    ev.filter_fingerprint = Some(audit::fingerprint(fetch.filter()));
+                }
+                Ok(EmbedFetch { fetch, audit })
+            }
+            Err(err) => {
+                audit.record(0, 0, error_code(&err)).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_fetch(
+        &self,
+        e: &EmbedPrincipal,
+        dataset: &str,
+        columns: Option<Vec<String>>,
+        limit: Option<u64>,
+    ) -> Result<Fetch> {
+        let access = self.access(e).await?;
+        let d = self.store.dataset(&e.org, dataset).await?;
+        if access.of(&d.id, Permission::Describe).is_empty() {
+            return Err(Error::NotFound("dataset".into()));
+        }
+        let readers = access.of(&d.id, Permission::Read);
+        if readers.is_empty() {
+            return Err(Error::Policy(
+                "the session may describe this dataset, not read it".into(),
+            ));
+        }
+        let silo = self.engine(&e.org, &d.datasource_id).await?;
+        let columns = match columns.filter(|c| !c.is_empty()) {
+            Some(c) => c,
+            // Default: the columns every granting group allows, so that
+            // every group's rows apply.
+            None => {
+                let described = silo.describe(&d.datasource_id).await?;
+                described
+                    .iter()
+                    .find(|x| x.name == d.name)
+                    .map(|x| {
+                        x.columns
+                            .iter()
+                            .filter(|c| readers.iter().all(|g| g.allows(&c.name)))
+                            .map(|c| c.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        if columns.is_empty() {
+            return Err(Error::Policy("no column of this dataset is granted".into()));
+        }
+        if !readers.iter().any(|g| columns.iter().all(|c| g.allows(c))) {
+            let hidden: Vec<&str> = columns
+                .iter()
+                .filter(|c| !readers.iter().any(|g| g.allows(c)))
+                .map(String::as_str)
+                .collect();
+            return Err(Error::Policy(if hidden.is_empty() {
+                "no single group grants all these columns together; ask for fewer".into()
+            } else {
+                format!("the session may not read column(s) {}", hidden.join(", "))
+            }));
+        }
+        let names: HashMap<String, String> = self
+            .store
+            .datasets(&e.org, Some(&d.datasource_id))
+            .await?
+            .into_iter()
+            .map(|x| (x.name, x.id))
+            .collect();
+        let filters = |name: &str| -> Result<RowFilter> {
+            let id = names
+                .get(name)
+                .ok_or_else(|| Error::NotFound("dataset".into()))?;
+            let cols: &[String] = if *id == d.id { &columns } else { &[] };
+            access.filter(id, cols)
+        };
+        let spec = FetchSpec {
+            dataset: d.name.clone(),
+            columns: Some(columns.clone()),
+            limit,
+        };
+        silo.fetch_with(&filters, &spec).await
+    }
+
+    /// The registry serving one datasource, rebuilt when its datasets change.
+    async fn engine(&self, org: &str, datasource: &str) -> Result<Arc<Silo>> {
+        let (ds, sealed, revision) = self.store.datasource(org, datasource).await?;
+        if let Some((rev, silo)) = self
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ds.id)
+            && *rev == revision
+        {
+            return Ok(silo.clone());
+        }
+        let datasets = self.store.datasets(org, Some(&ds.id)).await?;
+        let config = self.engine_config(&ds, sealed, &datasets)?;
+        let runtime = self.runtime.clone();
+        let silo = tokio::task::spawn_blocking(move || Silo::with_runtime(runtime, &config))
+            .await
+            .map_err(|e| Error::Internal(format!("loading a connector: {e}")))??;
+        let silo = Arc::new(silo);
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ds.id.clone(), (revision, silo.clone()));
+        Ok(silo)
+    }
+
+    /// The one-datasource configuration a stored datasource runs with; its
+    /// name is its id, its credential unsealed only here.
+    fn engine_config(
+        &self,
+        ds: &Datasource,
+        sealed: Option<String>,
+        datasets: &[Dataset],
+    ) -> Result<SiloConfig> {
+        let password = sealed
+            .map(|s| {
+                let bytes = self
+                    .key
+                    .open(&crypto::credential_aad(&ds.org_id, &ds.id), &s)?;
+                std::str::from_utf8(&bytes)
+                    .map(|p| SecretString::from(p.to_owned()))
+                    .map_err(|_| Error::Internal("a stored credential is not text".into()))
+            })
+            .transpose()?;
+        let bad = |e: serde_json::Error| {
+            Error::Internal(format!("stored settings of datasource {}: {e}", ds.id))
+        };
+        let mut c = DatasourceConfig {
+            connector: Some(ds.connector.clone()),
+            postgres: None,
+            mysql: None,
+            mongodb: None,
+            files: None,
+            accept_write_privileges: ds.accept_write_privileges,
+            password,
+        };
+        match ds.kind {
+            DatasourceKind::Postgres => {
+                c.postgres = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
+            }
+            DatasourceKind::Mysql => {
+                c.mysql = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
+            }
+            DatasourceKind::Mongodb => {
+                c.mongodb = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
+            }
+            DatasourceKind::Files => {
+                // Bootstrapped from silo.toml: the operator's directory;
+                // from the API: the host's data directory, this org only.
+                c.files = Some(if ds.settings.get("data_dir").is_some() {
+                    serde_json::from_value(ds.settings.clone()).map_err(bad)?
+                } else {
+                    FilesConfig {
+                        data_dir: self.data_dir.clone(),
+                        org: ds.org_id.clone(),
+                    }
+                });
+            }
+        }
+        Ok(SiloConfig {
+            limits: *self.runtime.limits(),
+            cache_dir: None,
+            datasources: BTreeMap::from([(ds.id.clone(), c)]),
+            datasets: datasets
+                .iter()
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        DatasetConfig {
+                            datasource: ds.id.clone(),
+                            row_filter: Vec::new(),
+                            all_rows: false,
+                        },
+                    )
+                })
+                .collect(),
+            users: BTreeMap::new(),
+        })
+    }
+
+    // ---- operator maintenance ------------------------------------------------
+
+    /// Seeds the store from a `silo.toml`: the organization `org` (created
+    /// if missing), its datasources (credentials read from their env or
+    /// files, then sealed), datasets, one group `silo-toml` granting each
+    /// dataset with its row filter, and the users as embed users in it.
+    /// Records that exist (by name) are kept; the group and users are
+    /// updated.
+    pub async fn bootstrap(&self, config: &SiloConfig, org: &str) -> Result<Organization> {
+        let p = Principal::Cli;
+        let org = match self.store.org(org).await {
+            Ok(o) => o,
+            Err(Error::NotFound(_)) => self.create_org(&p, org).await?,
+            Err(e) => return Err(e),
+        };
+        let p = Principal::Org {
+            org: org.id.clone(),
+            key: None,
+        };
+        let existing: BTreeSet<String> = self
+            .store
+            .datasources(&org.id)
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        for (name, dc) in &config.datasources {
+            if existing.contains(name) {
+                continue;
+            }
+            let (kind, settings, password) = bootstrap_settings(name, dc)?;
+            let ds = Datasource {
+                id: tokens::new_id("ds")?,
+                org_id: org.id.clone(),
+                name: name.clone(),
+                kind,
+                connector: dc
+                    .connector
+                    .clone()
+                    .unwrap_or_else(|| kind.name().to_owned()),
+                settings,
+                accept_write_privileges: dc.accept_write_privileges,
+                has_credential: password.is_some(),
+                created_at: now(),
+            };
+            let password = password
+                .map(|s| Zeroizing::new(secrecy::ExposeSecret::expose_secret(&s).to_owned()));
+            self.register(&p, ds, password.as_ref().map(|s| s.as_str()))
+                .await?;
+        }
+        let mut grants = Vec::new();
+        for (name, d) in &config.datasets {
+            let (ds, _, _) = self.store.datasource(&org.id, &d.datasource).await?;
+            let found = self
+                .store
+                .datasets(&org.id, Some(&ds.id))
+                .await?
+                .into_iter()
+                .find(|x| &x.name == name);
+            let dataset = match found {
+                Some(x) => x,
+                None => {
+                    self.create_dataset(
+                        &p,
+                        DatasetInput {
+                            datasource: ds.id.clone(),
+                            name: name.clone(),
+                        },
+                    )
+                    .await?
+                }
+            };
+            grants.push(GroupGrant {
+                dataset_id: dataset.id,
+                permission: Permission::Read,
+                row_filter: d.row_filter.clone(),
+                all_rows: d.all_rows,
+                columns: None,
+            });
+        }
+        let group = self
+            .put_group(&p, "silo-toml", GroupInput { grants })
+            .await?;
+        for (id, u) in &config.users {
+            let attributes = u
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect();
+            self.put_embed_user(
+                &p,
+                id,
+                EmbedUserInput {
+                    attributes,
+                    groups: vec![group.id.clone()],
+                },
+            )
+            .await?;
+        }
+        Ok(org)
+    }
+
+    /// Re-seals every credential and signing key under `new`, in one
+    /// transaction: either all of them move to the new key or none does.
+    /// Returns how many values were re-sealed.
+    pub async fn rotate_key(&self, new: &MasterKey) -> Result<usize> {
+        let mut tx = self.store.begin().await?;
+        let values = self.store.sealed_values(&mut tx).await?;
+        for (table, id, aad, sealed) in &values {
+            let plain = self.key.open(aad, sealed)?;
+            self.store
+                .reseal(&mut tx, table, id, &new.seal(aad, &plain)?)
+                .await?;
+        }
+        self.store
+            .reseal(&mut tx, "meta", "key_check", &new.check_value()?)
+            .await?;
+        tx.commit().await.map_err(store::db)?;
+        self.audit(
+            &Principal::Cli,
+            "keys.rotate",
+            None,
+            Some(format!("{} sealed values", values.len())),
+        )
+        .await;
+        Ok(values.len())
+    }
+}
+
+/// The grants that apply to one session, with its attributes.
+struct Access {
+    attrs: Attributes,
+    grants: Vec<GroupGrant>,
+}
+
+impl GroupGrant {
+    fn allows(&self, column: &str) -> bool {
+        self.columns
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|x| x == column))
+    }
+}
+
+impl Access {
+    /// Grants of `dataset` with at least `need`.
+    fn of(&self, dataset: &str, need: Permission) -> Vec<&GroupGrant> {
+        self.grants
+            .iter()
+            .filter(|g| {
+                g.dataset_id == dataset && (need == Permission::Describe || g.permission == need)
+            })
+            .collect()
+    }
+
+    /// The OR of the row filters of the groups that grant `read` on
+    /// `dataset` and allow all of `columns`; no such group, no rows.
+    fn filter(&self, dataset: &str, columns: &[String]) -> Result<RowFilter> {
+        let mut any = Vec::new();
+        for g in self.of(dataset, Permission::Read) {
+            if !columns.iter().all(|c| g.allows(c)) {
+                continue;
+            }
+            if g.all_rows {
+                return Ok(RowFilter::AllRows);
+            }
+            let policy = Policy::parse(&g.row_filter).map_err(Error::Config)?;
+            match policy
+                .resolve(&self.attrs)
+                .map_err(|e| Error::Policy(format!("row filter: {e}")))?
+            {
+                RowFilter::AllRows => return Ok(RowFilter::AllRows),
+                RowFilter::AnyOf(c) => any.extend(c),
+                RowFilter::NoRows => {}
+            }
+        }
+        Ok(RowFilter::AnyOf(any))
+    }
+}
+
+/// Checks API-given settings for `kind`: the kind's own fields only, and no
+/// way to make the host read its environment or files.
+fn api_settings(kind: DatasourceKind, settings: serde_json::Value) -> Result<serde_json::Value> {
+    use crate::capability::{mongodb::MongoConfig, mysql::MysqlConfig, postgres::PostgresConfig};
+    let bad = |e: serde_json::Error| Error::Config(format!("settings: {e}"));
+    let host_secret = |env: &Option<String>, file: &Option<PathBuf>| {
+        if env.is_some() || file.is_some() {
+            Err(Error::Config(
+                "settings: password_env and password_file are for silo.toml; give `password`"
+                    .into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let normalized = match kind {
+        DatasourceKind::Postgres => {
+            let c: PostgresConfig = serde_json::from_value(settings).map_err(bad)?;
+            host_secret(&c.password_env, &c.password_file)?;
+            serde_json::to_value(c)
+        }
+        DatasourceKind::Mysql => {
+            let c: MysqlConfig = serde_json::from_value(settings).map_err(bad)?;
+            host_secret(&c.password_env, &c.password_file)?;
+            serde_json::to_value(c)
+        }
+        DatasourceKind::Mongodb => {
+            let c: MongoConfig = serde_json::from_value(settings).map_err(bad)?;
+            host_secret(&c.password_env, &c.password_file)?;
+            serde_json::to_value(c)
+        }
+        DatasourceKind::Files => {
+            if settings.as_object().is_none_or(|o| !o.is_empty()) {
+                return Err(Error::Config(
+                    "settings: a files datasource takes none; it reads this organization's uploads"
+                        .into(),
+                ));
+            }
+            Ok(settings)
+        }
+    };
+    normalized.map_err(|e| Error::Internal(format!("settings: {e}")))
+}
+
+/// A silo.toml datasource as stored settings and its credential.
+fn bootstrap_settings(
+    name: &str,
+    dc: &DatasourceConfig,
+) -> Result<(DatasourceKind, serde_json::Value, Option<SecretString>)> {
+    use crate::config::read_secret;
+    let enc = |e: serde_json::Error| Error::Internal(format!("settings: {e}"));
+    Ok(match (&dc.postgres, &dc.mysql, &dc.mongodb, &dc.files) {
+        (Some(c), None, None, None) => {
+            let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
+            let mut c = c.clone();
+            (c.password_env, c.password_file) = (None, None);
+            (
+                DatasourceKind::Postgres,
+                serde_json::to_value(c).map_err(enc)?,
+                password,
+            )
+        }
+        (None, Some(c), None, None) => {
+            let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
+            let mut c = c.clone();
+            (c.password_env, c.password_file) = (None, None);
+            (
+                DatasourceKind::Mysql,
+                serde_json::to_value(c).map_err(enc)?,
+                password,
+            )
+        }
+        (None, None, Some(c), None) => {
+            let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
+            let mut c = c.clone();
+            (c.password_env, c.password_file) = (None, None);
+            (
+                DatasourceKind::Mongodb,
+                serde_json::to_value(c).map_err(enc)?,
+                password,
+            )
+        }
+        (None, None, None, Some(c)) => (
+            DatasourceKind::Files,
+            serde_json::to_value(c).map_err(enc)?,
+            None,
+        ),
+        _ => return Err(crate::config::one_kind_error(name)),
+    })
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(_) => J::Null,
+    }
+}
+
+async fn load_signer(store: &Store, config: &ControlConfig) -> Result<Signer> {
+    let alg = config.token_alg;
+    let (kid, material) = match store.signing_key(alg.name()).await? {
+        Some((kid, sealed)) => {
+            let material = config
+                .master_key
+                .open(&crypto::signing_key_aad(&kid), &sealed)?;
+            (kid, material)
+        }
+        None => {
+            let kid = tokens::new_id("sk")?;
+            let material = alg.generate()?;
+            let sealed = config
+                .master_key
+                .seal(&crypto::signing_key_aad(&kid), &material)?;
+            store.insert_signing_key(&kid, alg.name(), &sealed).await?;
+            (kid, material)
+        }
+    };
+    Signer::new(
+        alg,
+        kid,
+        &material,
+        config.issuer.clone(),
+        config.audience.clone(),
+    )
+}

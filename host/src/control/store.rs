@@ -1,0 +1,1059 @@
+//! The control-plane store: a SQLite file (the embedded default, no server)
+//! or Postgres (several hosts sharing one control plane). One set of SQL
+//! serves both: only portable types (`TEXT`, `BIGINT`), `$n` parameters,
+//! JSON kept as text, times as Unix seconds.
+//!
+//! Tenancy is in the schema as well as in the queries: every child record
+//! carries its `org_id`, and its foreign keys name `(org_id, id)` of the
+//! parent, so a group can only grant its own organization's datasets and a
+//! membership can only link records of one organization.
+use std::path::Path;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result};
+
+use super::model::{
+    ApiKeyInfo, Dataset, Datasource, DatasourceKind, EmbedUser, Group, GroupGrant, Organization,
+    Permission, Session,
+};
+
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A SQLite file.
+    Sqlite,
+    /// A Postgres database.
+    Postgres,
+}
+
+/// The schema, one migration per entry; each is a list of statements, with
+/// the statements only one database understands after the shared ones.
+struct Migration {
+    shared: &'static [&'static str],
+    sqlite: &'static [&'static str],
+    postgres: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    shared: &[
+        "CREATE TABLE orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, org_id TEXT REFERENCES orgs(id), name TEXT NOT NULL, \
+         digest TEXT NOT NULL, created_at BIGINT NOT NULL, revoked_at BIGINT)",
+        "CREATE TABLE datasources (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+         name TEXT NOT NULL, kind TEXT NOT NULL, connector TEXT NOT NULL, settings TEXT NOT NULL, \
+         sealed_credential TEXT, accept_write BIGINT NOT NULL, revision BIGINT NOT NULL, \
+         created_at BIGINT NOT NULL, UNIQUE (org_id, name), UNIQUE (org_id, id))",
+        "CREATE TABLE datasets (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, datasource_id TEXT NOT NULL, \
+         name TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (datasource_id, name), UNIQUE (org_id, id), \
+         FOREIGN KEY (org_id, datasource_id) REFERENCES datasources(org_id, id) ON DELETE CASCADE)",
+        "CREATE TABLE user_groups (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+         name TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (org_id, name), UNIQUE (org_id, id))",
+        "CREATE TABLE grants (org_id TEXT NOT NULL, group_id TEXT NOT NULL, dataset_id TEXT NOT NULL, \
+         permission TEXT NOT NULL, row_filter TEXT NOT NULL, all_rows BIGINT NOT NULL, columns_ TEXT, \
+         PRIMARY KEY (group_id, dataset_id), \
+         FOREIGN KEY (org_id, group_id) REFERENCES user_groups(org_id, id) ON DELETE CASCADE, \
+         FOREIGN KEY (org_id, dataset_id) REFERENCES datasets(org_id, id) ON DELETE CASCADE)",
+        "CREATE TABLE embed_users (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+         external_id TEXT NOT NULL, attributes TEXT NOT NULL, created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, UNIQUE (org_id, external_id), UNIQUE (org_id, id))",
+        "CREATE TABLE memberships (org_id TEXT NOT NULL, group_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
+         PRIMARY KEY (group_id, embed_user_id), \
+         FOREIGN KEY (org_id, group_id) REFERENCES user_groups(org_id, id) ON DELETE CASCADE, \
+         FOREIGN KEY (org_id, embed_user_id) REFERENCES embed_users(org_id, id) ON DELETE CASCADE)",
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
+         datasets TEXT, parameters TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, \
+         revoked_at BIGINT, \
+         FOREIGN KEY (org_id, embed_user_id) REFERENCES embed_users(org_id, id) ON DELETE CASCADE)",
+        "CREATE TABLE signing_keys (id TEXT PRIMARY KEY, alg TEXT NOT NULL, sealed TEXT NOT NULL, \
+         created_at BIGINT NOT NULL)",
+        "CREATE TABLE audit (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, org_id TEXT, actor TEXT NOT NULL, \
+         action TEXT NOT NULL, target TEXT, filter_fingerprint TEXT, rows_ BIGINT, bytes BIGINT, \
+         outcome TEXT NOT NULL, duration_ms BIGINT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+    ],
+    sqlite: &[
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    ],
+    postgres: &[
+        "CREATE FUNCTION silo_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit \
+         FOR EACH ROW EXECUTE FUNCTION silo_audit_append_only()",
+        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit \
+         FOR EACH STATEMENT EXECUTE FUNCTION silo_audit_append_only()",
+    ],
+}];
+
+/// Postgres advisory lock serializing migrations and audit appends between
+/// hosts sharing the store.
+const PG_LOCK: i64 = 0x5111_0C0D;
+
+/// Connections to a Postgres store: a handful per host is plenty for
+/// control-plane traffic.
+const PG_POOL: u32 = 8;
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: StoreKind,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind).finish()
+    }
+}
+
+/// A transaction on the store.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+pub(crate) fn db(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(d) = &e {
+        if d.is_unique_violation() {
+            return Error::Conflict("a record with that name already exists".into());
+        }
+        if d.is_foreign_key_violation() {
+            return Error::NotFound("a record it refers to does not exist".into());
+        }
+    }
+    Error::Internal(format!("control-plane store: {e}"))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(format!("encoding a record: {e}")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("a stored record: {e}")))
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// Opens `url`: `sqlite://<path>` (created, owner-only, when missing) or
+    /// `postgres://…`; a bare path means a SQLite file. Migrates the schema.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (kind, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (StoreKind::Postgres, url.to_owned())
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            create_private_file(Path::new(path))?;
+            (StoreKind::Sqlite, format!("sqlite://{path}"))
+        };
+        // SQLite takes one writer at a time; one connection serializes this
+        // host's statements instead of failing them with SQLITE_BUSY.
+        let max = match kind {
+            StoreKind::Sqlite => 1,
+            StoreKind::Postgres => PG_POOL,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "opening the control-plane store");
+                Error::Datasource("the control-plane store is unavailable".into())
+            })?;
+        let store = Store { pool, kind };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which database holds it.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Starts a transaction that holds the store's write lock (Postgres: an
+    /// advisory lock; SQLite: the single connection).
+    pub async fn begin(&self) -> Result<Tx> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if self.kind == StoreKind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        Ok(tx)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let version: usize = meta_in(&mut tx, "schema_version")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if version > MIGRATIONS.len() {
+            return Err(Error::Config(format!(
+                "the control-plane store has schema version {version}, newer than this silo \
+                 ({}); upgrade silo",
+                MIGRATIONS.len()
+            )));
+        }
+        for m in &MIGRATIONS[version..] {
+            let own = match self.kind {
+                StoreKind::Sqlite => m.sqlite,
+                StoreKind::Postgres => m.postgres,
+            };
+            for stmt in m.shared.iter().chain(own) {
+                sqlx::query(stmt).execute(&mut *tx).await.map_err(db)?;
+            }
+        }
+        set_meta_in(&mut tx, "schema_version", &MIGRATIONS.len().to_string()).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// A `meta` value.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    // ---- organizations and API keys -------------------------------------
+
+    /// Inserts an organization.
+    pub async fn insert_org(&self, org: &Organization) -> Result<()> {
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(org.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// All organizations, by name.
+    pub async fn orgs(&self) -> Result<Vec<Organization>> {
+        sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(org_row)
+            .collect()
+    }
+
+    /// One organization by id or by name.
+    pub async fn org(&self, id_or_name: &str) -> Result<Organization> {
+        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = $1 OR name = $1")
+            .bind(id_or_name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        org_row(&row.ok_or_else(|| Error::NotFound("organization".into()))?)
+    }
+
+    /// Inserts an API key's record (its digest, never the key).
+    pub async fn insert_api_key(&self, info: &ApiKeyInfo, digest: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, name, digest, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&info.id)
+        .bind(&info.org_id)
+        .bind(&info.name)
+        .bind(digest)
+        .bind(info.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// An API key's record and digest, by id.
+    pub async fn api_key(&self, id: &str) -> Result<Option<(ApiKeyInfo, String)>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, name, created_at, revoked_at, digest FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| Ok((api_key_row(&r)?, r.try_get(5).map_err(db)?)))
+            .transpose()
+    }
+
+    /// The keys of `org` (`None`: the operator keys).
+    pub async fn api_keys(&self, org: Option<&str>) -> Result<Vec<ApiKeyInfo>> {
+        let sql = "SELECT id, org_id, name, created_at, revoked_at FROM api_keys \
+                   WHERE org_id = $1 OR ($1 IS NULL AND org_id IS NULL) ORDER BY created_at, id";
+        sqlx::query(sql)
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(api_key_row)
+            .collect()
+    }
+
+    /// Revokes a key of `org`; `NotFound` if it has no such key.
+    pub async fn revoke_api_key(&self, org: Option<&str>, id: &str) -> Result<()> {
+        let sql = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                   AND (org_id = $3 OR ($3 IS NULL AND org_id IS NULL))";
+        let done = sqlx::query(sql)
+            .bind(now())
+            .bind(id)
+            .bind(org)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected(), "API key")
+    }
+
+    // ---- datasources and datasets ---------------------------------------
+
+    /// Inserts a datasource with its sealed credential.
+    pub async fn insert_datasource(&self, ds: &Datasource, sealed: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO datasources (id, org_id, name, kind, connector, settings, sealed_credential, \
+             accept_write, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+        )
+        .bind(&ds.id)
+        .bind(&ds.org_id)
+        .bind(&ds.name)
+        .bind(ds.kind.name())
+        .bind(&ds.connector)
+        .bind(json(&ds.settings)?)
+        .bind(sealed)
+        .bind(i64::from(ds.accept_write_privileges))
+        .bind(ds.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The datasources of `org`.
+    pub async fn datasources(&self, org: &str) -> Result<Vec<Datasource>> {
+        sqlx::query(&format!(
+            "SELECT {DATASOURCE_COLUMNS} FROM datasources WHERE org_id = $1 ORDER BY name"
+        ))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(datasource_row)
+        .collect()
+    }
+
+    /// One datasource of `org`, by id or name, with its sealed credential and
+    /// revision (bumped whenever its datasets change).
+    pub async fn datasource(
+        &self,
+        org: &str,
+        id_or_name: &str,
+    ) -> Result<(Datasource, Option<String>, i64)> {
+        let row = sqlx::query(&format!(
+            "SELECT {DATASOURCE_COLUMNS}, sealed_credential, revision FROM datasources \
+             WHERE org_id = $1 AND (id = $2 OR name = $2)"
+        ))
+        .bind(org)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| Error::NotFound("datasource".into()))?;
+        Ok((
+            datasource_row(&row)?,
+            row.try_get(8).map_err(db)?,
+            row.try_get(9).map_err(db)?,
+        ))
+    }
+
+    /// Deletes a datasource of `org` and, with it, its datasets and grants.
+    pub async fn delete_datasource(&self, org: &str, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM datasources WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected(), "datasource")
+    }
+
+    /// Inserts a dataset and bumps its datasource's revision.
+    pub async fn insert_dataset(&self, d: &Dataset) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO datasets (id, org_id, datasource_id, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&d.id)
+        .bind(&d.org_id)
+        .bind(&d.datasource_id)
+        .bind(&d.name)
+        .bind(d.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        bump_revision(&mut tx, &d.org_id, &d.datasource_id).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// The datasets of `org`, optionally of one datasource.
+    pub async fn datasets(&self, org: &str, datasource: Option<&str>) -> Result<Vec<Dataset>> {
+        sqlx::query(
+            "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
+             WHERE org_id = $1 AND ($2 IS NULL OR datasource_id = $2) ORDER BY name, id",
+        )
+        .bind(org)
+        .bind(datasource)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(dataset_row)
+        .collect()
+    }
+
+    /// One dataset of `org`.
+    pub async fn dataset(&self, org: &str, id: &str) -> Result<Dataset> {
+        let row = sqlx::query(
+            "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
+             WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        dataset_row(&row.ok_or_else(|| Error::NotFound("dataset".into()))?)
+    }
+
+    /// Deletes a dataset of `org` (and the grants of it).
+    pub async fn delete_dataset(&self, org: &str, id: &str) -> Result<()> {
+        let d = self.dataset(org, id).await?;
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM datasets WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        bump_revision(&mut tx, org, &d.datasource_id).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    // ---- groups ----------------------------------------------------------
+
+    /// Creates or replaces (by name) a group of `org` with exactly `grants`.
+    pub async fn upsert_group(&self, group: &Group) -> Result<Group> {
+        let mut tx = self.begin().await?;
+        let existing =
+            sqlx::query("SELECT id, created_at FROM user_groups WHERE org_id = $1 AND name = $2")
+                .bind(&group.org_id)
+                .bind(&group.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let mut out = group.clone();
+        match existing {
+            Some(row) => {
+                out.id = row.try_get(0).map_err(db)?;
+                out.created_at = row.try_get(1).map_err(db)?;
+                sqlx::query("DELETE FROM grants WHERE org_id = $1 AND group_id = $2")
+                    .bind(&out.org_id)
+                    .bind(&out.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO user_groups (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&out.id)
+                .bind(&out.org_id)
+                .bind(&out.name)
+                .bind(out.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        for g in &out.grants {
+            sqlx::query(
+                "INSERT INTO grants (org_id, group_id, dataset_id, permission, row_filter, all_rows, columns_) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&out.org_id)
+            .bind(&out.id)
+            .bind(&g.dataset_id)
+            .bind(g.permission.name())
+            .bind(json(&g.row_filter)?)
+            .bind(i64::from(g.all_rows))
+            .bind(g.columns.as_ref().map(json).transpose()?)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match db(e) {
+                Error::NotFound(_) => Error::NotFound(format!("dataset `{}`", g.dataset_id)),
+                Error::Conflict(_) => {
+                    Error::Config(format!("dataset `{}` is granted twice", g.dataset_id))
+                }
+                other => other,
+            })?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    /// The groups of `org`.
+    pub async fn groups(&self, org: &str) -> Result<Vec<Group>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, name, created_at FROM user_groups WHERE org_id = $1 ORDER BY name",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut groups = rows.iter().map(group_row).collect::<Result<Vec<_>>>()?;
+        let grants = sqlx::query(&format!(
+            "SELECT group_id, {GRANT_COLUMNS} FROM grants WHERE org_id = $1 ORDER BY dataset_id"
+        ))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        for row in &grants {
+            let group: String = row.try_get(0).map_err(db)?;
+            if let Some(g) = groups.iter_mut().find(|g| g.id == group) {
+                g.grants.push(grant_row(row, 1)?);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// One group of `org`, by id or name.
+    pub async fn group(&self, org: &str, id_or_name: &str) -> Result<Group> {
+        self.groups(org)
+            .await?
+            .into_iter()
+            .find(|g| g.id == id_or_name || g.name == id_or_name)
+            .ok_or_else(|| Error::NotFound("group".into()))
+    }
+
+    /// Deletes a group of `org` (its grants and memberships go with it).
+    pub async fn delete_group(&self, org: &str, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM user_groups WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected(), "group")
+    }
+
+    // ---- embed users -----------------------------------------------------
+
+    /// Creates or updates (by external id) an embed user of `org`, with
+    /// exactly the groups given.
+    pub async fn upsert_embed_user(&self, user: &EmbedUser) -> Result<EmbedUser> {
+        let mut tx = self.begin().await?;
+        let existing = sqlx::query(
+            "SELECT id, created_at FROM embed_users WHERE org_id = $1 AND external_id = $2",
+        )
+        .bind(&user.org_id)
+        .bind(&user.external_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut out = user.clone();
+        match existing {
+            Some(row) => {
+                out.id = row.try_get(0).map_err(db)?;
+                out.created_at = row.try_get(1).map_err(db)?;
+                sqlx::query("UPDATE embed_users SET attributes = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
+                    .bind(json(&out.attributes)?)
+                    .bind(out.updated_at)
+                    .bind(&out.org_id)
+                    .bind(&out.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND embed_user_id = $2")
+                    .bind(&out.org_id)
+                    .bind(&out.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO embed_users (id, org_id, external_id, attributes, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&out.id)
+                .bind(&out.org_id)
+                .bind(&out.external_id)
+                .bind(json(&out.attributes)?)
+                .bind(out.created_at)
+                .bind(out.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        out.groups.sort();
+        out.groups.dedup();
+        for g in &out.groups {
+            sqlx::query(
+                "INSERT INTO memberships (org_id, group_id, embed_user_id) VALUES ($1, $2, $3)",
+            )
+            .bind(&out.org_id)
+            .bind(g)
+            .bind(&out.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match db(e) {
+                Error::NotFound(_) => Error::NotFound(format!("group `{g}`")),
+                other => other,
+            })?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    /// The embed users of `org`.
+    pub async fn embed_users(&self, org: &str) -> Result<Vec<EmbedUser>> {
+        self.embed_users_where(org, None).await
+    }
+
+    /// One embed user of `org`, by external id or record id.
+    pub async fn embed_user(&self, org: &str, id: &str) -> Result<EmbedUser> {
+        self.embed_users_where(org, Some(id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound("embed user".into()))
+    }
+
+    async fn embed_users_where(&self, org: &str, id: Option<&str>) -> Result<Vec<EmbedUser>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, external_id, attributes, created_at, updated_at FROM embed_users \
+             WHERE org_id = $1 AND ($2 IS NULL OR id = $2 OR external_id = $2) ORDER BY external_id",
+        )
+        .bind(org)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut users = Vec::with_capacity(rows.len());
+        for r in &rows {
+            users.push(EmbedUser {
+                id: r.try_get(0).map_err(db)?,
+                org_id: r.try_get(1).map_err(db)?,
+                external_id: r.try_get(2).map_err(db)?,
+                attributes: parse(&r.try_get::<String, _>(3).map_err(db)?)?,
+                groups: Vec::new(),
+                created_at: r.try_get(4).map_err(db)?,
+                updated_at: r.try_get(5).map_err(db)?,
+            });
+        }
+        let members = sqlx::query(
+            "SELECT embed_user_id, group_id FROM memberships WHERE org_id = $1 ORDER BY group_id",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        for r in &members {
+            let user: String = r.try_get(0).map_err(db)?;
+            if let Some(u) = users.iter_mut().find(|u| u.id == user) {
+                u.groups.push(r.try_get(1).map_err(db)?);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Deletes an embed user of `org` (and its sessions).
+    pub async fn delete_embed_user(&self, org: &str, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "DELETE FROM embed_users WHERE org_id = $1 AND (id = $2 OR external_id = $2)",
+        )
+        .bind(org)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected(), "embed user")
+    }
+
+    /// Every grant the groups of embed user `user` (record id) hold.
+    pub async fn grants_of(&self, org: &str, user: &str) -> Result<Vec<GroupGrant>> {
+        sqlx::query(&format!(
+            "SELECT {GRANT_COLUMNS} FROM grants JOIN memberships \
+             ON memberships.group_id = grants.group_id AND memberships.org_id = grants.org_id \
+             WHERE grants.org_id = $1 AND memberships.embed_user_id = $2 ORDER BY grants.group_id"
+        ))
+        .bind(org)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| grant_row(r, 0))
+        .collect()
+    }
+
+    // ---- sessions --------------------------------------------------------
+
+    /// Creates or replaces (by id, within `org`) a session.
+    pub async fn upsert_session(&self, s: &Session) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let owner = sqlx::query("SELECT org_id FROM sessions WHERE id = $1")
+            .bind(&s.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let datasets = s.datasets.as_ref().map(json).transpose()?;
+        match owner {
+            Some(row) => {
+                let org: String = row.try_get(0).map_err(db)?;
+                if org != s.org_id {
+                    return Err(Error::NotFound("session".into()));
+                }
+                sqlx::query(
+                    "UPDATE sessions SET embed_user_id = $1, datasets = $2, parameters = $3, \
+                     created_at = $4, expires_at = $5, revoked_at = NULL WHERE org_id = $6 AND id = $7",
+                )
+                .bind(&s.embed_user_id)
+                .bind(datasets)
+                .bind(json(&s.parameters)?)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(&s.org_id)
+                .bind(&s.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO sessions (id, org_id, embed_user_id, datasets, parameters, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&s.id)
+                .bind(&s.org_id)
+                .bind(&s.embed_user_id)
+                .bind(datasets)
+                .bind(json(&s.parameters)?)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The sessions of `org` (`id`: just that one).
+    pub async fn sessions(&self, org: &str, id: Option<&str>) -> Result<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, revoked_at \
+             FROM sessions WHERE org_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
+        )
+        .bind(org)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Session {
+                    id: r.try_get(0).map_err(db)?,
+                    org_id: r.try_get(1).map_err(db)?,
+                    embed_user_id: r.try_get(2).map_err(db)?,
+                    datasets: r
+                        .try_get::<Option<String>, _>(3)
+                        .map_err(db)?
+                        .map(|t| parse(&t))
+                        .transpose()?,
+                    parameters: parse(&r.try_get::<String, _>(4).map_err(db)?)?,
+                    created_at: r.try_get(5).map_err(db)?,
+                    expires_at: r.try_get(6).map_err(db)?,
+                    revoked_at: r.try_get(7).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One session of `org`.
+    pub async fn session(&self, org: &str, id: &str) -> Result<Session> {
+        self.sessions(org, Some(id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound("session".into()))
+    }
+
+    /// Revokes a session of `org`.
+    pub async fn revoke_session(&self, org: &str, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(org)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected(), "session")
+    }
+
+    // ---- keys at rest ----------------------------------------------------
+
+    /// The newest signing key of `alg`: (id, sealed material).
+    pub async fn signing_key(&self, alg: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT id, sealed FROM signing_keys WHERE alg = $1 ORDER BY created_at DESC, id DESC",
+        )
+        .bind(alg)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .transpose()
+    }
+
+    /// Stores a sealed signing key.
+    pub async fn insert_signing_key(&self, id: &str, alg: &str, sealed: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (id, alg, sealed, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(alg)
+        .bind(sealed)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Sets the master key's check value once; returns the one stored (which
+    /// is `check` on a new store).
+    pub async fn init_key_check(&self, check: &str) -> Result<String> {
+        let mut tx = self.begin().await?;
+        let stored = meta_in(&mut tx, "key_check").await?;
+        let out = match stored {
+            Some(s) => s,
+            None => {
+                set_meta_in(&mut tx, "key_check", check).await?;
+                check.to_owned()
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    /// Every sealed value: (table, id, associated data, sealed text).
+    pub async fn sealed_values(
+        &self,
+        tx: &mut Tx,
+    ) -> Result<Vec<(&'static str, String, String, String)>> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT org_id, id, sealed_credential FROM datasources WHERE sealed_credential IS NOT NULL")
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?
+        {
+            let (org, id): (String, String) = (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+            let aad = super::crypto::credential_aad(&org, &id);
+            out.push(("datasources", id, aad, r.try_get(2).map_err(db)?));
+        }
+        for r in sqlx::query("SELECT id, sealed FROM signing_keys")
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?
+        {
+            let id: String = r.try_get(0).map_err(db)?;
+            let aad = super::crypto::signing_key_aad(&id);
+            out.push(("signing_keys", id, aad, r.try_get(1).map_err(db)?));
+        }
+        Ok(out)
+    }
+
+    /// Replaces one sealed value inside `tx` (key rotation).
+    pub async fn reseal(&self, tx: &mut Tx, table: &str, id: &str, sealed: &str) -> Result<()> {
+        let sql = match table {
+            "datasources" => "UPDATE datasources SET sealed_credential = $1 WHERE id = $2",
+            "signing_keys" => "UPDATE signing_keys SET sealed = $1 WHERE id = $2",
+            "meta" => "UPDATE meta SET value = $1 WHERE key = $2",
+            other => return Err(Error::Internal(format!("no sealed values in `{other}`"))),
+        };
+        sqlx::query(sql)
+            .bind(sealed)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The pool, for the audit log.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+const DATASOURCE_COLUMNS: &str =
+    "id, org_id, name, kind, connector, settings, accept_write, created_at";
+const GRANT_COLUMNS: &str =
+    "grants.dataset_id, grants.permission, grants.row_filter, grants.all_rows, grants.columns_";
+
+async fn meta_in(tx: &mut Tx, key: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+    row.map(|r| r.try_get(0).map_err(db)).transpose()
+}
+
+async fn set_meta_in(tx: &mut Tx, key: &str, value: &str) -> Result<()> {
+    sqlx::query("DELETE FROM meta WHERE key = $1")
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn bump_revision(tx: &mut Tx, org: &str, datasource: &str) -> Result<()> {
+    sqlx::query("UPDATE datasources SET revision = revision + 1 WHERE org_id = $1 AND id = $2")
+        .bind(org)
+        .bind(datasource)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+fn found(rows: u64, what: &str) -> Result<()> {
+    if rows == 0 {
+        Err(Error::NotFound(what.into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn org_row(r: &AnyRow) -> Result<Organization> {
+    Ok(Organization {
+        id: r.try_get(0).map_err(db)?,
+        name: r.try_get(1).map_err(db)?,
+        created_at: r.try_get(2).map_err(db)?,
+    })
+}
+
+fn api_key_row(r: &AnyRow) -> Result<ApiKeyInfo> {
+    Ok(ApiKeyInfo {
+        id: r.try_get(0).map_err(db)?,
+        org_id: r.try_get(1).map_err(db)?,
+        name: r.try_get(2).map_err(db)?,
+        created_at: r.try_get(3).map_err(db)?,
+        revoked_at: r.try_get(4).map_err(db)?,
+    })
+}
+
+fn datasource_row(r: &AnyRow) -> Result<Datasource> {
+    let kind: String = r.try_get(3).map_err(db)?;
+    Ok(Datasource {
+        id: r.try_get(0).map_err(db)?,
+        org_id: r.try_get(1).map_err(db)?,
+        name: r.try_get(2).map_err(db)?,
+        kind: DatasourceKind::parse(&kind)
+            .ok_or_else(|| Error::Internal(format!("stored datasource kind `{kind}`")))?,
+        connector: r.try_get(4).map_err(db)?,
+        settings: parse(&r.try_get::<String, _>(5).map_err(db)?)?,
+        accept_write_privileges: r.try_get::<i64, _>(6).map_err(db)? != 0,
+        has_credential: false,
+        created_at: r.try_get(7).map_err(db)?,
+    })
+}
+
+fn dataset_row(r: &AnyRow) -> Result<Dataset> {
+    Ok(Dataset {
+        id: r.try_get(0).map_err(db)?,
+        org_id: r.try_get(1).map_err(db)?,
+        datasource_id: r.try_get(2).map_err(db)?,
+        name: r.try_get(3).map_err(db)?,
+        created_at: r.try_get(4).map_err(db)?,
+    })
+}
+
+fn group_row(r: &AnyRow) -> Result<Group> {
+    Ok(Group {
+        id: r.try_get(0).map_err(db)?,
+        org_id: r.try_get(1).map_err(db)?,
+        name: r.try_get(2).map_err(db)?,
+        grants: Vec::new(),
+        created_at: r.try_get(3).map_err(db)?,
+    })
+}
+
+fn grant_row(r: &AnyRow, at: usize) -> Result<GroupGrant> {
+    let permission: String = r.try_get(at + 1).map_err(db)?;
+    Ok(GroupGrant {
+        dataset_id: r.try_get(at).map_err(db)?,
+        permission: Permission::parse(&permission)
+            .ok_or_else(|| Error::Internal(format!("stored permission `{permission}`")))?,
+        row_filter: parse(&r.try_get::<String, _>(at + 2).map_err(db)?)?,
+        all_rows: r.try_get::<i64, _>(at + 3).map_err(db)? != 0,
+        columns: r
+            .try_get::<Option<String>, _>(at + 4)
+            .map_err(db)?
+            .map(|t| parse(&t))
+            .transpose()?,
+    })
+}
+
+/// Creates the SQLite file (and its directory) owner-only if missing: the
+/// store holds sealed credentials and the audit log.
+fn create_private_file(path: &Path) -> Result<()> {
+    let io =
+        |e: std::io::Error| Error::Config(format!("control-plane store {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Credentials callers present: API keys for a customer's backend, and the
+//! short-lived signed session tokens (JWT) embed users carry.
+//!
+//! API keys are 256 random bits, shown once and stored as a SHA-256 digest:
+//! with that much entropy a slow hash adds nothing. Session tokens are
+//! signed with one algorithm the deployment pins (EdDSA by default); a
+//! token naming any other algorithm, `none` included, is refused before its
+//! signature is looked at.
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Prefix of every API key, so leaked keys are easy to scan for.
+const API_KEY_PREFIX: &str = "silo_";
+
+/// A new API key: its id (stored, shown in lists) and the whole token
+/// (shown once, never stored).
+pub struct NewApiKey {
+    /// The record id, `key_…`.
+    pub id: String,
+    /// `silo_<id>.<secret>`: what the caller sends as a bearer token.
+    pub token: Zeroizing<String>,
+    /// What the store keeps: the secret's SHA-256, hex.
+    pub digest: String,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Random bytes as an id with a prefix: `org_5f…`.
+pub fn new_id(prefix: &str) -> Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(format!("{prefix}_{}", hex::encode(bytes)))
+}
+
+/// Mints an API key.
+pub fn new_api_key() -> Result<NewApiKey> {
+    let id = new_id("key")?;
+    let mut secret = Zeroizing::new([0u8; 32]);
+    getrandom::fill(secret.as_mut()).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    let secret = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()));
+    Ok(NewApiKey {
+        token: Zeroizing::new(format!("{API_KEY_PREFIX}{id}.{}", secret.as_str())),
+        digest: digest(&secret),
+        id,
+    })
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Splits a presented API key into its id and secret, or `None` when it is
+/// not shaped like one.
+pub fn parse_api_key(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(API_KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('.')?;
+    (id.starts_with("key_") && !secret.is_empty()).then_some((id, secret))
+}
+
+/// Whether `secret` hashes to the stored `digest`, in constant time.
+pub fn api_key_matches(secret: &str, stored_digest: &str) -> bool {
+    digest(secret)
+        .as_bytes()
+        .ct_eq(stored_digest.as_bytes())
+        .into()
+}
+
+/// The signing algorithm a deployment pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenAlg {
+    /// Ed25519 signatures (default): verifiers need only the public key.
+    #[default]
+    EdDsa,
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+}
+
+impl TokenAlg {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            TokenAlg::EdDsa => Algorithm::EdDSA,
+            TokenAlg::Hs256 => Algorithm::HS256,
+        }
+    }
+
+    /// The name stored with a key.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenAlg::EdDsa => "EdDSA",
+            TokenAlg::Hs256 => "HS256",
+        }
+    }
+
+    /// Fresh key material: a PKCS#8 Ed25519 key pair, or a 256-bit secret.
+    pub fn generate(self) -> Result<Zeroizing<Vec<u8>>> {
+        match self {
+            TokenAlg::EdDsa => {
+                let rng = ring::rand::SystemRandom::new();
+                ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map(|d| Zeroizing::new(d.as_ref().to_vec()))
+                    .map_err(|_| Error::Internal("generating an Ed25519 key failed".into()))
+            }
+            TokenAlg::Hs256 => {
+                let mut secret = Zeroizing::new(vec![0u8; 32]);
+                getrandom::fill(&mut secret)
+                    .map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+                Ok(secret)
+            }
+        }
+    }
+}
+
+/// What a session token says. The organization is taken from here and
+/// nowhere else, and only after the signature and claims are verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The session id.
+    pub sub: String,
+    /// The session's organization.
+    pub org: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expiry (Unix seconds).
+    pub exp: i64,
+}
+
+/// Signs and verifies session tokens with the deployment's one key.
+pub struct Signer {
+    alg: TokenAlg,
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public: Option<Vec<u8>>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer over `material` (from [`TokenAlg::generate`]).
+    pub fn new(
+        alg: TokenAlg,
+        kid: String,
+        material: &[u8],
+        issuer: String,
+        audience: String,
+    ) -> Result<Signer> {
+        let (encoding, decoding, public) = match alg {
+            TokenAlg::EdDsa => {
+                use ring::signature::KeyPair as _;
+                let pair = ring::signature::Ed25519KeyPair::from_pkcs8(material)
+                    .map_err(|_| Error::Internal("the stored Ed25519 key is invalid".into()))?;
+                let public = pair.public_key().as_ref().to_vec();
+                (
+                    EncodingKey::from_ed_der(material),
+                    DecodingKey::from_ed_der(&public),
+                    Some(public),
+                )
+            }
+            TokenAlg::Hs256 => (
+                EncodingKey::from_secret(material),
+                DecodingKey::from_secret(material),
+                None,
+            ),
+        };
+        let mut validation = Validation::new(alg.algorithm());
+        validation.algorithms = vec![alg.algorithm()];
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Session expiry is exact: a revoked or expired session ends now.
+        validation.leeway = 0;
+        Ok(Signer {
+            alg,
+            kid,
+            encoding,
+            decoding,
+            public,
+            validation,
+            issuer,
+            audience,
+        })
+    }
+
+    /// The pinned algorithm.
+    pub fn alg(&self) -> TokenAlg {
+        self.alg
+    }
+
+    /// The Ed25519 public key (raw 32 bytes), for verifiers elsewhere.
+    pub fn public_key(&self) -> Option<&[u8]> {
+        self.public.as_deref()
+    }
+
+    /// Claims for a session of `org` expiring at `exp`.
+    pub fn claims(&self, org: &str, session: &str, iat: i64, exp: i64) -> Claims {
+        Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: session.to_owned(),
+            org: org.to_owned(),
+            iat,
+            exp,
+        }
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<String> {
+        let mut header = Header::new(self.alg.algorithm());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("signing a session token: {e}")))
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry. Every
+    /// failure is the same [`Error::Unauthorized`]; the reason is logged.
+    pub fn verify(&self, token: &str) -> Result<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                tracing::debug!(reason = %e, "session token refused");
+                Error::Unauthorized("the session token is not valid".into())
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(alg: TokenAlg) -> Signer {
+        let material = alg.generate().unwrap();
+        Signer::new(alg, "k1".into(), &material, "silo".into(), "embed".into()).unwrap()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn api_keys_parse_and_match() {
+        let key = new_api_key().unwrap();
+        let (id, secret) = parse_api_key(&key.token).unwrap();
+        assert_eq!(id, key.id);
+        assert!(api_key_matches(secret, &key.digest));
+        assert!(!api_key_matches("guess", &key.digest));
+        assert!(!key.token.contains(&key.digest));
+        assert!(parse_api_key("Bearer x").is_none());
+        assert!(!format!("{key:?}").contains(secret));
+    }
+
+    #[test]
+    fn tokens_round_trip_for_both_algorithms() {
+        for alg in [TokenAlg::EdDsa, TokenAlg::Hs256] {
+            let s = signer(alg);
+            let claims = s.claims("org_a", "ses_1", now(), now() + 60);
+            assert_eq!(s.verify(&s.sign(&claims).unwrap()).unwrap(), claims);
+            // Another deployment's key of the same algorithm: refused.
+            assert!(signer(alg).verify(&s.sign(&claims).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn expired_and_wrong_audience_are_refused() {
+        let s = signer(TokenAlg::EdDsa);
+        let expired = s.claims("org_a", "ses_1", now() - 100, now() - 1);
+        assert!(s.verify(&s.sign(&expired).unwrap()).is_err());
+        let mut aud = s.claims("org_a", "ses_1", now(), now() + 60);
+        aud.aud = "other".into();
+        assert!(s.verify(&s.sign(&aud).unwrap()).is_err());
+    }
+}

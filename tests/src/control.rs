@@ -1,0 +1,1331 @@
+//! The control plane over HTTP: a real server on loopback, a real store
+//! (SQLite file and Postgres, the same suite on both), real Postgres data.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{Value as J, json};
+use silo_host::api::{AppState, app};
+use silo_host::control::crypto::MasterKey;
+use silo_host::control::{ControlConfig, ControlPlane, Principal};
+use silo_host::demo::{admin, exec};
+
+use crate::support::admin_conn;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty store for test `name`: a SQLite file in a new directory,
+/// or a new Postgres database.
+pub struct StoreSpec {
+    pub url: String,
+    pub dir: std::path::PathBuf,
+}
+
+impl StoreSpec {
+    pub async fn new(name: &str, backend: Backend) -> StoreSpec {
+        let dir = std::env::temp_dir().join(format!("silo-cp-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = match backend {
+            Backend::Sqlite => dir.join("silo.db").display().to_string(),
+            Backend::Postgres => {
+                let db = format!("silo_cp_{name}");
+                let client = admin(&admin_conn()).await.unwrap();
+                exec(
+                    &client,
+                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                )
+                .await
+                .unwrap();
+                exec(&client, &format!("CREATE DATABASE {db}"))
+                    .await
+                    .unwrap();
+                let cfg: tokio_postgres::Config = admin_conn().parse().unwrap();
+                let host = match &cfg.get_hosts()[0] {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                let port = cfg.get_ports().first().copied().unwrap_or(5432);
+                let user = cfg.get_user().unwrap_or("postgres");
+                format!("postgres://{user}@{host}:{port}/{db}")
+            }
+        };
+        StoreSpec { url, dir }
+    }
+
+    pub fn config(&self, key: &MasterKey) -> ControlConfig {
+        let mut c = ControlConfig::new(self.url.clone(), self.dir.join("uploads"), key.clone());
+        c.cache_dir = Some(std::env::temp_dir().join("silo-test-compile-cache"));
+        c
+    }
+}
+
+/// A server on a loopback port over a control plane.
+pub struct Server {
+    pub cp: Arc<ControlPlane>,
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(cp: ControlPlane) -> Server {
+        let cp = Arc::new(cp);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app(AppState::new(cp.clone()));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Server { cp, base, task }
+    }
+
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A tiny JSON client.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        Http {
+            client: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<J>,
+    ) -> (StatusCode, J) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() {
+            J::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(J::String(text))
+        };
+        (status, json)
+    }
+
+    /// Calls and asserts the status, returning the body.
+    pub async fn ok(&self, method: &str, path: &str, auth: &str, body: Option<J>, want: u16) -> J {
+        let (status, json) = self.call(method, path, Some(auth), body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {json}");
+        json
+    }
+
+    pub async fn ndjson(&self, path: &str, auth: &str, body: J) -> (StatusCode, Vec<J>) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(auth)
+            .header("accept", "application/x-ndjson")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
+    }
+}
+
+/// One organization's data: a schema with `sales` and `tickets`, and a
+/// read-only role for it. Row ids start at `base`.
+struct OrgData {
+    schema: String,
+    role: String,
+    password: String,
+    /// (id, region, team)
+    rows: Vec<(i64, &'static str, &'static str)>,
+}
+
+const ROWS: &[(i64, &str, &str)] = &[
+    (1, "eu", "red"),
+    (2, "eu", "blue"),
+    (3, "us", "red"),
+    (4, "us", "blue"),
+    (5, "apac", "red"),
+    (6, "apac", "green"),
+];
+
+async fn seed_org_data(client: &tokio_postgres::Client, schema: &str, base: i64) -> OrgData {
+    let role = format!("{schema}_r");
+    let password = format!("pw-{schema}-{}", std::process::id());
+    let rows: Vec<(i64, &'static str, &'static str)> =
+        ROWS.iter().map(|(i, r, t)| (base + i, *r, *t)).collect();
+    let values = rows
+        .iter()
+        .map(|(i, r, t)| format!("({i}, '{r}', '{t}', {})", i * 10))
+        .collect::<Vec<_>>()
+        .join(", ");
+    exec(
+        client,
+        &format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.sales (id bigint PRIMARY KEY, region text NOT NULL, team text NOT NULL, amount bigint NOT NULL);
+             CREATE TABLE {schema}.tickets (id bigint PRIMARY KEY, region text NOT NULL, team text NOT NULL, amount bigint NOT NULL);
+             INSERT INTO {schema}.sales VALUES {values};
+             INSERT INTO {schema}.tickets VALUES {values};
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
+             END $$;
+             ALTER ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}';
+             GRANT USAGE ON SCHEMA {schema} TO {role};
+             GRANT SELECT ON {schema}.sales, {schema}.tickets TO {role};"
+        ),
+    )
+    .await
+    .unwrap();
+    OrgData {
+        schema: schema.to_owned(),
+        role,
+        password,
+        rows,
+    }
+}
+
+/// The users of each org: (external id, region, team, groups).
+const USERS: &[(&str, &str, &str, &[&str])] = &[
+    ("u1", "eu", "red", &["regional"]),
+    ("u2", "us", "blue", &["team"]),
+    ("u3", "us", "red", &["regional", "team"]),
+];
+
+/// An org set up through the API: its key, dataset ids by name, and the
+/// session token of each user.
+pub struct Org {
+    pub id: String,
+    pub key: String,
+    pub datasets: Vec<(String, String)>,
+    pub tokens: Vec<(String, String)>,
+    rows: Vec<(i64, &'static str, &'static str)>,
+}
+
+impl Org {
+    pub fn dataset(&self, name: &str) -> &str {
+        &self.datasets.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    pub fn token(&self, user: &str) -> &str {
+        &self.tokens.iter().find(|(u, _)| u == user).unwrap().1
+    }
+
+    /// The ids `user` must get from `dataset` with the default columns.
+    fn expected(&self, user: &str, dataset: &str) -> Option<BTreeSet<i64>> {
+        let (_, region, team, groups) = USERS.iter().find(|u| u.0 == user).unwrap();
+        let regional = groups.contains(&"regional");
+        let by_team = groups.contains(&"team") && dataset == "sales";
+        if !regional && !by_team {
+            return None;
+        }
+        Some(
+            self.rows
+                .iter()
+                .filter(|(_, r, t)| (regional && r == region) || (by_team && t == team))
+                .map(|(i, _, _)| *i)
+                .collect(),
+        )
+    }
+}
+
+/// Creates org `name` with its datasource, datasets, two groups, three
+/// users and their sessions, all through the API.
+async fn setup_org(http: &Http, admin_key: &str, name: &str, data: &OrgData) -> Org {
+    let org = http
+        .ok(
+            "POST",
+            "/v1/orgs",
+            admin_key,
+            Some(json!({"name": name})),
+            201,
+        )
+        .await;
+    let key = http
+        .ok(
+            "POST",
+            &format!("/v1/orgs/{name}/api-keys"),
+            admin_key,
+            Some(json!({"name": "backend"})),
+            201,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ds = http
+        .ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(json!({
+                "name": "warehouse",
+                "kind": "postgres",
+                "settings": {"host": "127.0.0.1", "database": "test", "user": data.role, "schema": data.schema},
+                "password": data.password,
+            })),
+            201,
+        )
+        .await;
+    assert!(!ds.to_string().contains(&data.password), "{ds}");
+    let mut datasets = Vec::new();
+    for name in ["sales", "tickets"] {
+        let d = http
+            .ok(
+                "POST",
+                "/v1/datasets",
+                &key,
+                Some(json!({"datasource": "warehouse", "name": name})),
+                201,
+            )
+            .await;
+        datasets.push((name.to_owned(), d["id"].as_str().unwrap().to_owned()));
+    }
+    let id = |n: &str| datasets.iter().find(|(x, _)| x == n).unwrap().1.clone();
+    http.ok(
+        "PUT",
+        "/v1/groups/regional",
+        &key,
+        Some(json!({"grants": [
+            {"dataset_id": id("sales"), "permission": "read", "row_filter": ["region = {{user.region}}"]},
+            {"dataset_id": id("tickets"), "permission": "read", "row_filter": ["region = {{user.region}}"]},
+        ]})),
+        200,
+    )
+    .await;
+    http.ok(
+        "PUT",
+        "/v1/groups/team",
+        &key,
+        Some(json!({"grants": [
+            {"dataset_id": id("sales"), "permission": "read", "row_filter": ["team = {{user.team}}"],
+             "columns": ["id", "team", "amount"]},
+        ]})),
+        200,
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for (user, region, team, groups) in USERS {
+        http.ok(
+            "PUT",
+            &format!("/v1/embed-users/{user}"),
+            &key,
+            Some(json!({"attributes": {"region": region, "team": team}, "groups": groups})),
+            200,
+        )
+        .await;
+        let s = http
+            .ok(
+                "POST",
+                "/v1/sessions",
+                &key,
+                Some(json!({"embed_user": user})),
+                200,
+            )
+            .await;
+        tokens.push((user.to_string(), s["token"].as_str().unwrap().to_owned()));
+    }
+    Org {
+        id: org["id"].as_str().unwrap().to_owned(),
+        key,
+        datasets,
+        tokens,
+        rows: data.rows.clone(),
+    }
+}
+
+fn ids(body: &J) -> BTreeSet<i64> {
+    let cols = body["columns"].as_array().unwrap();
+    let at = cols.iter().position(|c| c == "id").unwrap();
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[at].as_i64().unwrap())
+        .collect()
+}
+
+/// A control plane with an operator key, serving on loopback.
+pub async fn start(name: &str, backend: Backend) -> (StoreSpec, MasterKey, Server, Http, String) {
+    let spec = StoreSpec::new(name, backend).await;
+    let key = MasterKey::generate().unwrap();
+    let cp = ControlPlane::open(spec.config(&key)).await.unwrap();
+    let (_, admin_key) = cp
+        .create_api_key(&Principal::Cli, None, "ops")
+        .await
+        .unwrap();
+    let server = Server::start(cp).await;
+    let http = Http::new(&server.base);
+    (spec, key, server, http, admin_key.to_string())
+}
+
+/// Two orgs, each with its own data schema.
+async fn two_orgs(name: &str, http: &Http, admin_key: &str) -> (Org, Org) {
+    let client = admin(&admin_conn()).await.unwrap();
+    let a = seed_org_data(&client, &format!("silo_t_{name}_a"), 0).await;
+    let b = seed_org_data(&client, &format!("silo_t_{name}_b"), 100).await;
+    (
+        setup_org(http, admin_key, &format!("{name}-a"), &a).await,
+        setup_org(http, admin_key, &format!("{name}-b"), &b).await,
+    )
+}
+
+async fn cross_tenant_matrix(backend: Backend) {
+    let name = format!("matrix_{backend:?}").to_lowercase();
+    let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
+    let (a, b) = two_orgs(&name, &http, &admin_key).await;
+    let orgs = [&a, &b];
+    let mut checked = 0;
+    for org in orgs {
+        for (user, token) in &org.tokens {
+            for target in orgs {
+                for (dataset, id) in &target.datasets {
+                    let path = format!("/v1/embed/datasets/{id}/fetch");
+                    let (status, body) =
+                        http.call("POST", &path, Some(token), Some(json!({}))).await;
+                    let want = if std::ptr::eq(org, target) {
+                        org.expected(user, dataset)
+                    } else {
+                        None
+                    };
+                    match want {
+                        Some(want) => {
+                            assert_eq!(status, StatusCode::OK, "{user} {dataset}: {body}");
+                            assert_eq!(ids(&body), want, "{user} of {} on {dataset}", org.id);
+                        }
+                        None => {
+                            assert_eq!(status, StatusCode::NOT_FOUND, "{user} {dataset}: {body}");
+                            assert_eq!(body["error"]["code"], "not_found");
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 3 * 4);
+
+    // Columns: u2's group hides `region`; asking for it is refused, and u3
+    // asking for it gets only the rows of the group that allows it.
+    let sales = a.dataset("sales");
+    let path = format!("/v1/embed/datasets/{sales}/fetch");
+    let u2 = http
+        .ok("POST", &path, a.token("u2"), Some(json!({})), 200)
+        .await;
+    assert_eq!(u2["columns"], json!(["id", "team", "amount"]));
+    let (status, _) = http
+        .call(
+            "POST",
+            &path,
+            Some(a.token("u2")),
+            Some(json!({"columns": ["id", "region"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let u3 = http
+        .ok(
+            "POST",
+            &path,
+            a.token("u3"),
+            Some(json!({"columns": ["id", "region"]})),
+            200,
+        )
+        .await;
+    assert_eq!(ids(&u3), BTreeSet::from([3, 4]));
+    let cols = http
+        .ok(
+            "GET",
+            &format!("/v1/embed/datasets/{sales}/describe"),
+            a.token("u2"),
+            None,
+            200,
+        )
+        .await;
+    let names: Vec<&str> = cols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "team", "amount"]);
+
+    // NDJSON streams the same rows as JSON.
+    let (status, lines) = http.ndjson(&path, a.token("u3"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let streamed: BTreeSet<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert_eq!(Some(streamed), a.expected("u3", "sales"));
+
+    // A session limited to one dataset sees only it.
+    let s = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1", "datasets": [a.dataset("tickets")]})),
+            200,
+        )
+        .await;
+    let narrow = s["token"].as_str().unwrap();
+    let listed = http
+        .ok("GET", "/v1/embed/datasets", narrow, None, 200)
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (status, _) = http
+        .call("POST", &path, Some(narrow), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The backend of org A cannot see or change org B's records: B's ids
+    // answer 404 exactly as ids that do not exist.
+    let b_sales = b.dataset("sales");
+    let b_ds = http
+        .ok("GET", "/v1/datasources/warehouse", &b.key, None, 200)
+        .await;
+    let b_group = http
+        .ok("GET", "/v1/groups/regional", &b.key, None, 200)
+        .await;
+    let b_user = http
+        .ok("GET", "/v1/embed-users/u1", &b.key, None, 200)
+        .await;
+    let b_sessions = http.ok("GET", "/v1/sessions", &b.key, None, 200).await;
+    let id = |v: &J| v["id"].as_str().unwrap().to_owned();
+    let steal =
+        json!({"grants": [{"dataset_id": b_sales, "permission": "read", "all_rows": true}]});
+    for (method, path, body) in [
+        ("GET", format!("/v1/datasources/{}", id(&b_ds)), None),
+        ("DELETE", format!("/v1/datasources/{}", id(&b_ds)), None),
+        ("DELETE", format!("/v1/datasets/{b_sales}"), None),
+        ("GET", format!("/v1/groups/{}", id(&b_group)), None),
+        ("DELETE", format!("/v1/groups/{}", id(&b_group)), None),
+        ("GET", format!("/v1/embed-users/{}", id(&b_user)), None),
+        (
+            "DELETE",
+            format!("/v1/sessions/{}", id(&b_sessions[0])),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/sessions".to_owned(),
+            Some(json!({"embed_user": id(&b_user)})),
+        ),
+        (
+            "POST",
+            "/v1/sessions".to_owned(),
+            Some(json!({"embed_user": "u1", "datasets": [b_sales]})),
+        ),
+        (
+            "POST",
+            "/v1/sessions".to_owned(),
+            Some(json!({"id": id(&b_sessions[0]), "embed_user": "u1"})),
+        ),
+        ("PUT", "/v1/groups/steal".to_owned(), Some(steal.clone())),
+        (
+            "PUT",
+            "/v1/embed-users/u9".to_owned(),
+            Some(json!({"groups": [id(&b_group)]})),
+        ),
+        (
+            "POST",
+            "/v1/datasets".to_owned(),
+            Some(json!({"datasource": id(&b_ds), "name": "sales"})),
+        ),
+    ] {
+        let (status, body) = http.call(method, &path, Some(&a.key), body).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{method} {path} as org A: {body}"
+        );
+    }
+    // ...and B is untouched.
+    let b_u1 = http
+        .ok(
+            "POST",
+            &format!("/v1/embed/datasets/{b_sales}/fetch"),
+            b.token("u1"),
+            Some(json!({})),
+            200,
+        )
+        .await;
+    assert_eq!(Some(ids(&b_u1)), b.expected("u1", "sales"));
+    // An org key is not an operator key.
+    let (status, _) = http
+        .call("POST", "/v1/orgs", Some(&a.key), Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Every fetch is in the audit log, which verifies.
+    let audit = http.ok("GET", "/v1/audit", &a.key, None, 200).await;
+    let fetches = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "fetch")
+        .count();
+    assert!(fetches >= 12, "{fetches} fetch records");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["org_id"] == json!(a.id))
+    );
+    let verified = silo_host::control::audit::verify(server.cp.store())
+        .await
+        .unwrap();
+    assert!(verified.records > 30);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cross_tenant_matrix_sqlite() {
+    cross_tenant_matrix(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn cross_tenant_matrix_postgres() {
+    cross_tenant_matrix(Backend::Postgres).await;
+}
+
+fn b64(v: &J) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+fn claims_of(token: &str) -> J {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn token_attacks(backend: Backend) {
+    let name = format!("tokens_{backend:?}").to_lowercase();
+    let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
+    let (a, b) = two_orgs(&name, &http, &admin_key).await;
+    let sales = a.dataset("sales");
+    let fetch = format!("/v1/embed/datasets/{sales}/fetch");
+    let good = a.token("u1");
+    let (status, _) = http.call("POST", &fetch, Some(good), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let claims = claims_of(good);
+    let refused = |what: &'static str| {
+        let http = http.clone();
+        let fetch = fetch.clone();
+        async move |token: String| {
+            let (status, body) = http
+                .call("POST", &fetch, Some(&token), Some(json!({})))
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{what}");
+            // The refusal never says why.
+            assert_eq!(
+                body["error"]["message"], "unauthorized: the session token is not valid",
+                "{what}"
+            );
+        }
+    };
+
+    // alg: none, with the real claims.
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
+    refused("alg none")(none).await;
+
+    // HS256 "signed" with the server's public key (algorithm confusion).
+    let public = server.cp.signer().public_key().unwrap().to_vec();
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    refused("HS256 with the public key")(hs).await;
+
+    // Real signature, wrong audience / issuer / expired.
+    let signer = server.cp.signer();
+    let mut c: silo_host::control::tokens::Claims = serde_json::from_value(claims.clone()).unwrap();
+    c.aud = "another-service".into();
+    refused("wrong aud")(signer.sign(&c).unwrap()).await;
+    let mut c: silo_host::control::tokens::Claims = serde_json::from_value(claims.clone()).unwrap();
+    c.iss = "someone-else".into();
+    refused("wrong iss")(signer.sign(&c).unwrap()).await;
+    let mut c: silo_host::control::tokens::Claims = serde_json::from_value(claims.clone()).unwrap();
+    c.exp = c.iat - 1;
+    refused("expired claims")(signer.sign(&c).unwrap()).await;
+
+    // The payload changed to org B without re-signing.
+    let mut forged = claims.clone();
+    forged["org"] = json!(b.id);
+    let parts: Vec<&str> = good.split('.').collect();
+    refused("tampered org")(format!("{}.{}.{}", parts[0], b64(&forged), parts[2])).await;
+
+    // Another deployment's key.
+    let other = silo_host::control::tokens::Signer::new(
+        silo_host::control::tokens::TokenAlg::EdDsa,
+        "k".into(),
+        &silo_host::control::tokens::TokenAlg::EdDsa
+            .generate()
+            .unwrap(),
+        "silo".into(),
+        "silo-embed".into(),
+    )
+    .unwrap();
+    let c: silo_host::control::tokens::Claims = serde_json::from_value(claims.clone()).unwrap();
+    refused("foreign key")(other.sign(&c).unwrap()).await;
+
+    // A session that expires: valid, then refused.
+    let short = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1", "ttl_seconds": 1})),
+            200,
+        )
+        .await;
+    let short = short["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    refused("expired session")(short).await;
+
+    // Revocation takes effect on the next request.
+    let s = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1"})),
+            200,
+        )
+        .await;
+    let (sid, token) = (
+        s["session"]["id"].as_str().unwrap(),
+        s["token"].as_str().unwrap().to_owned(),
+    );
+    let (status, _) = http
+        .call("POST", &fetch, Some(&token), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    http.ok("DELETE", &format!("/v1/sessions/{sid}"), &a.key, None, 204)
+        .await;
+    refused("revoked session")(token).await;
+
+    // Org A's valid token on org B's dataset: not found.
+    let (status, _) = http
+        .call(
+            "POST",
+            &format!("/v1/embed/datasets/{}/fetch", b.dataset("sales")),
+            Some(good),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Keys and tokens are not interchangeable; revoked keys stop working.
+    let (status, _) = http.call("GET", "/v1/groups", Some(good), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = http
+        .call("POST", &fetch, Some(&a.key), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = http.call("GET", "/v1/groups", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let spare = http
+        .ok(
+            "POST",
+            "/v1/api-keys",
+            &a.key,
+            Some(json!({"name": "spare"})),
+            201,
+        )
+        .await;
+    let spare_token = spare["token"].as_str().unwrap();
+    http.ok("GET", "/v1/groups", spare_token, None, 200).await;
+    http.ok(
+        "DELETE",
+        &format!("/v1/api-keys/{}", spare["key"]["id"].as_str().unwrap()),
+        &a.key,
+        None,
+        204,
+    )
+    .await;
+    let (status, _) = http
+        .call("GET", "/v1/groups", Some(spare_token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let keys = http.ok("GET", "/v1/api-keys", &a.key, None, 200).await;
+    assert!(
+        !keys
+            .to_string()
+            .contains(spare_token.split('.').nth(1).unwrap())
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn token_attacks_sqlite() {
+    token_attacks(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn token_attacks_postgres() {
+    token_attacks(Backend::Postgres).await;
+}
+
+async fn restart_keeps_everything(backend: Backend) {
+    let name = format!("restart_{backend:?}").to_lowercase();
+    let (spec, key, server, http, admin_key) = start(&name, backend).await;
+    let client = admin(&admin_conn()).await.unwrap();
+    let data = seed_org_data(&client, &format!("silo_t_{name}"), 0).await;
+    let org = setup_org(&http, &admin_key, &format!("{name}-org"), &data).await;
+    let fetch = format!("/v1/embed/datasets/{}/fetch", org.dataset("tickets"));
+    let before = http
+        .ok("POST", &fetch, org.token("u1"), Some(json!({})), 200)
+        .await;
+    server.stop().await;
+
+    // A wrong master key is refused before anything changes.
+    let records = |cp: &ControlPlane| {
+        let store = cp.store().clone();
+        async move { silo_host::control::audit::verify(&store).await.unwrap() }
+    };
+    let wrong = MasterKey::generate().unwrap();
+    let err = ControlPlane::open(spec.config(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("master key"), "{err}");
+
+    // Same store, right key: keys, sessions and credentials all still work.
+    let cp = ControlPlane::open(spec.config(&key)).await.unwrap();
+    let audit_before = records(&cp).await;
+    let server = Server::start(cp).await;
+    let http = Http::new(&server.base);
+    let after = http
+        .ok("POST", &fetch, org.token("u1"), Some(json!({})), 200)
+        .await;
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(Some(ids(&after)), org.expected("u1", "tickets"));
+    http.ok("GET", "/v1/datasources/warehouse", &org.key, None, 200)
+        .await;
+    assert!(records(&server.cp).await.records > audit_before.records);
+
+    // Rotate: everything re-sealed under the new key; the old one stops working.
+    let new = MasterKey::generate().unwrap();
+    let resealed = server.cp.rotate_key(&new).await.unwrap();
+    assert_eq!(resealed, 2, "one credential and one signing key");
+    server.stop().await;
+    let err = ControlPlane::open(spec.config(&key))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("master key"), "{err}");
+    let cp = ControlPlane::open(spec.config(&new)).await.unwrap();
+    let server = Server::start(cp).await;
+    let http = Http::new(&server.base);
+    let rotated = http
+        .ok("POST", &fetch, org.token("u1"), Some(json!({})), 200)
+        .await;
+    assert_eq!(ids(&before), ids(&rotated));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_everything_sqlite() {
+    restart_keeps_everything(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn restart_keeps_everything_postgres() {
+    restart_keeps_everything(Backend::Postgres).await;
+}
+
+async fn registration_and_settings(backend: Backend) {
+    let name = format!("register_{backend:?}").to_lowercase();
+    let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
+    http.ok(
+        "POST",
+        "/v1/orgs",
+        &admin_key,
+        Some(json!({"name": "reg"})),
+        201,
+    )
+    .await;
+    let key = http
+        .ok(
+            "POST",
+            "/v1/orgs/reg/api-keys",
+            &admin_key,
+            Some(json!({"name": "b"})),
+            201,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let superuser = json!({"name": "su", "kind": "postgres",
+        "settings": {"host": "127.0.0.1", "database": "test", "user": "postgres"}});
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasources",
+            Some(&key),
+            Some(superuser.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("superuser"),
+        "{body}"
+    );
+    let (status, _) = http
+        .call("GET", "/v1/datasources/su", Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
+
+    let mut accepted = superuser.clone();
+    accepted["accept_write_privileges"] = json!(true);
+    let ds = http
+        .ok("POST", "/v1/datasources", &key, Some(accepted), 201)
+        .await;
+    let audit = http.ok("GET", "/v1/audit", &key, None, 200).await;
+    let record = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "datasource.create" && r["target"] == ds["id"])
+        .unwrap();
+    assert!(
+        record["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accept_write_privileges")
+    );
+
+    // Settings that would make the host read its own env or files, or an
+    // upload area other than the org's, are refused; so are unknown keys.
+    for (kind, settings) in [
+        (
+            "postgres",
+            json!({"host": "h", "database": "d", "user": "u", "password_env": "HOME"}),
+        ),
+        (
+            "postgres",
+            json!({"host": "h", "database": "d", "user": "u", "password_file": "/etc/shadow"}),
+        ),
+        (
+            "postgres",
+            json!({"host": "h", "database": "d", "user": "u", "pasword": "x"}),
+        ),
+        ("files", json!({"data_dir": "/", "org": "other"})),
+    ] {
+        let (status, body) = http
+            .call(
+                "POST",
+                "/v1/datasources",
+                Some(&key),
+                Some(json!({"name": "bad", "kind": kind, "settings": settings})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // Conflicting names and malformed bodies are clear errors.
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasets",
+            Some(&key),
+            Some(json!({"datasource": "su", "name": "x; drop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    http.ok(
+        "POST",
+        "/v1/datasets",
+        &key,
+        Some(json!({"datasource": "su", "name": "t"})),
+        201,
+    )
+    .await;
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasets",
+            Some(&key),
+            Some(json!({"datasource": "su", "name": "t"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/orgs",
+            Some(&admin_key),
+            Some(json!({"nam": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request");
+
+    // Session parameters may not shadow a user's attributes.
+    http.ok(
+        "PUT",
+        "/v1/embed-users/p1",
+        &key,
+        Some(json!({"attributes": {"region": "eu"}})),
+        200,
+    )
+    .await;
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(&key),
+            Some(json!({"embed_user": "p1", "parameters": {"region": "us"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = http
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(&key),
+            Some(json!({"embed_user": "p1", "ttl_seconds": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    http.ok(
+        "POST",
+        "/v1/sessions",
+        &key,
+        Some(json!({"embed_user": "p1", "parameters": {"day": 3}})),
+        200,
+    )
+    .await;
+
+    // The OpenAPI document names every route.
+    let doc = http.ok("GET", "/openapi.json", "", None, 200).await;
+    for path in [
+        "/v1/sessions",
+        "/v1/embed/datasets/{id}/fetch",
+        "/v1/datasources/{id}",
+        "/v1/groups/{name}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("route=\"/v1/datasources\",status=\"403\""),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn registration_and_settings_sqlite() {
+    registration_and_settings(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn registration_and_settings_postgres() {
+    registration_and_settings(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn tampering_with_the_audit_log_is_detected() {
+    let (spec, _key, server, http, admin_key) = start("audit_tamper", Backend::Postgres).await;
+    for n in ["t1", "t2", "t3"] {
+        http.ok(
+            "POST",
+            "/v1/orgs",
+            &admin_key,
+            Some(json!({"name": n})),
+            201,
+        )
+        .await;
+    }
+    let store = server.cp.store().clone();
+    assert_eq!(
+        silo_host::control::audit::verify(&store)
+            .await
+            .unwrap()
+            .records,
+        4
+    );
+    let db = spec.url.rsplit('/').next().unwrap();
+    let conn = admin_conn().replace("dbname=test", &format!("dbname={db}"));
+    let client = admin(&conn).await.unwrap();
+    let err = client
+        .batch_execute("UPDATE audit SET rows_ = 999 WHERE seq = 2")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+    let err = client
+        .batch_execute("DELETE FROM audit WHERE seq = 3")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+    // Someone with the database's owner rights goes around the triggers.
+    client
+        .batch_execute("ALTER TABLE audit DISABLE TRIGGER USER; UPDATE audit SET actor = 'nobody' WHERE seq = 2")
+        .await
+        .unwrap();
+    let err = silo_host::control::audit::verify(&store)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("record 2"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silo_toml_bootstraps_the_store() {
+    let fx = crate::support::Fixture::new("cp_boot").await;
+    let silo = fx.silo("postgres", "").await.unwrap();
+    let config = silo_host::config::SiloConfig::load(&fx.config_path()).unwrap();
+    let spec = StoreSpec::new("boot", Backend::Sqlite).await;
+    let key = MasterKey::generate().unwrap();
+    let cp = ControlPlane::open(spec.config(&key)).await.unwrap();
+    let org = cp.bootstrap(&config, "boot").await.unwrap();
+    // Seeding again keeps what exists and changes nothing else.
+    assert_eq!(cp.bootstrap(&config, "boot").await.unwrap(), org);
+    let (_, api_key) = cp
+        .create_api_key(&Principal::Cli, Some("boot"), "b")
+        .await
+        .unwrap();
+    let server = Server::start(cp).await;
+    let http = Http::new(&server.base);
+    let datasets = http.ok("GET", "/v1/datasets", &api_key, None, 200).await;
+    assert_eq!(datasets.as_array().unwrap().len(), 1);
+    let orders = datasets[0]["id"].as_str().unwrap();
+    // Every user sees through the API exactly what the CLI path gives them.
+    for user in ["alice", "bob", "carol", "mallory"] {
+        let s = http
+            .ok(
+                "POST",
+                "/v1/sessions",
+                &api_key,
+                Some(json!({"embed_user": user})),
+                200,
+            )
+            .await;
+        let body = http
+            .ok(
+                "POST",
+                &format!("/v1/embed/datasets/{orders}/fetch"),
+                s["token"].as_str().unwrap(),
+                Some(json!({"columns": ["id", "tenant"]})),
+                200,
+            )
+            .await;
+        let want: BTreeSet<i64> = crate::support::fetch_ids(&silo, user)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(ids(&body), want, "{user}");
+    }
+    // `nobody` lacks the attribute the filter needs: refused, not widened.
+    let s = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &api_key,
+            Some(json!({"embed_user": "nobody"})),
+            200,
+        )
+        .await;
+    let (status, body) = http
+        .call(
+            "POST",
+            &format!("/v1/embed/datasets/{orders}/fetch"),
+            Some(s["token"].as_str().unwrap()),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serves_https_when_given_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("silo-cp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let spec = StoreSpec::new("tls", Backend::Sqlite).await;
+    let cp = ControlPlane::open(spec.config(&MasterKey::generate().unwrap()))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(silo_host::server::serve(
+        cp,
+        "127.0.0.1:0".parse().unwrap(),
+        Some((cert_file, key_file)),
+        move |addr| {
+            let _ = tx.send(addr);
+        },
+    ));
+    let addr = rx.await.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("https://localhost:{}/health", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/health", addr.port())).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    task.abort();
+}
+
+async fn silo(args: &[&str]) -> silo_host::error::Result<()> {
+    use clap::Parser;
+    let mut argv = vec!["silo"];
+    argv.extend_from_slice(args);
+    silo_host::cli::run(silo_host::cli::Cli::parse_from(argv)).await
+}
+
+#[tokio::test]
+async fn operator_commands_mint_keys_rotate_and_verify() {
+    let dir = std::env::temp_dir().join(format!("silo-cp-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (old, new) = (dir.join("old.key"), dir.join("new.key"));
+    MasterKey::generate().unwrap().write_new_file(&old).unwrap();
+    MasterKey::generate().unwrap().write_new_file(&new).unwrap();
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+
+    silo(&[
+        "api-keys",
+        "create",
+        "--admin",
+        "--data-dir",
+        data,
+        "--master-key-file",
+        old,
+    ])
+    .await
+    .unwrap();
+    silo(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--master-key-file",
+        old,
+    ])
+    .await
+    .unwrap();
+    silo(&[
+        "keys",
+        "rotate",
+        "--data-dir",
+        data,
+        "--master-key-file",
+        old,
+        "--new-key-file",
+        new,
+    ])
+    .await
+    .unwrap();
+    let err = silo(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--master-key-file",
+        old,
+    ])
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("master key"), "{err}");
+    silo(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--master-key-file",
+        new,
+    ])
+    .await
+    .unwrap();
+    let store = silo_host::control::store::Store::open(&format!("{data}/silo.db"))
+        .await
+        .unwrap();
+    let actions: Vec<String> = silo_host::control::audit::records(&store, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.action)
+        .collect();
+    assert_eq!(actions, ["api_key.create", "keys.rotate"]);
+
+    // The embedded default makes its own key with a new store, and only then.
+    let embedded = dir.join("embedded");
+    let embedded = embedded.to_str().unwrap();
+    silo(&["api-keys", "create", "--admin", "--data-dir", embedded])
+        .await
+        .unwrap();
+    assert!(std::path::Path::new(embedded).join("master.key").exists());
+    silo(&["audit", "verify", "--data-dir", embedded])
+        .await
+        .unwrap();
+    std::fs::remove_file(std::path::Path::new(embedded).join("master.key")).unwrap();
+    let err = silo(&["audit", "verify", "--data-dir", embedded])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no master key"), "{err}");
+}
