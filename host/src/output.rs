@@ -78,20 +78,40 @@ pub fn write_table(
     Ok(())
 }
 
-/// Writes one JSON object per row.
+/// Writes one JSON object per row, its keys in column order.
 pub fn write_ndjson(
     out: &mut impl Write,
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> std::io::Result<()> {
     for row in rows {
-        let obj: serde_json::Map<String, serde_json::Value> = columns
-            .iter()
-            .cloned()
-            .zip(row.iter().map(cell_json))
-            .collect();
-        serde_json::to_writer(&mut *out, &obj)?;
-        out.write_all(b"\n")?;
+        out.write_all(b"{")?;
+        for (i, (name, cell)) in columns.iter().zip(row).enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, name)?;
+            out.write_all(b":")?;
+            serde_json::to_writer(&mut *out, &cell_json(cell))?;
+        }
+        out.write_all(b"}\n")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_keeps_column_order_and_escapes() {
+        let mut out = Vec::new();
+        let columns = ["zeta".to_owned(), "a\"b".to_owned(), "id".to_owned()];
+        let rows = vec![vec![Value::Text("x\ny".into()), Value::Null, Value::Int(7)]];
+        write_ndjson(&mut out, &columns, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"zeta\":\"x\\ny\",\"a\\\"b\":null,\"id\":7}\n"
+        );
+    }
 }

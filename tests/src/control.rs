@@ -816,6 +816,10 @@ async fn restart_keeps_everything(backend: Backend) {
     let before = http
         .ok("POST", &fetch, org.token("u1"), Some(json!({})), 200)
         .await;
+    // The JSON fetch wrote its audit record before answering.
+    let head = silo_host::control::audit::verify(server.cp.store())
+        .await
+        .unwrap();
     server.stop().await;
 
     // A wrong master key is refused before anything changes.
@@ -833,6 +837,7 @@ async fn restart_keeps_everything(backend: Backend) {
     // Same store, right key: keys, sessions and credentials all still work.
     let cp = ControlPlane::open(spec.config(&key)).await.unwrap();
     let audit_before = records(&cp).await;
+    assert_eq!(audit_before, head, "the refused open changed nothing");
     let server = Server::start(cp).await;
     let http = Http::new(&server.base);
     let after = http

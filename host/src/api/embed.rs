@@ -159,15 +159,7 @@ async fn fetch(
 
 fn ndjson(columns: &[String], batch: &[Row]) -> Bytes {
     let mut out = Vec::with_capacity(batch.len() * 64);
-    for row in batch {
-        let object: serde_json::Map<String, serde_json::Value> = columns
-            .iter()
-            .cloned()
-            .zip(row.iter().map(cell_json))
-            .collect();
-        if serde_json::to_writer(&mut out, &object).is_ok() {
-            out.push(b'\n');
-        }
-    }
+    // Writing to a Vec cannot fail.
+    let _ = crate::output::write_ndjson(&mut out, columns, batch);
     Bytes::from(out)
 }

@@ -590,8 +590,13 @@ impl ControlPlane {
                     .seal(&crypto::credential_aad(&ds.org_id, &ds.id), pw.as_bytes())
             })
             .transpose()?;
-        // The registration check runs on exactly what will be stored.
-        let config = self.engine_config(&ds, sealed.clone(), &[])?;
+        // The registration check runs on exactly what will be stored, under
+        // the name the caller knows.
+        let mut config = self.engine_config(&ds, sealed.clone(), &[])?;
+        config.datasources = std::mem::take(&mut config.datasources)
+            .into_values()
+            .map(|c| (ds.name.clone(), c))
+            .collect();
         let runtime = self.runtime.clone();
         let silo = tokio::task::spawn_blocking(move || {
             Silo::with_runtime(runtime, &config).map(|s| (s, config))

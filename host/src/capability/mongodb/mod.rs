@@ -25,8 +25,10 @@ pub struct MongoConfig {
     /// Database the user is defined in (default: `database`).
     pub auth_source: Option<String>,
     /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// File holding the password (first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
     /// Connect with TLS (required for any server not on loopback).
     #[serde(default)]

@@ -22,8 +22,10 @@ pub struct MysqlConfig {
     /// A read-only user: `SELECT` on the governed tables and nothing else.
     pub user: String,
     /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// File holding the password (first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
     /// Pool size.
     #[serde(default = "default_pool_size")]

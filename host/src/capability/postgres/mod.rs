@@ -29,8 +29,10 @@ pub struct PostgresConfig {
     /// A read-only role: `SELECT` on the governed tables and nothing else.
     pub user: String,
     /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// File holding the password (first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
     /// Schema an unqualified table name means.
     #[serde(default = "default_schema")]
