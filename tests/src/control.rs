@@ -12,6 +12,24 @@ use silo_host::demo::{admin, exec};
 
 use crate::support::admin_conn;
 
+/// Runs `name(backend)` as two tests, `name::sqlite` and `name::postgres`:
+/// the same suite on both store back-ends.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
     Sqlite,
@@ -135,6 +153,12 @@ impl Http {
         let (status, json) = self.call(method, path, Some(auth), body).await;
         assert_eq!(status.as_u16(), want, "{method} {path}: {json}");
         json
+    }
+
+    /// Mints a session with `body` and returns its token.
+    pub async fn session(&self, key: &str, body: J) -> String {
+        let s = self.ok("POST", "/v1/sessions", key, Some(body), 200).await;
+        s["token"].as_str().unwrap().to_owned()
     }
 
     pub async fn ndjson(&self, path: &str, auth: &str, body: J) -> (StatusCode, Vec<J>) {
@@ -342,16 +366,10 @@ async fn setup_org(http: &Http, admin_key: &str, name: &str, data: &OrgData) -> 
             200,
         )
         .await;
-        let s = http
-            .ok(
-                "POST",
-                "/v1/sessions",
-                &key,
-                Some(json!({"embed_user": user})),
-                200,
-            )
-            .await;
-        tokens.push((user.to_string(), s["token"].as_str().unwrap().to_owned()));
+        tokens.push((
+            user.to_string(),
+            http.session(&key, json!({"embed_user": user})).await,
+        ));
     }
     Org {
         id: org["id"].as_str().unwrap().to_owned(),
@@ -605,15 +623,7 @@ async fn cross_tenant_matrix(backend: Backend) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn cross_tenant_matrix_sqlite() {
-    cross_tenant_matrix(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn cross_tenant_matrix_postgres() {
-    cross_tenant_matrix(Backend::Postgres).await;
-}
+on_both_stores!(cross_tenant_matrix);
 
 fn b64(v: &J) -> String {
     use base64::Engine as _;
@@ -796,15 +806,7 @@ async fn token_attacks(backend: Backend) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn token_attacks_sqlite() {
-    token_attacks(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn token_attacks_postgres() {
-    token_attacks(Backend::Postgres).await;
-}
+on_both_stores!(token_attacks);
 
 async fn restart_keeps_everything(backend: Backend) {
     let name = format!("restart_{backend:?}").to_lowercase();
@@ -869,15 +871,7 @@ async fn restart_keeps_everything(backend: Backend) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn restart_keeps_everything_sqlite() {
-    restart_keeps_everything(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn restart_keeps_everything_postgres() {
-    restart_keeps_everything(Backend::Postgres).await;
-}
+on_both_stores!(restart_keeps_everything);
 
 async fn registration_and_settings(backend: Backend) {
     let name = format!("register_{backend:?}").to_lowercase();
@@ -1068,15 +1062,7 @@ async fn registration_and_settings(backend: Backend) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn registration_and_settings_sqlite() {
-    registration_and_settings(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn registration_and_settings_postgres() {
-    registration_and_settings(Backend::Postgres).await;
-}
+on_both_stores!(registration_and_settings);
 
 #[tokio::test]
 async fn tampering_with_the_audit_log_is_detected() {
@@ -1147,20 +1133,12 @@ async fn silo_toml_bootstraps_the_store() {
     let orders = datasets[0]["id"].as_str().unwrap();
     // Every user sees through the API exactly what the CLI path gives them.
     for user in ["alice", "bob", "carol", "mallory"] {
-        let s = http
-            .ok(
-                "POST",
-                "/v1/sessions",
-                &api_key,
-                Some(json!({"embed_user": user})),
-                200,
-            )
-            .await;
+        let token = http.session(&api_key, json!({"embed_user": user})).await;
         let body = http
             .ok(
                 "POST",
                 &format!("/v1/embed/datasets/{orders}/fetch"),
-                s["token"].as_str().unwrap(),
+                &token,
                 Some(json!({"columns": ["id", "tenant"]})),
                 200,
             )

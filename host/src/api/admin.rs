@@ -50,6 +50,18 @@ pub fn router() -> OpenApiRouter<super::AppState> {
         .routes(routes!(list_audit))
 }
 
+fn minted(
+    (key, token): (ApiKeyInfo, zeroize::Zeroizing<String>),
+) -> ApiResult<(StatusCode, Json<NewKey>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(NewKey {
+            key,
+            token: token.to_string(),
+        }),
+    ))
+}
+
 fn operator(p: &Principal) -> ApiResult<()> {
     match p {
         Principal::Org { .. } => {
@@ -93,14 +105,7 @@ async fn create_org_key(
     Body(input): Body<KeyInput>,
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     operator(&p)?;
-    let (key, token) = s.cp.create_api_key(&p, Some(&org), &input.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKey {
-            key,
-            token: token.to_string(),
-        }),
-    ))
+    minted(s.cp.create_api_key(&p, Some(&org), &input.name).await?)
 }
 
 /// List an organization's API keys.
@@ -142,14 +147,7 @@ async fn create_key(
     let Principal::Org { org, .. } = org else {
         return Err(Error::Unauthorized("an organization's API key is required".into()).into());
     };
-    let (key, token) = s.cp.create_api_key(&p, Some(&org), &input.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NewKey {
-            key,
-            token: token.to_string(),
-        }),
-    ))
+    minted(s.cp.create_api_key(&p, Some(&org), &input.name).await?)
 }
 
 /// The caller's organization's API keys.

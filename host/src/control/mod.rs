@@ -407,8 +407,21 @@ impl ControlPlane {
         target: Option<&str>,
         detail: Option<String>,
     ) {
+        let org = p.org().map(str::to_owned);
+        self.audit_in(org, p, action, target, detail).await;
+    }
+
+    /// Records a change in `org`, which an operator's action names itself.
+    async fn audit_in(
+        &self,
+        org: Option<String>,
+        p: &Principal,
+        action: &str,
+        target: Option<&str>,
+        detail: Option<String>,
+    ) {
         let e = AuditEvent {
-            org_id: p.org().map(str::to_owned),
+            org_id: org,
             actor: p.actor(),
             action: action.into(),
             target: target.map(str::to_owned),
@@ -438,15 +451,8 @@ impl ControlPlane {
             created_at: now(),
         };
         self.store.insert_org(&org).await?;
-        let e = AuditEvent {
-            org_id: Some(org.id.clone()),
-            actor: p.actor(),
-            action: "org.create".into(),
-            target: Some(org.id.clone()),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
-        append_logged(&self.store, &e).await;
+        self.audit_in(Some(org.id.clone()), p, "org.create", Some(&org.id), None)
+            .await;
         Ok(org)
     }
 
@@ -483,15 +489,14 @@ impl ControlPlane {
             revoked_at: None,
         };
         self.store.insert_api_key(&info, &key.digest).await?;
-        let e = AuditEvent {
-            org_id: info.org_id.clone(),
-            actor: p.actor(),
-            action: "api_key.create".into(),
-            target: Some(info.id.clone()),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
-        append_logged(&self.store, &e).await;
+        self.audit_in(
+            info.org_id.clone(),
+            p,
+            "api_key.create",
+            Some(&info.id),
+            None,
+        )
+        .await;
         Ok((info, key.token))
     }
 
@@ -505,15 +510,8 @@ impl ControlPlane {
             },
         };
         self.store.revoke_api_key(org.as_deref(), id).await?;
-        let e = AuditEvent {
-            org_id: org,
-            actor: p.actor(),
-            action: "api_key.revoke".into(),
-            target: Some(id.to_owned()),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
-        append_logged(&self.store, &e).await;
+        self.audit_in(org, p, "api_key.revoke", Some(id), None)
+            .await;
         Ok(())
     }
 

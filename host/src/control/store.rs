@@ -19,6 +19,14 @@ use super::model::{
     Permission, Session,
 };
 
+/// `sqlx::query(sql).bind(arg)….method(executor).await`, its error mapped by
+/// [`db`]: one line per statement instead of one per bind.
+macro_rules! q {
+    ($method:ident, $ex:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query($sql)$(.bind($arg))*.$method($ex).await.map_err(db)
+    };
+}
+
 /// Which database holds the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -181,21 +189,23 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         if self.kind == StoreKind::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            q!(
+                execute,
+                &mut *tx,
+                "SELECT pg_advisory_xact_lock($1)",
+                PG_LOCK
+            )?;
         }
         Ok(tx)
     }
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        q!(
+            execute,
+            &mut *tx,
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )?;
         let version: usize = meta_in(&mut tx, "schema_version")
             .await?
             .and_then(|v| v.parse().ok())
@@ -213,7 +223,7 @@ impl Store {
                 StoreKind::Postgres => m.postgres,
             };
             for stmt in m.shared.iter().chain(own) {
-                sqlx::query(stmt).execute(&mut *tx).await.map_err(db)?;
+                q!(execute, &mut *tx, stmt)?;
             }
         }
         set_meta_in(&mut tx, "schema_version", &MIGRATIONS.len().to_string()).await?;
@@ -222,11 +232,12 @@ impl Store {
 
     /// A `meta` value.
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let row = q!(
+            fetch_optional,
+            &self.pool,
+            "SELECT value FROM meta WHERE key = $1",
+            key
+        )?;
         row.map(|r| r.try_get(0).map_err(db)).transpose()
     }
 
@@ -234,62 +245,63 @@ impl Store {
 
     /// Inserts an organization.
     pub async fn insert_org(&self, org: &Organization) -> Result<()> {
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&org.id)
-            .bind(&org.name)
-            .bind(org.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        q!(
+            execute,
+            &self.pool,
+            "INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)",
+            &org.id,
+            &org.name,
+            org.created_at
+        )?;
         Ok(())
     }
 
     /// All organizations, by name.
     pub async fn orgs(&self) -> Result<Vec<Organization>> {
-        sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(org_row)
-            .collect()
+        q!(
+            fetch_all,
+            &self.pool,
+            "SELECT id, name, created_at FROM orgs ORDER BY name"
+        )?
+        .iter()
+        .map(org_row)
+        .collect()
     }
 
     /// One organization by id or by name.
     pub async fn org(&self, id_or_name: &str) -> Result<Organization> {
-        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = $1 OR name = $1")
-            .bind(id_or_name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let row = q!(
+            fetch_optional,
+            &self.pool,
+            "SELECT id, name, created_at FROM orgs WHERE id = $1 OR name = $1",
+            id_or_name
+        )?;
         org_row(&row.ok_or_else(|| Error::NotFound("organization".into()))?)
     }
 
     /// Inserts an API key's record (its digest, never the key).
     pub async fn insert_api_key(&self, info: &ApiKeyInfo, digest: &str) -> Result<()> {
-        sqlx::query(
+        q!(
+            execute,
+            &self.pool,
             "INSERT INTO api_keys (id, org_id, name, digest, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&info.id)
-        .bind(&info.org_id)
-        .bind(&info.name)
-        .bind(digest)
-        .bind(info.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            &info.id,
+            &info.org_id,
+            &info.name,
+            digest,
+            info.created_at
+        )?;
         Ok(())
     }
 
     /// An API key's record and digest, by id.
     pub async fn api_key(&self, id: &str) -> Result<Option<(ApiKeyInfo, String)>> {
-        let row = sqlx::query(
+        let row = q!(
+            fetch_optional,
+            &self.pool,
             "SELECT id, org_id, name, created_at, revoked_at, digest FROM api_keys WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+            id
+        )?;
         row.map(|r| Ok((api_key_row(&r)?, r.try_get(5).map_err(db)?)))
             .transpose()
     }
@@ -298,11 +310,7 @@ impl Store {
     pub async fn api_keys(&self, org: Option<&str>) -> Result<Vec<ApiKeyInfo>> {
         let sql = "SELECT id, org_id, name, created_at, revoked_at FROM api_keys \
                    WHERE org_id = $1 OR ($1 IS NULL AND org_id IS NULL) ORDER BY created_at, id";
-        sqlx::query(sql)
-            .bind(org)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
+        q!(fetch_all, &self.pool, sql, org)?
             .iter()
             .map(api_key_row)
             .collect()
@@ -312,13 +320,7 @@ impl Store {
     pub async fn revoke_api_key(&self, org: Option<&str>, id: &str) -> Result<()> {
         let sql = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
                    AND (org_id = $3 OR ($3 IS NULL AND org_id IS NULL))";
-        let done = sqlx::query(sql)
-            .bind(now())
-            .bind(id)
-            .bind(org)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = q!(execute, &self.pool, sql, now(), id, org)?;
         found(done.rows_affected(), "API key")
     }
 
@@ -326,34 +328,34 @@ impl Store {
 
     /// Inserts a datasource with its sealed credential.
     pub async fn insert_datasource(&self, ds: &Datasource, sealed: Option<&str>) -> Result<()> {
-        sqlx::query(
+        q!(
+            execute,
+            &self.pool,
             "INSERT INTO datasources (id, org_id, name, kind, connector, settings, sealed_credential, \
              accept_write, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
-        )
-        .bind(&ds.id)
-        .bind(&ds.org_id)
-        .bind(&ds.name)
-        .bind(ds.kind.name())
-        .bind(&ds.connector)
-        .bind(json(&ds.settings)?)
-        .bind(sealed)
-        .bind(i64::from(ds.accept_write_privileges))
-        .bind(ds.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            &ds.id,
+            &ds.org_id,
+            &ds.name,
+            ds.kind.name(),
+            &ds.connector,
+            json(&ds.settings)?,
+            sealed,
+            i64::from(ds.accept_write_privileges),
+            ds.created_at
+        )?;
         Ok(())
     }
 
     /// The datasources of `org`.
     pub async fn datasources(&self, org: &str) -> Result<Vec<Datasource>> {
-        sqlx::query(&format!(
-            "SELECT {DATASOURCE_COLUMNS} FROM datasources WHERE org_id = $1 ORDER BY name"
-        ))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
+        q!(
+            fetch_all,
+            &self.pool,
+            &format!(
+                "SELECT {DATASOURCE_COLUMNS} FROM datasources WHERE org_id = $1 ORDER BY name"
+            ),
+            org
+        )?
         .iter()
         .map(datasource_row)
         .collect()
@@ -366,15 +368,16 @@ impl Store {
         org: &str,
         id_or_name: &str,
     ) -> Result<(Datasource, Option<String>, i64)> {
-        let row = sqlx::query(&format!(
-            "SELECT {DATASOURCE_COLUMNS}, sealed_credential, revision FROM datasources \
+        let row = q!(
+            fetch_optional,
+            &self.pool,
+            &format!(
+                "SELECT {DATASOURCE_COLUMNS}, sealed_credential, revision FROM datasources \
              WHERE org_id = $1 AND (id = $2 OR name = $2)"
-        ))
-        .bind(org)
-        .bind(id_or_name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
+            ),
+            org,
+            id_or_name
+        )?
         .ok_or_else(|| Error::NotFound("datasource".into()))?;
         Ok((
             datasource_row(&row)?,
@@ -385,44 +388,43 @@ impl Store {
 
     /// Deletes a datasource of `org` and, with it, its datasets and grants.
     pub async fn delete_datasource(&self, org: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM datasources WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = q!(
+            execute,
+            &self.pool,
+            "DELETE FROM datasources WHERE org_id = $1 AND id = $2",
+            org,
+            id
+        )?;
         found(done.rows_affected(), "datasource")
     }
 
     /// Inserts a dataset and bumps its datasource's revision.
     pub async fn insert_dataset(&self, d: &Dataset) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        q!(
+            execute,
+            &mut *tx,
             "INSERT INTO datasets (id, org_id, datasource_id, name, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&d.id)
-        .bind(&d.org_id)
-        .bind(&d.datasource_id)
-        .bind(&d.name)
-        .bind(d.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+            &d.id,
+            &d.org_id,
+            &d.datasource_id,
+            &d.name,
+            d.created_at
+        )?;
         bump_revision(&mut tx, &d.org_id, &d.datasource_id).await?;
         tx.commit().await.map_err(db)
     }
 
     /// The datasets of `org`, optionally of one datasource.
     pub async fn datasets(&self, org: &str, datasource: Option<&str>) -> Result<Vec<Dataset>> {
-        sqlx::query(
+        q!(
+            fetch_all,
+            &self.pool,
             "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
              WHERE org_id = $1 AND ($2 IS NULL OR datasource_id = $2) ORDER BY name, id",
-        )
-        .bind(org)
-        .bind(datasource)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
+            org,
+            datasource
+        )?
         .iter()
         .map(dataset_row)
         .collect()
@@ -430,15 +432,14 @@ impl Store {
 
     /// One dataset of `org`.
     pub async fn dataset(&self, org: &str, id: &str) -> Result<Dataset> {
-        let row = sqlx::query(
+        let row = q!(
+            fetch_optional,
+            &self.pool,
             "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
              WHERE org_id = $1 AND id = $2",
-        )
-        .bind(org)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+            org,
+            id
+        )?;
         dataset_row(&row.ok_or_else(|| Error::NotFound("dataset".into()))?)
     }
 
@@ -446,12 +447,13 @@ impl Store {
     pub async fn delete_dataset(&self, org: &str, id: &str) -> Result<()> {
         let d = self.dataset(org, id).await?;
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM datasets WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        q!(
+            execute,
+            &mut *tx,
+            "DELETE FROM datasets WHERE org_id = $1 AND id = $2",
+            org,
+            id
+        )?;
         bump_revision(&mut tx, org, &d.datasource_id).await?;
         tx.commit().await.map_err(db)
     }
@@ -461,36 +463,29 @@ impl Store {
     /// Creates or replaces (by name) a group of `org` with exactly `grants`.
     pub async fn upsert_group(&self, group: &Group) -> Result<Group> {
         let mut tx = self.begin().await?;
-        let existing =
-            sqlx::query("SELECT id, created_at FROM user_groups WHERE org_id = $1 AND name = $2")
-                .bind(&group.org_id)
-                .bind(&group.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
+        let existing = existing(&mut tx, "user_groups", "name", &group.org_id, &group.name).await?;
         let mut out = group.clone();
         match existing {
-            Some(row) => {
-                out.id = row.try_get(0).map_err(db)?;
-                out.created_at = row.try_get(1).map_err(db)?;
-                sqlx::query("DELETE FROM grants WHERE org_id = $1 AND group_id = $2")
-                    .bind(&out.org_id)
-                    .bind(&out.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            Some((id, created_at)) => {
+                (out.id, out.created_at) = (id, created_at);
+                q!(
+                    execute,
+                    &mut *tx,
+                    "DELETE FROM grants WHERE org_id = $1 AND group_id = $2",
+                    &out.org_id,
+                    &out.id
+                )?;
             }
             None => {
-                sqlx::query(
+                q!(
+                    execute,
+                    &mut *tx,
                     "INSERT INTO user_groups (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&out.id)
-                .bind(&out.org_id)
-                .bind(&out.name)
-                .bind(out.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                    &out.id,
+                    &out.org_id,
+                    &out.name,
+                    out.created_at
+                )?;
             }
         }
         for g in &out.grants {
@@ -521,21 +516,21 @@ impl Store {
 
     /// The groups of `org`.
     pub async fn groups(&self, org: &str) -> Result<Vec<Group>> {
-        let rows = sqlx::query(
+        let rows = q!(
+            fetch_all,
+            &self.pool,
             "SELECT id, org_id, name, created_at FROM user_groups WHERE org_id = $1 ORDER BY name",
-        )
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            org
+        )?;
         let mut groups = rows.iter().map(group_row).collect::<Result<Vec<_>>>()?;
-        let grants = sqlx::query(&format!(
-            "SELECT group_id, {GRANT_COLUMNS} FROM grants WHERE org_id = $1 ORDER BY dataset_id"
-        ))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let grants = q!(
+            fetch_all,
+            &self.pool,
+            &format!(
+                "SELECT group_id, {GRANT_COLUMNS} FROM grants WHERE org_id = $1 ORDER BY dataset_id"
+            ),
+            org
+        )?;
         for row in &grants {
             let group: String = row.try_get(0).map_err(db)?;
             if let Some(g) = groups.iter_mut().find(|g| g.id == group) {
@@ -556,12 +551,13 @@ impl Store {
 
     /// Deletes a group of `org` (its grants and memberships go with it).
     pub async fn delete_group(&self, org: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM user_groups WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = q!(
+            execute,
+            &self.pool,
+            "DELETE FROM user_groups WHERE org_id = $1 AND id = $2",
+            org,
+            id
+        )?;
         found(done.rows_affected(), "group")
     }
 
@@ -571,48 +567,48 @@ impl Store {
     /// exactly the groups given.
     pub async fn upsert_embed_user(&self, user: &EmbedUser) -> Result<EmbedUser> {
         let mut tx = self.begin().await?;
-        let existing = sqlx::query(
-            "SELECT id, created_at FROM embed_users WHERE org_id = $1 AND external_id = $2",
+        let existing = existing(
+            &mut tx,
+            "embed_users",
+            "external_id",
+            &user.org_id,
+            &user.external_id,
         )
-        .bind(&user.org_id)
-        .bind(&user.external_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        .await?;
         let mut out = user.clone();
         match existing {
-            Some(row) => {
-                out.id = row.try_get(0).map_err(db)?;
-                out.created_at = row.try_get(1).map_err(db)?;
-                sqlx::query("UPDATE embed_users SET attributes = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
-                    .bind(json(&out.attributes)?)
-                    .bind(out.updated_at)
-                    .bind(&out.org_id)
-                    .bind(&out.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND embed_user_id = $2")
-                    .bind(&out.org_id)
-                    .bind(&out.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            Some((id, created_at)) => {
+                (out.id, out.created_at) = (id, created_at);
+                q!(
+                    execute,
+                    &mut *tx,
+                    "UPDATE embed_users SET attributes = $1, updated_at = $2 WHERE org_id = $3 AND id = $4",
+                    json(&out.attributes)?,
+                    out.updated_at,
+                    &out.org_id,
+                    &out.id
+                )?;
+                q!(
+                    execute,
+                    &mut *tx,
+                    "DELETE FROM memberships WHERE org_id = $1 AND embed_user_id = $2",
+                    &out.org_id,
+                    &out.id
+                )?;
             }
             None => {
-                sqlx::query(
+                q!(
+                    execute,
+                    &mut *tx,
                     "INSERT INTO embed_users (id, org_id, external_id, attributes, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&out.id)
-                .bind(&out.org_id)
-                .bind(&out.external_id)
-                .bind(json(&out.attributes)?)
-                .bind(out.created_at)
-                .bind(out.updated_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                    &out.id,
+                    &out.org_id,
+                    &out.external_id,
+                    json(&out.attributes)?,
+                    out.created_at,
+                    out.updated_at
+                )?;
             }
         }
         out.groups.sort();
@@ -650,15 +646,14 @@ impl Store {
     }
 
     async fn embed_users_where(&self, org: &str, id: Option<&str>) -> Result<Vec<EmbedUser>> {
-        let rows = sqlx::query(
+        let rows = q!(
+            fetch_all,
+            &self.pool,
             "SELECT id, org_id, external_id, attributes, created_at, updated_at FROM embed_users \
              WHERE org_id = $1 AND ($2 IS NULL OR id = $2 OR external_id = $2) ORDER BY external_id",
-        )
-        .bind(org)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            org,
+            id
+        )?;
         let mut users = Vec::with_capacity(rows.len());
         for r in &rows {
             users.push(EmbedUser {
@@ -671,13 +666,12 @@ impl Store {
                 updated_at: r.try_get(5).map_err(db)?,
             });
         }
-        let members = sqlx::query(
+        let members = q!(
+            fetch_all,
+            &self.pool,
             "SELECT embed_user_id, group_id FROM memberships WHERE org_id = $1 ORDER BY group_id",
-        )
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            org
+        )?;
         for r in &members {
             let user: String = r.try_get(0).map_err(db)?;
             if let Some(u) = users.iter_mut().find(|u| u.id == user) {
@@ -689,29 +683,29 @@ impl Store {
 
     /// Deletes an embed user of `org` (and its sessions).
     pub async fn delete_embed_user(&self, org: &str, id: &str) -> Result<()> {
-        let done = sqlx::query(
+        let done = q!(
+            execute,
+            &self.pool,
             "DELETE FROM embed_users WHERE org_id = $1 AND (id = $2 OR external_id = $2)",
-        )
-        .bind(org)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            org,
+            id
+        )?;
         found(done.rows_affected(), "embed user")
     }
 
     /// Every grant the groups of embed user `user` (record id) hold.
     pub async fn grants_of(&self, org: &str, user: &str) -> Result<Vec<GroupGrant>> {
-        sqlx::query(&format!(
-            "SELECT {GRANT_COLUMNS} FROM grants JOIN memberships \
+        q!(
+            fetch_all,
+            &self.pool,
+            &format!(
+                "SELECT {GRANT_COLUMNS} FROM grants JOIN memberships \
              ON memberships.group_id = grants.group_id AND memberships.org_id = grants.org_id \
              WHERE grants.org_id = $1 AND memberships.embed_user_id = $2 ORDER BY grants.group_id"
-        ))
-        .bind(org)
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
+            ),
+            org,
+            user
+        )?
         .iter()
         .map(|r| grant_row(r, 0))
         .collect()
@@ -722,11 +716,12 @@ impl Store {
     /// Creates or replaces (by id, within `org`) a session.
     pub async fn upsert_session(&self, s: &Session) -> Result<()> {
         let mut tx = self.begin().await?;
-        let owner = sqlx::query("SELECT org_id FROM sessions WHERE id = $1")
-            .bind(&s.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+        let owner = q!(
+            fetch_optional,
+            &mut *tx,
+            "SELECT org_id FROM sessions WHERE id = $1",
+            &s.id
+        )?;
         let datasets = s.datasets.as_ref().map(json).transpose()?;
         match owner {
             Some(row) => {
@@ -734,36 +729,34 @@ impl Store {
                 if org != s.org_id {
                     return Err(Error::NotFound("session".into()));
                 }
-                sqlx::query(
+                q!(
+                    execute,
+                    &mut *tx,
                     "UPDATE sessions SET embed_user_id = $1, datasets = $2, parameters = $3, \
                      created_at = $4, expires_at = $5, revoked_at = NULL WHERE org_id = $6 AND id = $7",
-                )
-                .bind(&s.embed_user_id)
-                .bind(datasets)
-                .bind(json(&s.parameters)?)
-                .bind(s.created_at)
-                .bind(s.expires_at)
-                .bind(&s.org_id)
-                .bind(&s.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                    &s.embed_user_id,
+                    datasets,
+                    json(&s.parameters)?,
+                    s.created_at,
+                    s.expires_at,
+                    &s.org_id,
+                    &s.id
+                )?;
             }
             None => {
-                sqlx::query(
+                q!(
+                    execute,
+                    &mut *tx,
                     "INSERT INTO sessions (id, org_id, embed_user_id, datasets, parameters, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&s.id)
-                .bind(&s.org_id)
-                .bind(&s.embed_user_id)
-                .bind(datasets)
-                .bind(json(&s.parameters)?)
-                .bind(s.created_at)
-                .bind(s.expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                    &s.id,
+                    &s.org_id,
+                    &s.embed_user_id,
+                    datasets,
+                    json(&s.parameters)?,
+                    s.created_at,
+                    s.expires_at
+                )?;
             }
         }
         tx.commit().await.map_err(db)
@@ -771,15 +764,14 @@ impl Store {
 
     /// The sessions of `org` (`id`: just that one).
     pub async fn sessions(&self, org: &str, id: Option<&str>) -> Result<Vec<Session>> {
-        let rows = sqlx::query(
+        let rows = q!(
+            fetch_all,
+            &self.pool,
             "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, revoked_at \
              FROM sessions WHERE org_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
-        )
-        .bind(org)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            org,
+            id
+        )?;
         rows.iter()
             .map(|r| {
                 Ok(Session {
@@ -811,15 +803,14 @@ impl Store {
 
     /// Revokes a session of `org`.
     pub async fn revoke_session(&self, org: &str, id: &str) -> Result<()> {
-        let done = sqlx::query(
+        let done = q!(
+            execute,
+            &self.pool,
             "UPDATE sessions SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(org)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            now(),
+            org,
+            id
+        )?;
         found(done.rows_affected(), "session")
     }
 
@@ -827,29 +818,27 @@ impl Store {
 
     /// The newest signing key of `alg`: (id, sealed material).
     pub async fn signing_key(&self, alg: &str) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
+        let row = q!(
+            fetch_optional,
+            &self.pool,
             "SELECT id, sealed FROM signing_keys WHERE alg = $1 ORDER BY created_at DESC, id DESC",
-        )
-        .bind(alg)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+            alg
+        )?;
         row.map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
             .transpose()
     }
 
     /// Stores a sealed signing key.
     pub async fn insert_signing_key(&self, id: &str, alg: &str, sealed: &str) -> Result<()> {
-        sqlx::query(
+        q!(
+            execute,
+            &self.pool,
             "INSERT INTO signing_keys (id, alg, sealed, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(alg)
-        .bind(sealed)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            id,
+            alg,
+            sealed,
+            now()
+        )?;
         Ok(())
     }
 
@@ -875,20 +864,17 @@ impl Store {
         tx: &mut Tx,
     ) -> Result<Vec<(&'static str, String, String, String)>> {
         let mut out = Vec::new();
-        for r in sqlx::query("SELECT org_id, id, sealed_credential FROM datasources WHERE sealed_credential IS NOT NULL")
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?
-        {
-            let (org, id): (String, String) = (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+        for r in q!(
+            fetch_all,
+            &mut **tx,
+            "SELECT org_id, id, sealed_credential FROM datasources WHERE sealed_credential IS NOT NULL"
+        )? {
+            let (org, id): (String, String) =
+                (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
             let aad = super::crypto::credential_aad(&org, &id);
             out.push(("datasources", id, aad, r.try_get(2).map_err(db)?));
         }
-        for r in sqlx::query("SELECT id, sealed FROM signing_keys")
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?
-        {
+        for r in q!(fetch_all, &mut **tx, "SELECT id, sealed FROM signing_keys")? {
             let id: String = r.try_get(0).map_err(db)?;
             let aad = super::crypto::signing_key_aad(&id);
             out.push(("signing_keys", id, aad, r.try_get(1).map_err(db)?));
@@ -904,12 +890,7 @@ impl Store {
             "meta" => "UPDATE meta SET value = $1 WHERE key = $2",
             other => return Err(Error::Internal(format!("no sealed values in `{other}`"))),
         };
-        sqlx::query(sql)
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
+        q!(execute, &mut **tx, sql, sealed, id)?;
         Ok(())
     }
 
@@ -925,36 +906,50 @@ const GRANT_COLUMNS: &str =
     "grants.dataset_id, grants.permission, grants.row_filter, grants.all_rows, grants.columns_";
 
 async fn meta_in(tx: &mut Tx, key: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db)?;
+    let row = q!(
+        fetch_optional,
+        &mut **tx,
+        "SELECT value FROM meta WHERE key = $1",
+        key
+    )?;
     row.map(|r| r.try_get(0).map_err(db)).transpose()
 }
 
 async fn set_meta_in(tx: &mut Tx, key: &str, value: &str) -> Result<()> {
-    sqlx::query("DELETE FROM meta WHERE key = $1")
-        .bind(key)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
-        .bind(key)
-        .bind(value)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+    q!(execute, &mut **tx, "DELETE FROM meta WHERE key = $1", key)?;
+    q!(
+        execute,
+        &mut **tx,
+        "INSERT INTO meta (key, value) VALUES ($1, $2)",
+        key,
+        value
+    )?;
     Ok(())
 }
 
+/// The id and creation time of the record of `table` in `org` whose
+/// `column` (its name within the org) is `value`: upserts keep both.
+async fn existing(
+    tx: &mut Tx,
+    table: &str,
+    column: &str,
+    org: &str,
+    value: &str,
+) -> Result<Option<(String, i64)>> {
+    let sql = format!("SELECT id, created_at FROM {table} WHERE org_id = $1 AND {column} = $2");
+    let row = q!(fetch_optional, &mut **tx, &sql, org, value)?;
+    row.map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+        .transpose()
+}
+
 async fn bump_revision(tx: &mut Tx, org: &str, datasource: &str) -> Result<()> {
-    sqlx::query("UPDATE datasources SET revision = revision + 1 WHERE org_id = $1 AND id = $2")
-        .bind(org)
-        .bind(datasource)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+    q!(
+        execute,
+        &mut **tx,
+        "UPDATE datasources SET revision = revision + 1 WHERE org_id = $1 AND id = $2",
+        org,
+        datasource
+    )?;
     Ok(())
 }
 
