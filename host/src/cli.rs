@@ -87,6 +87,34 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Profile a dataset as an embed user and print the metadata payload
+    /// (`silo.metadata.v1`) the privacy policy lets out: never rows.
+    Profile {
+        /// Path to silo.toml.
+        #[arg(long, short, default_value = "silo.toml")]
+        config: PathBuf,
+        /// Embed user id.
+        #[arg(long, short)]
+        user: String,
+        /// Dataset name.
+        #[arg(long, short)]
+        dataset: String,
+    },
+    /// Profile a dataset as an embed user and summarize the metadata (an
+    /// LLM endpoint if given, else the built-in summarizer).
+    Summarize {
+        /// Path to silo.toml.
+        #[arg(long, short, default_value = "silo.toml")]
+        config: PathBuf,
+        /// Embed user id.
+        #[arg(long, short)]
+        user: String,
+        /// Dataset name.
+        #[arg(long, short)]
+        dataset: String,
+        #[command(flatten)]
+        llm: LlmArgs,
+    },
     /// List the datasets and columns a datasource's connector serves.
     Describe {
         /// Path to silo.toml.
@@ -120,6 +148,8 @@ enum Command {
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        llm: LlmArgs,
     },
     /// Master keys.
     Keys {
@@ -135,6 +165,13 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Measure the metadata profiler's throughput (cells per second, one
+    /// thread) and memory.
+    BenchProfile {
+        /// Rows profiled.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
     },
     /// Measure sandboxed fetch against a plain driver loop, and instantiation.
     Bench {
@@ -206,6 +243,47 @@ enum AuditCommand {
     },
 }
 
+/// An OpenAI-compatible endpoint for summaries; without `--llm-base-url`
+/// the built-in summarizer writes them, offline.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LlmArgs {
+    /// Chat completions base URL (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:11434/v1` for Ollama, …).
+    #[arg(long)]
+    pub llm_base_url: Option<String>,
+    /// Model name.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// Environment variable holding the endpoint's API key.
+    #[arg(long)]
+    pub llm_api_key_env: Option<String>,
+    /// Seconds per attempt.
+    #[arg(long, default_value_t = 60)]
+    pub llm_timeout_secs: u64,
+}
+
+impl LlmArgs {
+    /// The endpoint's config, if one is given.
+    pub fn config(&self) -> Result<Option<crate::metadata::llm::LlmConfig>> {
+        let Some(base_url) = self.llm_base_url.clone() else {
+            return Ok(None);
+        };
+        let api_key = self
+            .llm_api_key_env
+            .as_deref()
+            .map(|var| crate::config::read_secret(Some(var), None))
+            .transpose()?
+            .flatten();
+        Ok(Some(crate::metadata::llm::LlmConfig {
+            base_url,
+            model: self.llm_model.clone(),
+            api_key,
+            timeout: std::time::Duration::from_secs(self.llm_timeout_secs.max(1)),
+            retries: crate::metadata::llm::DEFAULT_RETRIES,
+        }))
+    }
+}
+
 /// Where `silo demo` keeps its data.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DemoDb {
@@ -236,8 +314,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             token_alg,
             tls_cert,
             tls_key,
+            llm,
         } => {
-            let cp = store.open(token_alg).await?;
+            let cp = store.open_with(token_alg, llm.config()?).await?;
             if let Some(path) = bootstrap {
                 let seeded = cp.bootstrap(&SiloConfig::load(&path)?, &org).await?;
                 eprintln!(
@@ -398,6 +477,28 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .map_err(io)
         }
+        Command::Profile {
+            config,
+            user,
+            dataset,
+        } => {
+            let payload = profile_as(&config, &user, &dataset).await?;
+            serde_json::to_writer_pretty(&mut out, &payload)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            writeln!(out).map_err(io)
+        }
+        Command::Summarize {
+            config,
+            user,
+            dataset,
+            llm,
+        } => {
+            let payload = profile_as(&config, &user, &dataset).await?;
+            let summary = crate::metadata::llm::Summarizer::new(llm.config()?)?
+                .summarize(&payload)
+                .await?;
+            writeln!(out, "{}\n({})", summary.summary, summary.source).map_err(io)
+        }
         Command::Describe { config, datasource } => {
             let cfg = SiloConfig::load(&config)?;
             let silo = Silo::open(&cfg).await?;
@@ -422,6 +523,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::BenchProfile { rows } => crate::bench::profile(rows, &mut out),
         Command::Bench {
             db,
             admin,
@@ -444,4 +546,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::bench::run(&opts, &mut out).await
         }
     }
+}
+
+/// The payload of `dataset` as `user` of a config sees it.
+async fn profile_as(
+    config: &std::path::Path,
+    user: &str,
+    dataset: &str,
+) -> Result<crate::metadata::Payload> {
+    let silo = Silo::open(&SiloConfig::load(config)?).await?;
+    let spec = FetchSpec {
+        dataset: dataset.to_owned(),
+        columns: None,
+        limit: Some(silo.runtime().limits().max_rows),
+    };
+    let fetch = silo.fetch(user, &spec).await?;
+    let policy = silo.privacy(dataset)?.clone();
+    let profile = crate::metadata::profile(&silo, fetch, dataset, &policy).await?;
+    Ok(profile.payload(&policy))
 }

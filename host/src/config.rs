@@ -70,6 +70,10 @@ pub struct DatasetConfig {
     /// Every embed user sees every row. Exclusive with `row_filter`.
     #[serde(default)]
     pub all_rows: bool,
+    /// What of its metadata may go to an LLM (default: shape of text,
+    /// statistics of numbers and dates, k = 10).
+    #[serde(default)]
+    pub privacy: Option<crate::metadata::PrivacyPolicy>,
 }
 
 /// `[users.<id>]`.

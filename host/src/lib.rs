@@ -28,6 +28,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod limits;
+pub mod metadata;
 pub mod output;
 pub mod policy;
 pub mod runtime;

@@ -9,6 +9,7 @@ use crate::control::crypto::MasterKey;
 use crate::control::tokens::TokenAlg;
 use crate::control::{ControlConfig, ControlPlane};
 use crate::error::{Error, Result};
+use crate::metadata::llm::LlmConfig;
 
 /// File name of the master key the embedded default keeps beside its store.
 const LOCAL_KEY_FILE: &str = "master.key";
@@ -79,8 +80,14 @@ impl StoreArgs {
 
     /// Opens the control plane.
     pub async fn open(&self, alg: TokenAlg) -> Result<ControlPlane> {
+        self.open_with(alg, None).await
+    }
+
+    /// Opens the control plane with an LLM endpoint for summaries.
+    pub async fn open_with(&self, alg: TokenAlg, llm: Option<LlmConfig>) -> Result<ControlPlane> {
         let mut config = self.config(self.master_key()?)?;
         config.token_alg = alg;
+        config.llm = llm;
         ControlPlane::open(config).await
     }
 }

@@ -12,6 +12,7 @@ use crate::capability::{Backend, DocumentGrant, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
+use crate::metadata::PrivacyPolicy;
 use crate::policy::Verifier;
 use crate::policy::rule::{Attributes, Policy, attribute_values};
 use crate::policy::sql::GovernedTable;
@@ -43,6 +44,7 @@ struct DatasetEntry {
     schema: String,
     table: String,
     policy: Policy,
+    privacy: PrivacyPolicy,
 }
 
 /// What the caller asks for.
@@ -120,6 +122,7 @@ impl Silo {
                     schema,
                     table,
                     policy,
+                    privacy: d.privacy.clone().unwrap_or_default(),
                 },
             );
         }
@@ -185,6 +188,32 @@ impl Silo {
             .policy
             .resolve(attrs)
             .map_err(|e| Error::Policy(format!("dataset `{dataset}` for user `{user}`: {e}")))
+    }
+
+    /// The privacy policy of `dataset`'s metadata.
+    pub fn privacy(&self, dataset: &str) -> Result<&PrivacyPolicy> {
+        self.datasets
+            .get(dataset)
+            .map(|e| &e.privacy)
+            .ok_or_else(|| Error::NotFound(format!("dataset `{dataset}`")))
+    }
+
+    /// The columns of `dataset` as its connector describes them.
+    pub async fn dataset_columns(&self, dataset: &str) -> Result<Vec<silo_types::Column>> {
+        let entry = self
+            .datasets
+            .get(dataset)
+            .ok_or_else(|| Error::NotFound(format!("dataset `{dataset}`")))?;
+        self.describe(&entry.datasource)
+            .await?
+            .iter()
+            .find(|d| d.name == dataset)
+            .map(|d| d.columns.clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "dataset `{dataset}` is not served by its connector"
+                ))
+            })
     }
 
     /// The datasets of `datasource` with their columns, as its connector

@@ -33,3 +33,6 @@ mod files;
 
 #[cfg(test)]
 mod control;
+
+#[cfg(test)]
+mod metadata;

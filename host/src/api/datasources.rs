@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use super::{ApiResult, AppState, Body, ErrorBody, Key};
 use crate::control::model::{Dataset, Datasource};
 use crate::control::{DatasetInput, DatasourceInput};
+use crate::metadata::PrivacyPolicy;
 
 /// The router.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -17,6 +18,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_datasource, delete_datasource))
         .routes(routes!(create_dataset, list_datasets))
         .routes(routes!(delete_dataset))
+        .routes(routes!(set_privacy))
+}
+
+/// Set what of a dataset's metadata may reach an LLM (`null` resets it to
+/// the default). Cached metadata under the old policy is dropped.
+#[utoipa::path(put, path = "/v1/datasets/{id}/privacy", tag = "datasources",
+    params(("id" = String, Path)), request_body = Option<PrivacyPolicy>,
+    security(("api_key" = [])),
+    responses((status = 200, body = Dataset), (status = 404, body = ErrorBody)))]
+async fn set_privacy(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path(id): Path<String>,
+    Body(policy): Body<Option<PrivacyPolicy>>,
+) -> ApiResult<Json<Dataset>> {
+    Ok(Json(s.cp.set_privacy(&p, &id, policy).await?))
 }
 
 /// Register a datasource. Silo connects with the credential first and

@@ -15,6 +15,8 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, AppState, Body, Embed, ErrorBody};
 use crate::control::{ColumnInfo, EmbedDataset, error_code};
+use crate::metadata::Payload;
+use crate::metadata::llm::Summary;
 use crate::output::cell_json;
 use crate::silo::Row;
 
@@ -27,6 +29,35 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(describe))
         .routes(routes!(fetch))
+        .routes(routes!(metadata))
+        .routes(routes!(summary))
+}
+
+/// The dataset's metadata (`silo.metadata.v1`) as this session sees it:
+/// statistics under the dataset's privacy policy, never rows.
+#[utoipa::path(get, path = "/v1/embed/datasets/{id}/metadata", tag = "embed",
+    params(("id" = String, Path)), security(("session" = [])),
+    responses((status = 200, body = Payload), (status = 404, body = ErrorBody)))]
+async fn metadata(
+    State(s): State<AppState>,
+    Embed(e): Embed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Payload>> {
+    Ok(Json(s.cp.embed_metadata(&e, &id).await?))
+}
+
+/// A plain-language summary of the dataset's metadata, written by the
+/// configured LLM (only the metadata is sent) or the built-in summarizer.
+#[utoipa::path(post, path = "/v1/embed/datasets/{id}/summary", tag = "embed",
+    params(("id" = String, Path)), security(("session" = [])),
+    responses((status = 200, body = Summary), (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody)))]
+async fn summary(
+    State(s): State<AppState>,
+    Embed(e): Embed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Summary>> {
+    Ok(Json(s.cp.embed_summary(&e, &id).await?))
 }
 
 /// `POST /v1/embed/datasets/{id}/fetch`.

@@ -29,6 +29,8 @@ use crate::capability::files::FilesConfig;
 use crate::config::{DatasetConfig, DatasourceConfig, SiloConfig};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::metadata::llm::{LlmConfig, Summarizer, Summary};
+use crate::metadata::{Payload, PrivacyPolicy};
 use crate::policy::rule::{Attributes, Policy, json_attribute_values};
 use crate::runtime::Runtime;
 use crate::silo::{Fetch, FetchSpec, Silo};
@@ -69,6 +71,8 @@ pub struct ControlConfig {
     pub limits: Limits,
     /// Compiled-connector cache (default: the user cache directory).
     pub cache_dir: Option<PathBuf>,
+    /// The LLM endpoint for summaries (default: the built-in summarizer).
+    pub llm: Option<LlmConfig>,
 }
 
 impl ControlConfig {
@@ -83,6 +87,7 @@ impl ControlConfig {
             audience: "silo-embed".into(),
             limits: Limits::default(),
             cache_dir: None,
+            llm: None,
         }
     }
 }
@@ -297,6 +302,11 @@ async fn append_logged(store: &Store, e: &AuditEvent) {
     }
 }
 
+/// How long cached metadata and summaries serve before they are computed
+/// again from the database (a changed policy, filter or dataset set is a
+/// miss at once).
+pub const METADATA_TTL: i64 = 15 * 60;
+
 /// A stable, public code for an error (the API's `error.code`).
 pub fn error_code(e: &Error) -> &'static str {
     match e {
@@ -322,6 +332,7 @@ pub struct ControlPlane {
     runtime: Arc<Runtime>,
     engines: Engines,
     data_dir: PathBuf,
+    summarizer: Summarizer,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -387,6 +398,7 @@ impl ControlPlane {
             runtime,
             engines: Mutex::default(),
             data_dir: config.data_dir,
+            summarizer: Summarizer::new(config.llm)?,
         })
     }
 
@@ -648,6 +660,7 @@ impl ControlPlane {
             org_id: org.to_owned(),
             datasource_id: ds.id,
             name: input.name,
+            privacy: None,
             created_at: now(),
         };
         self.store.insert_dataset(&d).await?;
@@ -923,14 +936,10 @@ impl ControlPlane {
         if grants.is_empty() {
             return Err(Error::NotFound("dataset".into()));
         }
-        let silo = self.engine(&e.org, &d.datasource_id).await?;
-        let described = silo.describe(&d.datasource_id).await?;
-        let found = described
-            .iter()
-            .find(|x| x.name == d.name)
-            .ok_or_else(|| Error::NotFound("dataset is not served by its connector".into()))?;
-        Ok(found
-            .columns
+        let (silo, _) = self.engine(&e.org, &d.datasource_id).await?;
+        Ok(silo
+            .dataset_columns(&d.name)
+            .await?
             .iter()
             .filter(|c| grants.iter().any(|g| g.allows(&c.name)))
             .map(|c| ColumnInfo {
@@ -989,6 +998,202 @@ impl ControlPlane {
         columns: Option<Vec<String>>,
         limit: Option<u64>,
     ) -> Result<Fetch> {
+        self.plan(e, dataset, columns).await?.run(limit).await
+    }
+
+    /// Sets (or resets, with `None`) the privacy policy of a dataset of
+    /// `p`'s org; its cached metadata is dropped.
+    pub async fn set_privacy(
+        &self,
+        p: &Principal,
+        dataset: &str,
+        policy: Option<PrivacyPolicy>,
+    ) -> Result<Dataset> {
+        let org = Self::org_of(p)?;
+        let d = self.store.dataset(org, dataset).await?;
+        if let Some(policy) = &policy {
+            for c in policy.columns.keys().chain(&policy.exact_extremes) {
+                valid_name("a column name", c)?;
+            }
+        }
+        let text = policy
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.set_privacy(org, &d.id, text.as_deref()).await?;
+        self.audit(p, "dataset.privacy", Some(&d.id), None).await;
+        self.store.dataset(org, &d.id).await
+    }
+
+    /// The metadata payload of a dataset as the session sees it: profiled
+    /// from the rows it may read, through the dataset's privacy policy.
+    /// Cached (sealed) per filter, columns, policy and dataset revision.
+    pub async fn embed_metadata(&self, e: &EmbedPrincipal, dataset: &str) -> Result<Payload> {
+        let plan = self.plan(e, dataset, None).await?;
+        self.metadata_of(e, &plan).await
+    }
+
+    /// A summary of [`ControlPlane::embed_metadata`] from the LLM endpoint
+    /// (or the built-in summarizer). Only the payload is sent; a failed
+    /// call caches nothing.
+    pub async fn embed_summary(&self, e: &EmbedPrincipal, dataset: &str) -> Result<Summary> {
+        let plan = self.plan(e, dataset, None).await?;
+        let payload = self.metadata_of(e, &plan).await?;
+        let key = self.cache_key(&plan, "summary")?;
+        if let Some(hit) = self
+            .cache_get::<Summary>(&e.org, &plan.dataset.id, &key)
+            .await?
+        {
+            return Ok(hit);
+        }
+        let started = Instant::now();
+        let result = self.summarizer.summarize(&payload).await;
+        let e_ = AuditEvent {
+            org_id: Some(e.org.clone()),
+            actor: format!("session:{}", e.session.id),
+            action: "summarize".into(),
+            target: Some(plan.dataset.id.clone()),
+            outcome: result.as_ref().err().map_or("ok", error_code).into(),
+            duration_ms: Some(started.elapsed().as_millis() as i64),
+            detail: result.as_ref().ok().map(|s| s.source.clone()),
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e_).await;
+        let summary = result?;
+        self.cache_put(&e.org, &plan.dataset.id, &key, &summary)
+            .await?;
+        Ok(summary)
+    }
+
+    async fn metadata_of(&self, e: &EmbedPrincipal, plan: &Plan) -> Result<Payload> {
+        let key = self.cache_key(plan, "metadata")?;
+        if let Some(hit) = self
+            .cache_get::<Payload>(&e.org, &plan.dataset.id, &key)
+            .await?
+        {
+            return Ok(hit);
+        }
+        let policy = plan.dataset.privacy.clone().unwrap_or_default();
+        let limit = self.runtime.limits().max_rows;
+        let started = Instant::now();
+        let mut audit = PendingAudit {
+            store: self.store.clone(),
+            event: Some(AuditEvent {
+                org_id: Some(e.org.clone()),
+                actor: format!("session:{}", e.session.id),
+                action: "profile".into(),
+                target: Some(plan.dataset.id.clone()),
+                filter_fingerprint: Some(audit::fingerprint(&plan.filter()?)),
+                outcome: "ok".into(),
+                ..AuditEvent::default()
+            }),
+            started,
+        };
+        let profiled = match plan.run(Some(limit)).await {
+            Ok(fetch) => {
+                crate::metadata::profile(&plan.silo, fetch, &plan.dataset.name, &policy).await
+            }
+            Err(err) => Err(err),
+        };
+        let profile = match profiled {
+            Ok(p) => p,
+            Err(err) => {
+                audit.record(0, 0, error_code(&err)).await;
+                return Err(err);
+            }
+        };
+        if let Some(ev) = audit.event.as_mut() {
+            ev.rows = Some(profile.rows() as i64);
+        }
+        let rows = profile.rows();
+        audit.record(rows, 0, "ok").await;
+        let payload = profile.payload(&policy);
+        self.cache_put(&e.org, &plan.dataset.id, &key, &payload)
+            .await?;
+        Ok(payload)
+    }
+
+    /// What a cached value was computed from: the enforced filter, the
+    /// columns, the privacy policy, the datasource's revision, and for
+    /// summaries the summarizer.
+    fn cache_key(&self, plan: &Plan, kind: &str) -> Result<String> {
+        use sha2::Digest;
+        let policy = plan.dataset.privacy.clone().unwrap_or_default();
+        let source = match (&self.summarizer, kind) {
+            (Summarizer::Llm(c), "summary") => c.model().to_owned(),
+            (_, "summary") => "builtin".to_owned(),
+            _ => String::new(),
+        };
+        let material = serde_json::to_vec(&(
+            kind,
+            audit::fingerprint(&plan.filter()?),
+            &plan.columns,
+            policy.fingerprint(),
+            plan.revision,
+            source,
+        ))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(format!(
+            "{kind}:{}",
+            hex::encode(sha2::Sha256::digest(material))
+        ))
+    }
+
+    async fn cache_get<T: serde::de::DeserializeOwned>(
+        &self,
+        org: &str,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let Some((sealed, at)) = self.store.cached(org, dataset, key).await? else {
+            return Ok(None);
+        };
+        if now() - at > METADATA_TTL {
+            return Ok(None);
+        }
+        let plain = self.key.open(&metadata_aad(org, dataset, key), &sealed)?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("a cached metadata record: {e}")))
+    }
+
+    async fn cache_put<T: serde::Serialize>(
+        &self,
+        org: &str,
+        dataset: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<()> {
+        let plain =
+            Zeroizing::new(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?);
+        let sealed = self.key.seal(&metadata_aad(org, dataset, key), &plain)?;
+        self.store.put_cached(org, dataset, key, &sealed).await
+    }
+
+    /// Opens a cache entry as stored (tests check what is at rest).
+    pub fn open_cached(
+        &self,
+        org: &str,
+        dataset: &str,
+        key: &str,
+        sealed: &str,
+    ) -> Result<Vec<u8>> {
+        Ok(self
+            .key
+            .open(&metadata_aad(org, dataset, key), sealed)?
+            .to_vec())
+    }
+
+    /// Resolves what a fetch of `dataset` by `e` may read: the dataset,
+    /// its columns (default: those every granting group allows, so that
+    /// every group's rows apply) and the groups' filters.
+    async fn plan(
+        &self,
+        e: &EmbedPrincipal,
+        dataset: &str,
+        columns: Option<Vec<String>>,
+    ) -> Result<Plan> {
         let access = self.access(e).await?;
         let d = self.store.dataset(&e.org, dataset).await?;
         if access.of(&d.id, Permission::Describe).is_empty() {
@@ -1000,25 +1205,16 @@ impl ControlPlane {
                 "the session may describe this dataset, not read it".into(),
             ));
         }
-        let silo = self.engine(&e.org, &d.datasource_id).await?;
+        let (silo, revision) = self.engine(&e.org, &d.datasource_id).await?;
         let columns = match columns.filter(|c| !c.is_empty()) {
             Some(c) => c,
-            // Default: the columns every granting group allows, so that
-            // every group's rows apply.
-            None => {
-                let described = silo.describe(&d.datasource_id).await?;
-                described
-                    .iter()
-                    .find(|x| x.name == d.name)
-                    .map(|x| {
-                        x.columns
-                            .iter()
-                            .filter(|c| readers.iter().all(|g| g.allows(&c.name)))
-                            .map(|c| c.name.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
+            None => silo
+                .dataset_columns(&d.name)
+                .await?
+                .iter()
+                .filter(|c| readers.iter().all(|g| g.allows(&c.name)))
+                .map(|c| c.name.clone())
+                .collect(),
         };
         if columns.is_empty() {
             return Err(Error::Policy("no column of this dataset is granted".into()));
@@ -1042,23 +1238,19 @@ impl ControlPlane {
             .into_iter()
             .map(|x| (x.name, x.id))
             .collect();
-        let filters = |name: &str| -> Result<RowFilter> {
-            let id = names
-                .get(name)
-                .ok_or_else(|| Error::NotFound("dataset".into()))?;
-            let cols: &[String] = if *id == d.id { &columns } else { &[] };
-            access.filter(id, cols)
-        };
-        let spec = FetchSpec {
-            dataset: d.name.clone(),
-            columns: Some(columns.clone()),
-            limit,
-        };
-        silo.fetch_with(&filters, &spec).await
+        Ok(Plan {
+            silo,
+            revision,
+            dataset: d,
+            columns,
+            access,
+            names,
+        })
     }
 
-    /// The registry serving one datasource, rebuilt when its datasets change.
-    async fn engine(&self, org: &str, datasource: &str) -> Result<Arc<Silo>> {
+    /// The registry serving one datasource and its revision, rebuilt when
+    /// its datasets change.
+    async fn engine(&self, org: &str, datasource: &str) -> Result<(Arc<Silo>, i64)> {
         let (ds, sealed, revision) = self.store.datasource(org, datasource).await?;
         if let Some((rev, silo)) = self
             .engines
@@ -1067,7 +1259,7 @@ impl ControlPlane {
             .get(&ds.id)
             && *rev == revision
         {
-            return Ok(silo.clone());
+            return Ok((silo.clone(), revision));
         }
         let datasets = self.store.datasets(org, Some(&ds.id)).await?;
         let config = self.engine_config(&ds, sealed, &datasets)?;
@@ -1080,7 +1272,7 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(ds.id.clone(), (revision, silo.clone()));
-        Ok(silo)
+        Ok((silo, revision))
     }
 
     /// The one-datasource configuration a stored datasource runs with; its
@@ -1149,6 +1341,7 @@ impl ControlPlane {
                             datasource: ds.id.clone(),
                             row_filter: Vec::new(),
                             all_rows: false,
+                            privacy: None,
                         },
                     )
                 })
@@ -1274,6 +1467,7 @@ impl ControlPlane {
         self.store
             .reseal(&mut tx, "meta", "key_check", &new.check_value()?)
             .await?;
+        self.store.clear_cache(&mut tx).await?;
         tx.commit().await.map_err(store::db)?;
         self.audit(
             &Principal::Cli,
@@ -1283,6 +1477,49 @@ impl ControlPlane {
         )
         .await;
         Ok(values.len())
+    }
+}
+
+fn metadata_aad(org: &str, dataset: &str, key: &str) -> String {
+    format!("silo/metadata/{org}/{dataset}/{key}")
+}
+
+/// A fetch resolved but not started.
+struct Plan {
+    silo: Arc<Silo>,
+    revision: i64,
+    dataset: Dataset,
+    columns: Vec<String>,
+    access: Access,
+    /// Dataset ids of the datasource by name (for the filters of joins).
+    names: HashMap<String, String>,
+}
+
+impl Plan {
+    /// The filter of the dataset itself.
+    fn filter(&self) -> Result<RowFilter> {
+        self.access.filter(&self.dataset.id, &self.columns)
+    }
+
+    async fn run(&self, limit: Option<u64>) -> Result<Fetch> {
+        let filters = |name: &str| -> Result<RowFilter> {
+            let id = self
+                .names
+                .get(name)
+                .ok_or_else(|| Error::NotFound("dataset".into()))?;
+            let cols: &[String] = if *id == self.dataset.id {
+                &self.columns
+            } else {
+                &[]
+            };
+            self.access.filter(id, cols)
+        };
+        let spec = FetchSpec {
+            dataset: self.dataset.name.clone(),
+            columns: Some(self.columns.clone()),
+            limit,
+        };
+        self.silo.fetch_with(&filters, &spec).await
     }
 }
 

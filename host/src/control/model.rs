@@ -105,6 +105,9 @@ pub struct Dataset {
     pub datasource_id: String,
     /// `table`, `schema.table`, a collection or an upload's name.
     pub name: String,
+    /// What of its metadata may reach an LLM; `None`: the default policy.
+    #[serde(default)]
+    pub privacy: Option<crate::metadata::PrivacyPolicy>,
     /// Unix seconds.
     pub created_at: i64,
 }

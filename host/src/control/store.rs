@@ -44,57 +44,71 @@ struct Migration {
     postgres: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    shared: &[
-        "CREATE TABLE orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
-        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, org_id TEXT REFERENCES orgs(id), name TEXT NOT NULL, \
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        shared: &[
+            "CREATE TABLE orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, org_id TEXT REFERENCES orgs(id), name TEXT NOT NULL, \
          digest TEXT NOT NULL, created_at BIGINT NOT NULL, revoked_at BIGINT)",
-        "CREATE TABLE datasources (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+            "CREATE TABLE datasources (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
          name TEXT NOT NULL, kind TEXT NOT NULL, connector TEXT NOT NULL, settings TEXT NOT NULL, \
          sealed_credential TEXT, accept_write BIGINT NOT NULL, revision BIGINT NOT NULL, \
          created_at BIGINT NOT NULL, UNIQUE (org_id, name), UNIQUE (org_id, id))",
-        "CREATE TABLE datasets (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, datasource_id TEXT NOT NULL, \
+            "CREATE TABLE datasets (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, datasource_id TEXT NOT NULL, \
          name TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (datasource_id, name), UNIQUE (org_id, id), \
          FOREIGN KEY (org_id, datasource_id) REFERENCES datasources(org_id, id) ON DELETE CASCADE)",
-        "CREATE TABLE user_groups (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+            "CREATE TABLE user_groups (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
          name TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (org_id, name), UNIQUE (org_id, id))",
-        "CREATE TABLE grants (org_id TEXT NOT NULL, group_id TEXT NOT NULL, dataset_id TEXT NOT NULL, \
+            "CREATE TABLE grants (org_id TEXT NOT NULL, group_id TEXT NOT NULL, dataset_id TEXT NOT NULL, \
          permission TEXT NOT NULL, row_filter TEXT NOT NULL, all_rows BIGINT NOT NULL, columns_ TEXT, \
          PRIMARY KEY (group_id, dataset_id), \
          FOREIGN KEY (org_id, group_id) REFERENCES user_groups(org_id, id) ON DELETE CASCADE, \
          FOREIGN KEY (org_id, dataset_id) REFERENCES datasets(org_id, id) ON DELETE CASCADE)",
-        "CREATE TABLE embed_users (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
+            "CREATE TABLE embed_users (id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES orgs(id), \
          external_id TEXT NOT NULL, attributes TEXT NOT NULL, created_at BIGINT NOT NULL, \
          updated_at BIGINT NOT NULL, UNIQUE (org_id, external_id), UNIQUE (org_id, id))",
-        "CREATE TABLE memberships (org_id TEXT NOT NULL, group_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
+            "CREATE TABLE memberships (org_id TEXT NOT NULL, group_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
          PRIMARY KEY (group_id, embed_user_id), \
          FOREIGN KEY (org_id, group_id) REFERENCES user_groups(org_id, id) ON DELETE CASCADE, \
          FOREIGN KEY (org_id, embed_user_id) REFERENCES embed_users(org_id, id) ON DELETE CASCADE)",
-        "CREATE TABLE sessions (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, embed_user_id TEXT NOT NULL, \
          datasets TEXT, parameters TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, \
          revoked_at BIGINT, \
          FOREIGN KEY (org_id, embed_user_id) REFERENCES embed_users(org_id, id) ON DELETE CASCADE)",
-        "CREATE TABLE signing_keys (id TEXT PRIMARY KEY, alg TEXT NOT NULL, sealed TEXT NOT NULL, \
+            "CREATE TABLE signing_keys (id TEXT PRIMARY KEY, alg TEXT NOT NULL, sealed TEXT NOT NULL, \
          created_at BIGINT NOT NULL)",
-        "CREATE TABLE audit (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, org_id TEXT, actor TEXT NOT NULL, \
+            "CREATE TABLE audit (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, org_id TEXT, actor TEXT NOT NULL, \
          action TEXT NOT NULL, target TEXT, filter_fingerprint TEXT, rows_ BIGINT, bytes BIGINT, \
          outcome TEXT NOT NULL, duration_ms BIGINT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
-    ],
-    sqlite: &[
-        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
+        ],
+        sqlite: &[
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-    ],
-    postgres: &[
-        "CREATE FUNCTION silo_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS \
+        ],
+        postgres: &[
+            "CREATE FUNCTION silo_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
-        "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit \
+            "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit \
          FOR EACH ROW EXECUTE FUNCTION silo_audit_append_only()",
-        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit \
+            "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit \
          FOR EACH STATEMENT EXECUTE FUNCTION silo_audit_append_only()",
-    ],
-}];
+        ],
+    },
+    // Metadata: a privacy policy per dataset, and sealed cached profiles and
+    // summaries keyed by what they were computed from.
+    Migration {
+        shared: &[
+            "ALTER TABLE datasets ADD COLUMN privacy TEXT",
+            "CREATE TABLE metadata_cache (org_id TEXT NOT NULL, dataset_id TEXT NOT NULL, key TEXT NOT NULL, \
+         sealed TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (org_id, dataset_id, key), \
+         FOREIGN KEY (org_id, dataset_id) REFERENCES datasets(org_id, id) ON DELETE CASCADE)",
+        ],
+        sqlite: &[],
+        postgres: &[],
+    },
+];
 
 /// Postgres advisory lock serializing migrations and audit appends between
 /// hosts sharing the store.
@@ -420,7 +434,7 @@ impl Store {
         q!(
             fetch_all,
             &self.pool,
-            "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
+            "SELECT id, org_id, datasource_id, name, created_at, privacy FROM datasets \
              WHERE org_id = $1 AND ($2 IS NULL OR datasource_id = $2) ORDER BY name, id",
             org,
             datasource
@@ -435,7 +449,7 @@ impl Store {
         let row = q!(
             fetch_optional,
             &self.pool,
-            "SELECT id, org_id, datasource_id, name, created_at FROM datasets \
+            "SELECT id, org_id, datasource_id, name, created_at, privacy FROM datasets \
              WHERE org_id = $1 AND id = $2",
             org,
             id
@@ -456,6 +470,104 @@ impl Store {
         )?;
         bump_revision(&mut tx, org, &d.datasource_id).await?;
         tx.commit().await.map_err(db)
+    }
+
+    /// Sets (or, with `None`, resets) a dataset's privacy policy; its cached
+    /// metadata goes with the old policy.
+    pub async fn set_privacy(&self, org: &str, id: &str, policy: Option<&str>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = q!(
+            execute,
+            &mut *tx,
+            "UPDATE datasets SET privacy = $1 WHERE org_id = $2 AND id = $3",
+            policy,
+            org,
+            id
+        )?;
+        found(done.rows_affected(), "dataset")?;
+        q!(
+            execute,
+            &mut *tx,
+            "DELETE FROM metadata_cache WHERE org_id = $1 AND dataset_id = $2",
+            org,
+            id
+        )?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// A sealed cache entry of a dataset of `org` and when it was written.
+    pub async fn cached(
+        &self,
+        org: &str,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<(String, i64)>> {
+        let row = q!(
+            fetch_optional,
+            &self.pool,
+            "SELECT sealed, created_at FROM metadata_cache WHERE org_id = $1 AND dataset_id = $2 AND key = $3",
+            org,
+            dataset,
+            key
+        )?;
+        row.map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .transpose()
+    }
+
+    /// Writes (or replaces) a sealed cache entry.
+    pub async fn put_cached(
+        &self,
+        org: &str,
+        dataset: &str,
+        key: &str,
+        sealed: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        q!(
+            execute,
+            &mut *tx,
+            "DELETE FROM metadata_cache WHERE org_id = $1 AND dataset_id = $2 AND key = $3",
+            org,
+            dataset,
+            key
+        )?;
+        q!(
+            execute,
+            &mut *tx,
+            "INSERT INTO metadata_cache (org_id, dataset_id, key, sealed, created_at) VALUES ($1, $2, $3, $4, $5)",
+            org,
+            dataset,
+            key,
+            sealed,
+            now()
+        )?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Every sealed cache entry, as stored (tests read them back).
+    pub async fn cache_entries(&self) -> Result<Vec<(String, String, String, String)>> {
+        q!(
+            fetch_all,
+            &self.pool,
+            "SELECT org_id, dataset_id, key, sealed FROM metadata_cache ORDER BY key"
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(db)?,
+                r.try_get(1).map_err(db)?,
+                r.try_get(2).map_err(db)?,
+                r.try_get(3).map_err(db)?,
+            ))
+        })
+        .collect()
+    }
+
+    /// Empties the metadata cache inside `tx` (key rotation: a cache is
+    /// cheaper to recompute than to re-seal).
+    pub async fn clear_cache(&self, tx: &mut Tx) -> Result<()> {
+        q!(execute, &mut **tx, "DELETE FROM metadata_cache")?;
+        Ok(())
     }
 
     // ---- groups ----------------------------------------------------------
@@ -1002,6 +1114,11 @@ fn dataset_row(r: &AnyRow) -> Result<Dataset> {
         datasource_id: r.try_get(2).map_err(db)?,
         name: r.try_get(3).map_err(db)?,
         created_at: r.try_get(4).map_err(db)?,
+        privacy: r
+            .try_get::<Option<String>, _>(5)
+            .map_err(db)?
+            .map(|t| parse(&t))
+            .transpose()?,
     })
 }
 
