@@ -204,3 +204,211 @@ async fn a_large_upload_reports_progress_to_the_end() {
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
     assert_eq!(seen.last(), Some(&(total, total)));
 }
+
+mod over_the_api {
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    use crate::control::{Backend, start};
+
+    fn csv(rows: &[(u32, &str)]) -> String {
+        let mut s = String::from("id,tenant,amount\n");
+        for (id, tenant) in rows {
+            s.push_str(&format!("{id},{tenant},{}.50\n", id * 3));
+        }
+        s
+    }
+
+    async fn post_file(
+        base: &str,
+        key: &str,
+        dataset: &str,
+        body: String,
+        partition: bool,
+    ) -> (StatusCode, serde_json::Value) {
+        let url = format!(
+            "{base}/v1/datasets/{dataset}/upload{}",
+            if partition {
+                "?partition_by=tenant"
+            } else {
+                ""
+            }
+        );
+        let resp = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn uploads_through_the_api_are_partitioned_validated_and_isolated() {
+        let (spec, _key, server, http, admin) = start("upload_api", Backend::Sqlite).await;
+        http.ok("POST", "/v1/orgs", &admin, Some(json!({"name": "up"})), 201)
+            .await;
+        let key = http
+            .ok(
+                "POST",
+                "/v1/orgs/up/api-keys",
+                &admin,
+                Some(json!({"name": "b"})),
+                201,
+            )
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        http.ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(json!({"name": "uploads", "kind": "files"})),
+            201,
+        )
+        .await;
+        let orders = http
+            .ok(
+                "POST",
+                "/v1/datasets",
+                &key,
+                Some(json!({"datasource": "uploads", "name": "orders"})),
+                201,
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let good = csv(&[
+            (1, "acme"),
+            (2, "acme"),
+            (3, "globex"),
+            (4, "globex"),
+            (5, "globex"),
+        ]);
+        let (status, body) = post_file(&server.base, &key, &orders, good, true).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rows"], 5);
+        assert_eq!(body["partitions"], json!(["acme", "globex"]));
+        http.ok(
+            "PUT",
+            "/v1/groups/tenants",
+            &key,
+            Some(json!({"grants": [{"dataset_id": orders, "permission": "read", "row_filter": ["tenant = {{user.tenant}}"]}]})),
+            200,
+        )
+        .await;
+        let mut tokens = Vec::new();
+        for (user, tenant) in [("ann", "acme"), ("gus", "globex")] {
+            http.ok(
+                "PUT",
+                &format!("/v1/embed-users/{user}"),
+                &key,
+                Some(json!({"attributes": {"tenant": tenant}, "groups": ["tenants"]})),
+                200,
+            )
+            .await;
+            tokens.push(http.session(&key, json!({"embed_user": user})).await);
+        }
+        let fetch = format!("/v1/embed/datasets/{orders}/fetch");
+        let ids = |v: &serde_json::Value| -> Vec<i64> {
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[0].as_i64().unwrap())
+                .collect()
+        };
+        let ann = http
+            .ok("POST", &fetch, &tokens[0], Some(json!({})), 200)
+            .await;
+        assert_eq!(ids(&ann), [1, 2]);
+        let gus = http
+            .ok("POST", &fetch, &tokens[1], Some(json!({})), 200)
+            .await;
+        assert_eq!(ids(&gus), [3, 4, 5]);
+        let meta = format!("/v1/embed/datasets/{orders}/metadata");
+        assert_eq!(
+            http.ok("GET", &meta, &tokens[1], None, 200).await["rows"],
+            3
+        );
+
+        // A malformed file is refused with its line; the data stays.
+        let bad = "id,tenant,amount\n6,acme,1.0\n7,acme\n".to_owned();
+        let (status, body) = post_file(&server.base, &key, &orders, bad, true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("line 3"),
+            "{body}"
+        );
+        assert_eq!(
+            ids(&http
+                .ok("POST", &fetch, &tokens[0], Some(json!({})), 200)
+                .await),
+            [1, 2]
+        );
+
+        // A body that breaks off half-way: refused, nothing staged is left,
+        // the data stays.
+        let stream = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from("id,tenant,amount\n8,acme,2.0\n")),
+            Err(std::io::Error::other("client went away")),
+        ]);
+        let cut = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/datasets/{orders}/upload?partition_by=tenant",
+                server.base
+            ))
+            .bearer_auth(&key)
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await;
+        assert!(cut.is_err() || !cut.unwrap().status().is_success());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let staged = std::fs::read_dir(spec.dir.join("uploads/.incoming"))
+            .unwrap()
+            .count();
+        assert_eq!(staged, 0, "a broken-off upload leaves no staged file");
+        assert_eq!(
+            ids(&http
+                .ok("POST", &fetch, &tokens[0], Some(json!({})), 200)
+                .await),
+            [1, 2]
+        );
+
+        // New data: readers and metadata see it at once.
+        let newer = csv(&[(1, "acme"), (9, "globex")]);
+        let (status, _) = post_file(&server.base, &key, &orders, newer, true).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            ids(&http
+                .ok("POST", &fetch, &tokens[1], Some(json!({})), 200)
+                .await),
+            [9]
+        );
+        assert_eq!(
+            http.ok("GET", &meta, &tokens[1], None, 200).await["rows"],
+            1
+        );
+
+        // Only API keys upload, and only to their org's files datasets.
+        let (status, _) = post_file(
+            &server.base,
+            &tokens[0],
+            &orders,
+            csv(&[(1, "acme")]),
+            false,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        server.stop().await;
+    }
+}

@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use super::{ApiResult, AppState, Body, ErrorBody, Key};
 use crate::control::model::{Dataset, Datasource};
-use crate::control::{DatasetInput, DatasourceInput};
+use crate::control::{DatasetInput, DatasourceInput, UploadSummary};
 use crate::metadata::PrivacyPolicy;
 
 /// The router.
@@ -19,6 +19,55 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_dataset, list_datasets))
         .routes(routes!(delete_dataset))
         .routes(routes!(set_privacy))
+        .routes(routes!(upload))
+}
+
+/// `POST /v1/datasets/{id}/upload` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// Split into one directory per value of this column (e.g. the tenant).
+    pub partition_by: Option<String>,
+}
+
+/// Replace an upload dataset's data with the request body: CSV
+/// (`Content-Type: text/csv`) or NDJSON (`application/x-ndjson`). The file
+/// is validated whole (encoding, header, field counts, size); a bad one is
+/// refused with its line and the previous data stays.
+#[utoipa::path(post, path = "/v1/datasets/{id}/upload", tag = "datasources",
+    params(("id" = String, Path), UploadQuery), request_body(content = String, content_type = "text/csv"),
+    security(("api_key" = [])),
+    responses((status = 200, body = UploadSummary), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+async fn upload(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Json<UploadSummary>> {
+    let ext = match headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(t) if t.starts_with("text/csv") => "csv",
+        Some(t) if t.starts_with("application/x-ndjson") || t.starts_with("application/jsonl") => {
+            "ndjson"
+        }
+        _ => {
+            return Err(crate::error::Error::Config(
+                "send the file as text/csv or application/x-ndjson".into(),
+            )
+            .into());
+        }
+    };
+    let staged = super::upload::stage(&s.cp.staging_dir(), ext, body).await?;
+    let result =
+        s.cp.upload(&p, &id, staged.path().to_owned(), q.partition_by)
+            .await;
+    drop(staged);
+    Ok(Json(result?))
 }
 
 /// Set what of a dataset's metadata may reach an LLM (`null` resets it to

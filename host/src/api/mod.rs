@@ -12,6 +12,7 @@ pub mod groups;
 pub mod metrics;
 pub mod sessions;
 pub mod tls;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -78,6 +79,14 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
+    fn too_large(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "limit_exceeded",
+            message,
+        }
+    }
+
     fn invalid(message: String) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,

@@ -251,6 +251,17 @@ pub struct ColumnInfo {
     pub nullable: bool,
 }
 
+/// What an upload stored.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct UploadSummary {
+    /// Rows stored.
+    pub rows: u64,
+    /// Columns inferred.
+    pub columns: Vec<ColumnInfo>,
+    /// Partition directories written.
+    pub partitions: Vec<String>,
+}
+
 /// A running embed fetch and its audit record, written when it ends.
 pub struct EmbedFetch {
     /// The verified rows.
@@ -999,6 +1010,82 @@ impl ControlPlane {
         limit: Option<u64>,
     ) -> Result<Fetch> {
         self.plan(e, dataset, columns).await?.run(limit).await
+    }
+
+    /// Replaces the data of an upload dataset of `p`'s org with `file`
+    /// (`.csv` or `.ndjson`), validated whole first, optionally split into
+    /// one directory per value of `partition_by`. The datasource's registry
+    /// and the dataset's cached metadata are refreshed: new data.
+    pub async fn upload(
+        &self,
+        p: &Principal,
+        dataset: &str,
+        file: PathBuf,
+        partition_by: Option<String>,
+    ) -> Result<UploadSummary> {
+        use crate::capability::files::{FilesStore, upload};
+        let org = Self::org_of(p)?;
+        let d = self.store.dataset(org, dataset).await?;
+        let (ds, _, _) = self.store.datasource(org, &d.datasource_id).await?;
+        if ds.kind != DatasourceKind::Files {
+            return Err(Error::Config(
+                "uploads go to a dataset of a `files` datasource".into(),
+            ));
+        }
+        let config = self.engine_config(&ds, None, &[])?;
+        let files = config
+            .datasources
+            .values()
+            .find_map(|c| c.files.clone())
+            .ok_or_else(|| Error::Internal("a files datasource without files settings".into()))?;
+        let started = Instant::now();
+        let name = d.name.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let store = FilesStore::new(&files)?;
+            upload::upload(
+                &store,
+                &upload::Upload {
+                    dataset: &name,
+                    file: &file,
+                    partition_by: partition_by.as_deref(),
+                    max_bytes: upload::DEFAULT_MAX_BYTES,
+                    progress: None,
+                },
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("upload task: {e}")))?;
+        let e = AuditEvent {
+            org_id: Some(org.to_owned()),
+            actor: p.actor(),
+            action: "dataset.upload".into(),
+            target: Some(d.id.clone()),
+            rows: done.as_ref().ok().map(|u| u.rows as i64),
+            outcome: done.as_ref().err().map_or("ok", error_code).into(),
+            duration_ms: Some(started.elapsed().as_millis() as i64),
+            ..AuditEvent::default()
+        };
+        append_logged(&self.store, &e).await;
+        let done = done?;
+        self.store.new_data(org, &d.datasource_id, &d.id).await?;
+        Ok(UploadSummary {
+            rows: done.rows,
+            columns: done
+                .columns
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: c.name.clone(),
+                    kind: silo_types::text::kind_name(c.kind).to_owned(),
+                    nullable: c.nullable,
+                })
+                .collect(),
+            partitions: done.partitions,
+        })
+    }
+
+    /// Where uploads for `p`'s org are staged before validation.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.data_dir.join(".incoming")
     }
 
     /// Sets (or resets, with `None`) the privacy policy of a dataset of

@@ -495,6 +495,21 @@ impl Store {
         tx.commit().await.map_err(db)
     }
 
+    /// New data in a dataset: its datasource's registry is rebuilt (fresh
+    /// describe) and its cached metadata dropped.
+    pub async fn new_data(&self, org: &str, datasource: &str, dataset: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump_revision(&mut tx, org, datasource).await?;
+        q!(
+            execute,
+            &mut *tx,
+            "DELETE FROM metadata_cache WHERE org_id = $1 AND dataset_id = $2",
+            org,
+            dataset
+        )?;
+        tx.commit().await.map_err(db)
+    }
+
     /// A sealed cache entry of a dataset of `org` and when it was written.
     pub async fn cached(
         &self,

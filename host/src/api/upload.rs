@@ -1,0 +1,60 @@
+//! Staging an uploaded body on disk: streamed to an owner-only temp file
+//! with a size cap, removed when dropped, so a cut-off or oversized upload
+//! leaves nothing behind and the dataset untouched.
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::ApiError;
+use crate::capability::files::upload::DEFAULT_MAX_BYTES;
+use crate::error::Error;
+
+/// A staged file, deleted on drop.
+#[derive(Debug)]
+pub struct Staged(PathBuf);
+
+impl Staged {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `body` to a new file `<dir>/<random>.<ext>`.
+pub async fn stage(dir: &Path, ext: &str, body: axum::body::Body) -> Result<Staged, ApiError> {
+    let io = |e: std::io::Error| Error::Internal(format!("staging an upload: {e}"));
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(io)?;
+    let staged = Staged(dir.join(format!(
+        "{}.{ext}",
+        crate::control::tokens::new_id("upload")?
+    )));
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    let mut file = options.open(staged.path()).await.map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Error::Config("the upload broke off".into()))?;
+        written += chunk.len() as u64;
+        if written > DEFAULT_MAX_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the upload is larger than {} MiB",
+                DEFAULT_MAX_BYTES >> 20
+            )));
+        }
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.sync_all().await.map_err(io)?;
+    Ok(staged)
+}
