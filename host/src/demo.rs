@@ -260,42 +260,23 @@ pub async fn run(source: &DemoSource, dir: Option<PathBuf>, out: &mut impl Write
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("silo-demo"));
     let (config_path, kind) = match source {
-        DemoSource::Files => (seed_files(&dir)?, "files"),
+        DemoSource::Files => return run_embedded(&dir, out).await,
         DemoSource::Postgres(admin_conn) => (seed_postgres(admin_conn, &dir).await?, "postgres"),
     };
     let config = SiloConfig::load(&config_path)?;
     let silo = Silo::open(&config).await?;
-    match source {
-        DemoSource::Files => {
-            writeln!(
-                out,
-                "Silo demo: a sandboxed, tenant-safe fetch from uploaded files (no server)\n"
-            )
-            .map_err(io)?;
-            writeln!(
-                out,
-                "Generated orders.csv ({DEMO_ROWS} rows, tenants acme and globex) and uploaded it,\n\
-                 split by tenant into owner-only directories under {}.\nConfig: {}\n",
-                dir.join("data").display(),
-                config_path.display()
-            )
-            .map_err(io)?;
-        }
-        DemoSource::Postgres(_) => {
-            writeln!(
-                out,
-                "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n"
-            )
-            .map_err(io)?;
-            writeln!(
-                out,
-                "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role\n\
-                 {DEMO_ROLE} that may only SELECT it. Config: {}\n",
-                config_path.display()
-            )
-            .map_err(io)?;
-        }
-    }
+    writeln!(
+        out,
+        "Silo demo: a sandboxed, tenant-safe fetch from Postgres\n"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "Seeded {DEMO_SCHEMA}.orders ({DEMO_ROWS} rows, tenants acme and globex) and a role\n\
+         {DEMO_ROLE} that may only SELECT it. Config: {}\n",
+        config_path.display()
+    )
+    .map_err(io)?;
 
     let described = silo.describe("main").await?;
     for d in described.iter() {
@@ -328,57 +309,26 @@ pub async fn run(source: &DemoSource, dir: Option<PathBuf>, out: &mut impl Write
         let filter = filter_text(fetch.filter());
         let columns = fetch.columns().to_vec();
         let rows = fetch.collect().await?;
-        let elapsed = started.elapsed();
-        let tenant_idx = columns.iter().position(|c| c == "tenant");
-        let foreign = rows
-            .iter()
-            .filter(|r| tenant_idx.and_then(|i| r.get(i)) != Some(&Value::Text(tenant.into())))
-            .count();
-        writeln!(
+        report_user(
             out,
-            "Embed user {user} (tenant {tenant}): filter enforced by the host: {filter}"
-        )
-        .map_err(io)?;
-        writeln!(
-            out,
-            "  {} rows in {:.1} ms; rows of another tenant: {foreign}{}",
-            rows.len(),
-            elapsed.as_secs_f64() * 1000.0,
-            if foreign == 0 {
-                "  (isolation holds)"
-            } else {
-                "  (ISOLATION BROKEN)"
-            }
-        )
-        .map_err(io)?;
-        let mut table = Vec::new();
-        write_table(&mut table, &columns, &rows[..rows.len().min(3)]).map_err(io)?;
-        for line in String::from_utf8_lossy(&table).lines() {
-            writeln!(out, "  {line}").map_err(io)?;
-        }
+            user,
+            tenant,
+            "from silo.toml",
+            &filter,
+            &columns,
+            &rows,
+            started.elapsed(),
+        )?;
         writeln!(out).map_err(io)?;
-        if foreign != 0 {
-            return Err(Error::Policy(format!(
-                "{user} saw {foreign} rows of another tenant"
-            )));
-        }
     }
     writeln!(out, "How it was enforced:").map_err(io)?;
-    let how: &[&str] = match source {
-        DemoSource::Files => &[
-            "  - the connector ran in a fresh wasmtime instance with no sockets, env or clock;",
-            "  - the host preopened, read-only, only the partition directories the user's filter",
-            "    admits (alice: acme/, bob: globex/); the other tenant's files did not exist for it;",
-            "  - the host re-checked every returned row against the filter before releasing it.",
-        ],
-        DemoSource::Postgres(_) => &[
-            "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;",
-            "    it held a handle to the datasource, never its password;",
-            "  - the host rewrote its SQL so `orders` was already filtered for the user (bind parameters),",
-            "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;",
-            "  - the host re-checked every returned row against the filter before releasing it.",
-        ],
-    };
+    let how: &[&str] = &[
+        "  - the connector ran in a fresh wasmtime instance with no files, sockets, env or clock;",
+        "    it held a handle to the datasource, never its password;",
+        "  - the host rewrote its SQL so `orders` was already filtered for the user (bind parameters),",
+        "    in a READ ONLY transaction; `salaries` is not governed and cannot be read at all;",
+        "  - the host re-checked every returned row against the filter before releasing it.",
+    ];
     for line in how {
         writeln!(out, "{line}").map_err(io)?;
     }
@@ -397,12 +347,6 @@ pub async fn run(source: &DemoSource, dir: Option<PathBuf>, out: &mut impl Write
     .map_err(io)?;
     writeln!(out, "  {silo} fetch --config {cfg} --user alice --dataset orders --format ndjson --columns id,amount").map_err(io)?;
     writeln!(out, "  {silo} describe --config {cfg}").map_err(io)?;
-    writeln!(out, "  {silo} datasets upload --data-dir {} --org demo --dataset mine --file your.csv --partition-by tenant", dir.join("data").display()).map_err(io)?;
-    writeln!(
-        out,
-        "    (then add [datasets.mine] with datasource = \"main\" and a row_filter to {cfg})"
-    )
-    .map_err(io)?;
     writeln!(out, "  Point a copy of that silo.toml at your own database (Postgres, MySQL, MongoDB; a read-only user),").map_err(io)?;
     writeln!(out, "  add datasets and users.").map_err(io)?;
     Ok(())
@@ -446,12 +390,9 @@ async fn seed_postgres(admin_conn: &str, dir: &Path) -> Result<PathBuf> {
     Ok(prepared.config_path)
 }
 
-/// Generates the demo orders as CSV, uploads them split by tenant, and
-/// writes a config serving them with the files connector.
-fn seed_files(dir: &Path) -> Result<PathBuf> {
-    use crate::capability::files::{FilesConfig, FilesStore, upload};
+/// Generates the demo orders (two tenants) as `<dir>/orders.csv`.
+fn write_demo_csv(dir: &Path) -> Result<PathBuf> {
     let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", dir.display()));
-    let _ = std::fs::remove_dir_all(dir.join("data"));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut csv = String::from("id,tenant,customer,amount,ordered_on\n");
     for i in 1..=DEMO_ROWS {
@@ -470,28 +411,284 @@ fn seed_files(dir: &Path) -> Result<PathBuf> {
     }
     let file = dir.join("orders.csv");
     std::fs::write(&file, csv).map_err(io)?;
-    let config = FilesConfig {
-        data_dir: dir.join("data"),
-        org: "demo".into(),
+    Ok(file)
+}
+
+/// The embedded default: a control plane in `<dir>/control` (SQLite, a
+/// generated master key), one organization, an upload datasource, the
+/// generated orders uploaded split by tenant, two groups with different
+/// row filters and columns, an embed user in each; then each user's session
+/// fetches, and gets a metadata summary.
+async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
+    use crate::control::model::{DatasourceKind, GroupGrant, Permission};
+    use crate::control::{
+        DatasetInput, DatasourceInput, EmbedUserInput, GroupInput, Principal, SessionInput,
     };
-    upload::upload(
-        &FilesStore::new(&config)?,
-        &upload::Upload {
-            dataset: "orders",
-            file: &file,
-            partition_by: Some("tenant"),
-            max_bytes: upload::DEFAULT_MAX_BYTES,
-            progress: None,
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    let control = dir.join("control");
+    let _ = std::fs::remove_dir_all(&control);
+    let csv = write_demo_csv(dir)?;
+    std::fs::create_dir_all(&control).map_err(io)?;
+    let key_file = control.join("master.key");
+    crate::control::crypto::MasterKey::generate()?.write_new_file(&key_file)?;
+    let args = crate::server::StoreArgs {
+        data_dir: control.clone(),
+        store: None,
+        master_key_file: Some(key_file),
+    };
+    let cp = args.open(Default::default()).await?;
+    let org = cp.create_org(&Principal::Cli, "demo").await?;
+    let p = Principal::Org {
+        org: org.id.clone(),
+        key: None,
+    };
+    cp.create_datasource(
+        &p,
+        DatasourceInput {
+            name: "uploads".into(),
+            kind: DatasourceKind::Files,
+            settings: serde_json::json!({}),
+            password: None,
+            accept_write_privileges: false,
         },
-    )?;
-    let text = format!(
-        "# Written by silo demo: uploads served by the files connector.\n{DEMO_USERS}\n\
-         [datasources.main]\nconnector = \"files\"\n\n[datasources.main.files]\n\
-         data_dir = \"data\"\norg = \"demo\"\n"
-    );
-    let path = dir.join("silo.toml");
-    std::fs::write(&path, text).map_err(io)?;
-    Ok(path)
+    )
+    .await?;
+    let orders = cp
+        .create_dataset(
+            &p,
+            DatasetInput {
+                datasource: "uploads".into(),
+                name: "orders".into(),
+            },
+        )
+        .await?;
+    let uploaded = cp
+        .upload(&p, &orders.id, csv.clone(), Some("tenant".into()))
+        .await?;
+    writeln!(
+        out,
+        "Silo demo: a sandboxed, tenant-safe fetch from uploaded files (no server)\n"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "Embedded control plane: {} (SQLite, credentials sealed under {}).\n\
+         Organization `demo`; generated {} ({} rows, tenants acme and globex) and uploaded it,\n\
+         split by tenant into owner-only directories: {}.\n",
+        control.join("silo.db").display(),
+        control.join("master.key").display(),
+        csv.display(),
+        uploaded.rows,
+        uploaded.partitions.join(", ")
+    )
+    .map_err(io)?;
+    let grant = |rule: &str, columns: Option<&[&str]>| GroupGrant {
+        dataset_id: orders.id.clone(),
+        permission: Permission::Read,
+        row_filter: vec![rule.to_owned()],
+        all_rows: false,
+        columns: columns.map(|c| c.iter().map(|x| (*x).to_owned()).collect()),
+    };
+    let groups = [
+        ("account-managers", "tenant = {{user.tenant}}", None),
+        (
+            "globex-auditors",
+            "tenant = 'globex'",
+            Some(&["id", "tenant", "amount", "ordered_on"][..]),
+        ),
+    ];
+    for (name, rule, columns) in groups {
+        cp.put_group(
+            &p,
+            name,
+            GroupInput {
+                grants: vec![grant(rule, columns)],
+            },
+        )
+        .await?;
+        let cols = columns.map_or("all columns".to_owned(), |c| c.join(", "));
+        writeln!(out, "Group {name}: orders where {rule}; {cols}").map_err(io)?;
+    }
+    writeln!(out).map_err(io)?;
+    let users = [
+        ("alice", "acme", "account-managers"),
+        ("bob", "globex", "globex-auditors"),
+    ];
+    for (i, (user, tenant, group)) in users.into_iter().enumerate() {
+        let attributes = if group == "account-managers" {
+            [("tenant".to_owned(), serde_json::json!(tenant))].into()
+        } else {
+            Default::default()
+        };
+        cp.put_embed_user(
+            &p,
+            user,
+            EmbedUserInput {
+                attributes,
+                groups: vec![group.to_owned()],
+            },
+        )
+        .await?;
+        // The path a browser takes: a session token, verified like any other.
+        let token = cp
+            .put_session(
+                &p,
+                SessionInput {
+                    id: None,
+                    embed_user: user.to_owned(),
+                    datasets: None,
+                    parameters: Default::default(),
+                    ttl_seconds: None,
+                },
+            )
+            .await?
+            .token;
+        let session = cp.authenticate_session(&token).await?;
+        if i == 0 {
+            let cols: Vec<String> = cp
+                .embed_describe(&session, &orders.id)
+                .await?
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.kind))
+                .collect();
+            writeln!(
+                out,
+                "The files connector describes `orders`: {}\n",
+                cols.join(", ")
+            )
+            .map_err(io)?;
+        }
+        let started = Instant::now();
+        let run = cp.embed_fetch(&session, &orders.id, None, None).await?;
+        let filter = filter_text(run.fetch.filter());
+        let columns = run.fetch.columns().to_vec();
+        let crate::control::EmbedFetch { mut fetch, audit } = run;
+        let mut rows = Vec::new();
+        while let Some(batch) = fetch.next_batch().await? {
+            rows.extend(batch);
+        }
+        audit.record(fetch.rows(), fetch.bytes(), "ok").await;
+        let elapsed = started.elapsed();
+        report_user(out, user, tenant, group, &filter, &columns, &rows, elapsed)?;
+        let summary = cp.embed_summary(&session, &orders.id).await?;
+        writeln!(
+            out,
+            "  Metadata summary for {user} ({}, never rows):",
+            summary.source
+        )
+        .map_err(io)?;
+        for line in summary.summary.lines() {
+            writeln!(out, "    {line}").map_err(io)?;
+        }
+        writeln!(out).map_err(io)?;
+    }
+    let chain = crate::control::audit::verify(cp.store()).await?;
+    writeln!(out, "How it was enforced:").map_err(io)?;
+    for line in [
+        "  - the embed users' sessions are signed tokens; the host took the organization, user and",
+        "    groups from the verified session only;",
+        "  - each connector ran in a fresh wasmtime instance with no sockets, env or clock, and the",
+        "    host preopened, read-only, only the partition directories the user's filter admits",
+        "    (alice: acme/, bob: globex/); the other tenant's files did not exist for it;",
+        "  - the host re-checked every returned row against the filter before releasing it, and",
+        "    removed the columns bob's group does not grant;",
+        "  - the summaries were written from metadata (counts, rounded statistics), never rows.",
+    ] {
+        writeln!(out, "{line}").map_err(io)?;
+    }
+    writeln!(out, "  Limits in force: {}", cp.limits()).map_err(io)?;
+    writeln!(
+        out,
+        "  Audit log: {} records, hash chain intact.\n",
+        chain.records
+    )
+    .map_err(io)?;
+    let silo = std::env::args()
+        .next()
+        .filter(|a| a.contains('/'))
+        .unwrap_or_else(|| "silo".into());
+    let data = control.display();
+    writeln!(out, "Go on:").map_err(io)?;
+    writeln!(
+        out,
+        "  {silo} api-keys create --data-dir {data} --org demo   # a key for your backend"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  {silo} serve --data-dir {data}                          # the REST API on 127.0.0.1:8080"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  then POST /v1/sessions {{\"embed_user\": \"alice\"}} with that key, and POST"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  /v1/embed/datasets/{}/fetch with the session token (README: Serving the API).",
+        orders.id
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  Add a real database: POST /v1/datasources with a read-only user (README), or"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  {silo} demo --db postgres for the same demo on the local Postgres."
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
+/// One user's lines of the report: the filter, the counts, a few rows.
+#[allow(clippy::too_many_arguments)]
+fn report_user(
+    out: &mut impl Write,
+    user: &str,
+    tenant: &str,
+    group: &str,
+    filter: &str,
+    columns: &[String],
+    rows: &[Vec<Value>],
+    elapsed: std::time::Duration,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    let tenant_idx = columns.iter().position(|c| c == "tenant");
+    let foreign = rows
+        .iter()
+        .filter(|r| tenant_idx.and_then(|i| r.get(i)) != Some(&Value::Text(tenant.into())))
+        .count();
+    writeln!(
+        out,
+        "Embed user {user} (tenant {tenant}, group {group}): filter enforced by the host: {filter}"
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  {} rows in {:.1} ms; rows of another tenant: {foreign}{}",
+        rows.len(),
+        elapsed.as_secs_f64() * 1000.0,
+        if foreign == 0 {
+            "  (isolation holds)"
+        } else {
+            "  (ISOLATION BROKEN)"
+        }
+    )
+    .map_err(io)?;
+    let mut table = Vec::new();
+    write_table(&mut table, columns, &rows[..rows.len().min(3)]).map_err(io)?;
+    for line in String::from_utf8_lossy(&table).lines() {
+        writeln!(out, "  {line}").map_err(io)?;
+    }
+    if foreign != 0 {
+        return Err(Error::Policy(format!(
+            "{user} saw {foreign} rows of another tenant"
+        )));
+    }
+    Ok(())
 }
 
 /// The demo's dataset and embed users, for either source.

@@ -33,6 +33,31 @@ async fn embedded_demo_needs_no_server_and_states_isolation() {
     let report = report(DemoSource::Files, "files").await;
     assert_isolation(&report);
     assert!(report.contains("no server"), "{report}");
+    // The embedded control plane: two groups with different filters and
+    // columns, sessions, metadata summaries, an intact audit chain.
+    assert!(
+        report.contains("group account-managers): filter enforced by the host: tenant = 'acme'"),
+        "{report}"
+    );
+    assert!(
+        report.contains("group globex-auditors): filter enforced by the host: tenant = 'globex'"),
+        "{report}"
+    );
+    let bob = &report[report.find("Embed user bob").unwrap()..];
+    assert!(
+        bob.contains("id | tenant | amount | ordered_on"),
+        "bob's group hides customer: {report}"
+    );
+    assert_eq!(
+        report.matches("Metadata summary for").count(),
+        2,
+        "{report}"
+    );
+    assert!(
+        report.contains("2,000 rows visible to this session"),
+        "{report}"
+    );
+    assert!(report.contains("hash chain intact"), "{report}");
     assert!(
         report.contains("The files connector describes `orders`"),
         "{report}"

@@ -413,6 +413,11 @@ impl ControlPlane {
         })
     }
 
+    /// The limits of every fetch.
+    pub fn limits(&self) -> &Limits {
+        self.runtime.limits()
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

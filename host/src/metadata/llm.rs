@@ -287,15 +287,19 @@ pub fn builtin(p: &Payload) -> String {
             parts.push(format!("{}% true", (t * 100.0).round()));
         }
         if c.numeric.is_none() && c.range.is_none() {
-            parts.push(format!(
-                "about {} distinct values",
-                thousands(c.distinct_estimate)
-            ));
+            parts.push(match c.distinct_estimate {
+                1 => "a single value".to_owned(),
+                n => format!("about {} distinct values", thousands(n)),
+            });
         }
         if let Some(l) = &c.length
             && c.numeric.is_none()
         {
-            parts.push(format!("{}–{} characters", l.min, l.max));
+            parts.push(if l.min == l.max {
+                format!("{} characters", l.min)
+            } else {
+                format!("{}–{} characters", l.min, l.max)
+            });
         }
         if let Some(cats) = c.categories.as_ref().filter(|c| !c.is_empty()) {
             let top: Vec<String> = cats
