@@ -155,6 +155,39 @@ impl Http {
         json
     }
 
+    /// Creates organization `name` with an API key: (org id, key).
+    pub async fn org_with_key(&self, admin_key: &str, name: &str) -> (String, String) {
+        let org = self
+            .ok(
+                "POST",
+                "/v1/orgs",
+                admin_key,
+                Some(json!({"name": name})),
+                201,
+            )
+            .await;
+        let path = format!("/v1/orgs/{name}/api-keys");
+        let key = self
+            .ok(
+                "POST",
+                &path,
+                admin_key,
+                Some(json!({"name": "backend"})),
+                201,
+            )
+            .await;
+        (
+            org["id"].as_str().unwrap().to_owned(),
+            key["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `POST`s `body` to `path`, expects 201, returns the new record's id.
+    pub async fn create(&self, path: &str, key: &str, body: J) -> String {
+        let created = self.ok("POST", path, key, Some(body), 201).await;
+        created["id"].as_str().unwrap().to_owned()
+    }
+
     /// Mints a session with `body` and returns its token.
     pub async fn session(&self, key: &str, body: J) -> String {
         let s = self.ok("POST", "/v1/sessions", key, Some(body), 200).await;
@@ -284,27 +317,7 @@ impl Org {
 /// Creates org `name` with its datasource, datasets, two groups, three
 /// users and their sessions, all through the API.
 async fn setup_org(http: &Http, admin_key: &str, name: &str, data: &OrgData) -> Org {
-    let org = http
-        .ok(
-            "POST",
-            "/v1/orgs",
-            admin_key,
-            Some(json!({"name": name})),
-            201,
-        )
-        .await;
-    let key = http
-        .ok(
-            "POST",
-            &format!("/v1/orgs/{name}/api-keys"),
-            admin_key,
-            Some(json!({"name": "backend"})),
-            201,
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (org_id, key) = http.org_with_key(admin_key, name).await;
     let ds = http
         .ok(
             "POST",
@@ -372,7 +385,7 @@ async fn setup_org(http: &Http, admin_key: &str, name: &str, data: &OrgData) -> 
         ));
     }
     Org {
-        id: org["id"].as_str().unwrap().to_owned(),
+        id: org_id,
         key,
         datasets,
         tokens,
@@ -876,26 +889,7 @@ on_both_stores!(restart_keeps_everything);
 async fn registration_and_settings(backend: Backend) {
     let name = format!("register_{backend:?}").to_lowercase();
     let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
-    http.ok(
-        "POST",
-        "/v1/orgs",
-        &admin_key,
-        Some(json!({"name": "reg"})),
-        201,
-    )
-    .await;
-    let key = http
-        .ok(
-            "POST",
-            "/v1/orgs/reg/api-keys",
-            &admin_key,
-            Some(json!({"name": "b"})),
-            201,
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, key) = http.org_with_key(&admin_key, "reg").await;
     let superuser = json!({"name": "su", "kind": "postgres",
         "settings": {"host": "127.0.0.1", "database": "test", "user": "postgres"}});
     let (status, body) = http

@@ -249,20 +249,7 @@ mod over_the_api {
     #[tokio::test]
     async fn uploads_through_the_api_are_partitioned_validated_and_isolated() {
         let (spec, _key, server, http, admin) = start("upload_api", Backend::Sqlite).await;
-        http.ok("POST", "/v1/orgs", &admin, Some(json!({"name": "up"})), 201)
-            .await;
-        let key = http
-            .ok(
-                "POST",
-                "/v1/orgs/up/api-keys",
-                &admin,
-                Some(json!({"name": "b"})),
-                201,
-            )
-            .await["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, key) = http.org_with_key(&admin, "up").await;
         http.ok(
             "POST",
             "/v1/datasources",
@@ -272,17 +259,12 @@ mod over_the_api {
         )
         .await;
         let orders = http
-            .ok(
-                "POST",
+            .create(
                 "/v1/datasets",
                 &key,
-                Some(json!({"datasource": "uploads", "name": "orders"})),
-                201,
+                json!({"datasource": "uploads", "name": "orders"}),
             )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+            .await;
         let good = csv(&[
             (1, "acme"),
             (2, "acme"),

@@ -139,26 +139,7 @@ async fn serve(
 
 async fn setup(http: &Http, admin_key: &str, schema: &str) -> (String, String, String) {
     let (role, password) = seed(schema).await;
-    http.ok(
-        "POST",
-        "/v1/orgs",
-        admin_key,
-        Some(json!({"name": schema})),
-        201,
-    )
-    .await;
-    let key = http
-        .ok(
-            "POST",
-            &format!("/v1/orgs/{schema}/api-keys"),
-            admin_key,
-            Some(json!({"name": "b"})),
-            201,
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, key) = http.org_with_key(admin_key, schema).await;
     http.ok(
         "POST",
         "/v1/datasources",
@@ -171,17 +152,12 @@ async fn setup(http: &Http, admin_key: &str, schema: &str) -> (String, String, S
     )
     .await;
     let dataset = http
-        .ok(
-            "POST",
+        .create(
             "/v1/datasets",
             &key,
-            Some(json!({"datasource": "db", "name": "people"})),
-            201,
+            json!({"datasource": "db", "name": "people"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     http.ok(
         "PUT",
         "/v1/groups/tenants",

@@ -192,7 +192,13 @@ impl ColumnStats {
             }
             Value::Text(s) | Value::Json(s) => {
                 self.distinct.add(hash_bytes(2, s.as_bytes()));
-                self.length(s.chars().count() as u64);
+                // Characters, not bytes; ASCII (the common case) is its length.
+                let chars = if s.is_ascii() {
+                    s.len()
+                } else {
+                    s.chars().count()
+                };
+                self.length(chars as u64);
                 if let Some(f) = &mut self.frequent {
                     f.add(s);
                 }
