@@ -22,6 +22,9 @@ const CANARIES: &[&str] = &[
     "987654.32",
     "2031-07-19",
     "person-0042",
+    "77665544",
+    "31415.92",
+    "2032-02-29",
 ];
 
 /// How the recording endpoint answers.
@@ -95,15 +98,19 @@ async fn seed(schema: &str) -> (String, String) {
         &format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
              CREATE TABLE {schema}.people (id int PRIMARY KEY, tenant text NOT NULL, name text NOT NULL,
-               city text NOT NULL, amount numeric(12,2) NOT NULL, joined date NOT NULL, vip boolean);
+               city text NOT NULL, amount numeric(12,2) NOT NULL, joined date NOT NULL, vip boolean,
+               visits bigint NOT NULL, score double precision NOT NULL, seen timestamp NOT NULL);
              INSERT INTO {schema}.people
                SELECT i, 'acme', 'person-' || lpad(i::text, 4, '0'), (ARRAY['Paris','Lyon','Nice'])[1 + i % 3],
-                      10 + (i % 50) + 0.25, DATE '2026-01-01' + (i % 90), i % 4 = 0
+                      10 + (i % 50) + 0.25, DATE '2026-01-01' + (i % 90), i % 4 = 0,
+                      i % 40, (i % 70) * 1.5, TIMESTAMP '2026-03-01 08:00:00' + (i % 500) * INTERVAL '1 hour'
                FROM generate_series(1, 1000) AS i;
              INSERT INTO {schema}.people
-               SELECT 2000 + i, 'acme', 'CANARY-NAME-7f3a', 'CANARY-CITY', 987654.32, DATE '2031-07-19', NULL
+               SELECT 2000 + i, 'acme', 'CANARY-NAME-7f3a', 'CANARY-CITY', 987654.32, DATE '2031-07-19', NULL,
+                      77665544, 31415.9265, TIMESTAMP '2032-02-29 13:37:42'
                FROM generate_series(1, 9) AS i;
-             INSERT INTO {schema}.people VALUES (5000, 'globex', 'other-tenant', 'Oslo', 5, DATE '2026-02-02', true);
+             INSERT INTO {schema}.people VALUES
+               (5000, 'globex', 'other-tenant', 'Oslo', 5, DATE '2026-02-02', true, 1, 1, TIMESTAMP '2026-03-03 00:00:00');
              DO $$ BEGIN
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF;
              END $$;
@@ -204,7 +211,8 @@ async fn only_metadata_reaches_the_llm_and_the_store() {
     for policy in [
         J::Null,
         json!({"columns": {"city": "categories"}}),
-        json!({"columns": {"name": "hidden", "city": "hidden", "amount": "hidden", "joined": "hidden"}}),
+        json!({"columns": {"name": "hidden", "city": "hidden", "amount": "hidden", "joined": "hidden",
+            "visits": "hidden", "score": "hidden", "seen": "hidden"}}),
     ] {
         http.ok(
             "PUT",
@@ -242,7 +250,17 @@ async fn only_metadata_reaches_the_llm_and_the_store() {
         );
         assert!(!body.contains("acme"), "no attribute value of the user");
     }
-    // What is stored is sealed, and opened holds no canary either.
+    // What is stored is sealed, and opened holds no canary either; nor
+    // does the audit log.
+    let audit = http.ok("GET", "/v1/audit", &api_key, None, 200).await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "profile")
+    );
+    assert!(leaked(&audit.to_string()).is_empty(), "{audit}");
     for (org, ds, k, sealed) in server.cp.store().cache_entries().await.unwrap() {
         assert!(leaked(&sealed).is_empty());
         let plain = server.cp.open_cached(&org, &ds, &k, &sealed).unwrap();
