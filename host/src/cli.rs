@@ -161,6 +161,11 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
+    /// Connector author tools.
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -230,6 +235,43 @@ enum ApiKeysCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+}
+
+/// `silo connector …`: tools for connector authors.
+#[derive(Debug, Subcommand)]
+enum ConnectorCommand {
+    /// List a component's imports and exports and check it as the host
+    /// would load it; refuses one that asks for anything its kind is not
+    /// given, naming the WIT item.
+    Inspect {
+        /// The `.wasm` component.
+        path: PathBuf,
+        /// The datasource kind to check it for (default: the one capability
+        /// it imports).
+        #[arg(long, value_enum)]
+        kind: Option<ConnectorKind>,
+    },
+}
+
+/// A connector's datasource kind.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConnectorKind {
+    /// `silo:connector/sql` (Postgres, MySQL).
+    Sql,
+    /// `silo:connector/document` (MongoDB).
+    Document,
+    /// `silo:connector/files` (uploads).
+    Files,
+}
+
+impl From<ConnectorKind> for crate::capability::Kind {
+    fn from(k: ConnectorKind) -> Self {
+        match k {
+            ConnectorKind::Sql => crate::capability::Kind::Sql,
+            ConnectorKind::Document => crate::capability::Kind::Document,
+            ConnectorKind::Files => crate::capability::Kind::Files,
+        }
+    }
 }
 
 /// `silo audit …`.
@@ -372,6 +414,36 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await?;
             eprintln!("API key {} (shown once; store it now):", info.id);
             writeln!(out, "{}", token.as_str()).map_err(io)
+        }
+        Command::Connector {
+            command: ConnectorCommand::Inspect { path, kind },
+        } => {
+            let wasm = std::fs::read(&path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            let runtime = crate::runtime::Runtime::new(
+                crate::limits::Limits::default(),
+                crate::silo::default_cache_dir(),
+            )?;
+            let found = runtime.inspect(&wasm, kind.map(Into::into))?;
+            writeln!(
+                out,
+                "component {} (sha256 {})",
+                path.display(),
+                found.digest
+            )
+            .map_err(io)?;
+            let kind = found
+                .kind
+                .map_or("none (imports no datasource capability)", |k| k.interface());
+            writeln!(out, "kind: {kind}\nimports:").map_err(io)?;
+            for i in &found.imports {
+                writeln!(out, "  {i}").map_err(io)?;
+            }
+            writeln!(out, "exports:").map_err(io)?;
+            for e in &found.exports {
+                writeln!(out, "  {e}").map_err(io)?;
+            }
+            writeln!(out, "ok: the host loads it as a {kind} connector").map_err(io)
         }
         Command::Audit {
             command: AuditCommand::Verify { store },

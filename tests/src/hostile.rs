@@ -196,3 +196,75 @@ async fn component_importing_sockets_is_refused_at_load() {
         "{err}"
     );
 }
+
+mod inspect {
+    use silo_host::capability::Kind;
+    use silo_host::runtime::Runtime;
+
+    use crate::connectors;
+
+    fn runtime() -> Runtime {
+        let cache = std::env::temp_dir().join("silo-test-compile-cache");
+        Runtime::new(Default::default(), Some(cache)).unwrap()
+    }
+
+    #[test]
+    fn inspect_names_imports_exports_and_the_kind() {
+        let rt = runtime();
+        let pg = rt.inspect(silo_host::builtin::POSTGRES, None).unwrap();
+        assert_eq!(pg.kind, Some(Kind::Sql));
+        assert!(
+            pg.imports
+                .iter()
+                .any(|i| i.starts_with("silo:connector/sql@")),
+            "{:?}",
+            pg.imports
+        );
+        assert!(
+            pg.exports
+                .iter()
+                .any(|e| e.starts_with("silo:connector/connector@")),
+            "{:?}",
+            pg.exports
+        );
+        assert_eq!(pg.digest.len(), 64);
+        let files = rt.inspect(silo_host::builtin::FILES, None).unwrap();
+        assert_eq!(files.kind, Some(Kind::Files));
+    }
+
+    #[test]
+    fn inspect_refuses_what_a_kind_is_not_given_naming_it() {
+        let rt = runtime();
+        let wasm = std::fs::read(connectors::OPENS_SOCKET).unwrap();
+        let err = rt.inspect(&wasm, Some(Kind::Sql)).unwrap_err().to_string();
+        assert!(err.contains("wasi:sockets"), "{err}");
+        assert!(err.contains("remove what pulls it in"), "{err}");
+        let err = rt
+            .inspect(silo_host::builtin::POSTGRES, Some(Kind::Files))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("silo:connector/sql"), "{err}");
+        assert!(rt.inspect(b"not wasm", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_cli_inspects_a_component_file() {
+        use clap::Parser;
+        let cli = silo_host::cli::Cli::parse_from([
+            "silo",
+            "connector",
+            "inspect",
+            connectors::IGNORE_FILTER,
+            "--kind",
+            "sql",
+        ]);
+        silo_host::cli::run(cli).await.unwrap();
+        let cli = silo_host::cli::Cli::parse_from([
+            "silo",
+            "connector",
+            "inspect",
+            connectors::OPENS_SOCKET,
+        ]);
+        assert!(silo_host::cli::run(cli).await.is_err());
+    }
+}

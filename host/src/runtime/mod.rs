@@ -405,6 +405,76 @@ impl Instance {
     }
 }
 
+/// What `silo connector inspect` reports about a component.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// SHA-256 of the component bytes (what a manifest pins).
+    pub digest: String,
+    /// The kind it was checked as: given, or the one capability it imports.
+    pub kind: Option<Kind>,
+    /// Every import, as WIT names them.
+    pub imports: Vec<String>,
+    /// Every export.
+    pub exports: Vec<String>,
+}
+
+impl Runtime {
+    /// Compiles `wasm` and checks it as the host would load it: its imports
+    /// against `kind` (or, without one, against the single capability it
+    /// imports), and its exports against the connector world. Errors name
+    /// the WIT item and what to change.
+    pub fn inspect(&self, wasm: &[u8], kind: Option<Kind>) -> Result<Inspection> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let (component, _) = self.compile(wasm, &digest)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let imported: Vec<Kind> = [Kind::Sql, Kind::Document, Kind::Files]
+            .into_iter()
+            .filter(|k| {
+                let prefix = format!("silo:connector/{}@", k.interface());
+                imports.iter().any(|i| i.starts_with(&prefix))
+            })
+            .collect();
+        let kind = match (kind, imported.as_slice()) {
+            (Some(k), _) => Some(k),
+            (None, [one]) => Some(*one),
+            (None, []) => None,
+            (None, many) => {
+                let names: Vec<&str> = many.iter().map(|k| k.interface()).collect();
+                return Err(Error::Connector(format!(
+                    "the component imports silo:connector/{{{}}}; a connector serves one kind of \
+                     datasource: keep the one it is for",
+                    names.join(", ")
+                )));
+            }
+        };
+        // Without a capability, it may still import only the common parts.
+        check_imports(&self.engine, &component, kind.unwrap_or(Kind::Sql))?;
+        self.linker
+            .instantiate_pre(&component)
+            .and_then(AnyConnectorPre::new)
+            .map_err(|e| {
+                Error::Connector(format!(
+                    "the component does not export `silo:connector/connector` as the world in \
+                     wit/connector.wit defines it ({e}); export it with silo_sdk::export_connector!"
+                ))
+            })?;
+        Ok(Inspection {
+            digest,
+            kind,
+            imports,
+            exports,
+        })
+    }
+}
+
 /// Refuses a component that imports anything its datasource's world does not
 /// give: another capability, sockets, http, or any interface not linked.
 fn check_imports(engine: &Engine, component: &Component, kind: Kind) -> Result<()> {
@@ -418,7 +488,8 @@ fn check_imports(engine: &Engine, component: &Component, kind: Kind) -> Result<(
         if !allowed {
             return Err(Error::Connector(format!(
                 "connector imports `{name}`, which a {k} connector is not given \
-                 (it may import only silo:connector/{k}, silo:connector/log and the basic WASI a std guest needs)",
+                 (it may import only silo:connector/{k}, silo:connector/log and the basic WASI a std guest needs); \
+                 remove what pulls it in (a dependency using sockets, HTTP or another capability)",
                 k = kind.interface()
             )));
         }
