@@ -240,6 +240,27 @@ enum ApiKeysCommand {
 /// `silo connector …`: tools for connector authors.
 #[derive(Debug, Subcommand)]
 enum ConnectorCommand {
+    /// Scaffold a connector crate from the built-in connector of its kind.
+    New {
+        /// Name (lowercase letters, digits, `-`).
+        name: String,
+        /// Datasource kind.
+        #[arg(long, value_enum)]
+        kind: ConnectorKind,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Silo SDK to depend on (default: this checkout's `sdk/`).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a connector for wasm32-wasip2, check it as the host loads it,
+    /// and write `<name>.manifest.json` (kind, capabilities, sha256).
+    Build {
+        /// The connector's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// List a component's imports and exports and check it as the host
     /// would load it; refuses one that asks for anything its kind is not
     /// given, naming the WIT item.
@@ -414,6 +435,51 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await?;
             eprintln!("API key {} (shown once; store it now):", info.id);
             writeln!(out, "{}", token.as_str()).map_err(io)
+        }
+        Command::Connector {
+            command:
+                ConnectorCommand::New {
+                    name,
+                    kind,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let sdk = match sdk {
+                Some(s) => s,
+                None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../sdk")
+                    .canonicalize()
+                    .map_err(|_| Error::Config("give --sdk <path to silo's sdk/>".into()))?,
+            };
+            let root = crate::authoring::new(&dir, &name, kind.into(), &sdk)?;
+            writeln!(
+                out,
+                "created {} (from the built-in connector); next: silo connector build {}",
+                root.display(),
+                root.display()
+            )
+            .map_err(io)
+        }
+        Command::Connector {
+            command: ConnectorCommand::Build { dir },
+        } => {
+            let runtime = crate::runtime::Runtime::new(
+                crate::limits::Limits::default(),
+                crate::silo::default_cache_dir(),
+            )?;
+            let (manifest, wasm) = crate::authoring::build(&dir, &runtime, None)?;
+            writeln!(
+                out,
+                "built {} ({} connector, sha256 {}); capabilities: {}\n\
+                 register it: connector = \"{}\" in silo.toml",
+                wasm.display(),
+                manifest.kind,
+                manifest.sha256,
+                manifest.capabilities.join(", "),
+                wasm.display()
+            )
+            .map_err(io)
         }
         Command::Connector {
             command: ConnectorCommand::Inspect { path, kind },

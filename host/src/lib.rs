@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod authoring;
 pub mod bench;
 pub mod builtin;
 pub mod capability;

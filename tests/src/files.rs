@@ -21,14 +21,14 @@ const ORDERS: &str = "id,tenant,customer,amount,ordered_on
 6,globex,c-6,60.75,2026-01-06
 ";
 
-struct FilesFixture {
+pub(crate) struct FilesFixture {
     dir: PathBuf,
     store: FilesStore,
 }
 
 impl FilesFixture {
     /// A fresh data dir with `orders` uploaded, partitioned by tenant.
-    fn new(name: &str) -> FilesFixture {
+    pub(crate) fn new(name: &str) -> FilesFixture {
         let dir = std::env::temp_dir().join(format!("silo-tests-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -67,7 +67,7 @@ impl FilesFixture {
         self.dir.join("data/default/orders")
     }
 
-    async fn silo(&self, connector: &str) -> Silo {
+    pub(crate) async fn silo(&self, connector: &str) -> Silo {
         let cache = std::env::temp_dir().join("silo-test-compile-cache");
         let text = format!(
             "cache_dir = {cache:?}\n[datasources.main]\nconnector = {connector:?}\n\

@@ -36,3 +36,6 @@ mod control;
 
 #[cfg(test)]
 mod metadata;
+
+#[cfg(test)]
+mod authoring;
