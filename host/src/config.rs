@@ -40,6 +40,9 @@ pub struct SiloConfig {
 pub struct DatasourceConfig {
     /// A built-in connector's name (`postgres`) or a path to a component.
     pub connector: Option<String>,
+    /// The component's SHA-256 (its manifest's `sha256`): a file that
+    /// differs is refused, so a swapped component never runs.
+    pub connector_sha256: Option<String>,
     /// Postgres connection settings.
     pub postgres: Option<PostgresConfig>,
     /// MySQL / MariaDB connection settings.

@@ -88,6 +88,16 @@ impl Silo {
                 crate::capability::connect(name, ds, config.limits.statement_timeout)?;
             let schema = backend.default_schema().to_owned();
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
+            if let Some(pinned) = &ds.connector_sha256 {
+                use sha2::Digest;
+                let digest = hex::encode(sha2::Sha256::digest(&wasm));
+                if !digest.eq_ignore_ascii_case(pinned.trim()) {
+                    return Err(Error::Config(format!(
+                        "datasource `{name}`: the connector's sha256 is {digest}, not the pinned \
+                         {pinned}; rebuild it or update connector_sha256 from its manifest"
+                    )));
+                }
+            }
             let connector = runtime.load(&wasm, backend.kind())?;
             datasources.insert(
                 name.clone(),

@@ -60,6 +60,24 @@ async fn a_new_sql_connector_builds_registers_and_fetches() {
     let fx = crate::support::Fixture::new("authoring_sql").await;
     let silo = fx.silo(wasm.to_str().unwrap(), "").await.unwrap();
     crate::support::assert_tenant_isolation(&silo).await;
+
+    // Pinned by its manifest's sha256: the same file loads, another is refused.
+    let digest = Runtime::new(Default::default(), None)
+        .unwrap()
+        .inspect(&std::fs::read(&wasm).unwrap(), None)
+        .unwrap()
+        .digest;
+    let mut config = silo_host::config::SiloConfig::load(&fx.config_path()).unwrap();
+    let main = config.datasources.get_mut("main").unwrap();
+    main.connector_sha256 = Some(digest);
+    assert!(silo_host::silo::Silo::new(&config).is_ok());
+    let main = config.datasources.get_mut("main").unwrap();
+    main.connector_sha256 = Some("00".repeat(32));
+    let err = silo_host::silo::Silo::new(&config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not the pinned"), "{err}");
 }
 
 #[tokio::test]

@@ -1390,6 +1390,7 @@ impl ControlPlane {
         };
         let mut c = DatasourceConfig {
             connector: Some(ds.connector.clone()),
+            connector_sha256: None,
             postgres: None,
             mysql: None,
             mongodb: None,
