@@ -234,6 +234,21 @@ attributes = { tenant = "acme", regions = ["eu", "us"] }
     }
 
     #[test]
+    fn privacy_policy_parses_and_rejects_unknown_levels() {
+        let text = GOOD.replace(
+            "row_filter = [\"tenant = {{user.tenant}}\"]",
+            "row_filter = [\"tenant = {{user.tenant}}\"]\n[datasets.orders.privacy]\n\
+             columns = { region = \"categories\", customer = \"hidden\" }\nk = 12",
+        );
+        let c = SiloConfig::parse(&text).unwrap();
+        let p = c.datasets["orders"].privacy.clone().unwrap();
+        assert_eq!(p.k, 12);
+        assert_eq!(p.columns["customer"], crate::metadata::Privacy::Hidden);
+        let bad = text.replace("\"hidden\"", "\"secret\"");
+        assert!(SiloConfig::parse(&bad).is_err());
+    }
+
+    #[test]
     fn bad_rule_names_dataset() {
         let text = GOOD.replace("tenant = {{user.tenant}}", "tenant == 1");
         let err = SiloConfig::parse(&text).unwrap_err().to_string();
