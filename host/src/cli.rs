@@ -254,6 +254,23 @@ enum ConnectorCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Run a datasource's connector against the real datasource as a sample
+    /// embed user: describe, then fetch each dataset, reporting what the
+    /// host enforced and verified.
+    Test {
+        /// Path to silo.toml (its datasource names the connector).
+        #[arg(long, short, default_value = "silo.toml")]
+        config: PathBuf,
+        /// The sample embed user.
+        #[arg(long, short)]
+        user: String,
+        /// Datasource (default: all).
+        #[arg(long)]
+        datasource: Option<String>,
+        /// Rows to show per dataset.
+        #[arg(long, default_value_t = 3)]
+        rows: usize,
+    },
     /// Build a connector for wasm32-wasip2, check it as the host loads it,
     /// and write `<name>.manifest.json` (kind, capabilities, sha256).
     Build {
@@ -460,6 +477,62 @@ pub async fn run(cli: Cli) -> Result<()> {
                 root.display()
             )
             .map_err(io)
+        }
+        Command::Connector {
+            command:
+                ConnectorCommand::Test {
+                    config,
+                    user,
+                    datasource,
+                    rows,
+                },
+        } => {
+            let cfg = SiloConfig::load(&config)?;
+            let silo = Silo::open(&cfg).await?;
+            writeln!(out, "registration check passed (read-only credentials, or an accept_write_privileges override)").map_err(io)?;
+            let names: Vec<String> = match datasource {
+                Some(d) => vec![d],
+                None => cfg.datasources.keys().cloned().collect(),
+            };
+            for name in names {
+                let described = silo.describe(&name).await?;
+                writeln!(
+                    out,
+                    "datasource {name}: describe found {} governed dataset(s)",
+                    described.len()
+                )
+                .map_err(io)?;
+                for d in described.iter() {
+                    let spec = FetchSpec {
+                        dataset: d.name.clone(),
+                        columns: None,
+                        limit: None,
+                    };
+                    let mut fetch = silo.fetch(&user, &spec).await?;
+                    let filter = crate::demo::filter_text(fetch.filter());
+                    let columns = fetch.columns().to_vec();
+                    let mut sample = Vec::new();
+                    while let Some(batch) = fetch.next_batch().await? {
+                        sample.extend(batch.into_iter().take(rows.saturating_sub(sample.len())));
+                    }
+                    writeln!(
+                        out,
+                        "  {}: {} columns; as {user} the host enforced: {filter}\n  \
+                         {} rows ({} bytes) released, every one re-checked against that filter",
+                        d.name,
+                        d.columns.len(),
+                        fetch.rows(),
+                        fetch.bytes()
+                    )
+                    .map_err(io)?;
+                    let mut table = Vec::new();
+                    write_table(&mut table, &columns, &sample).map_err(io)?;
+                    for line in String::from_utf8_lossy(&table).lines() {
+                        writeln!(out, "    {line}").map_err(io)?;
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Connector {
             command: ConnectorCommand::Build { dir },

@@ -71,6 +71,35 @@ async fn a_new_sql_connector_builds_registers_and_fetches() {
     let main = config.datasources.get_mut("main").unwrap();
     main.connector_sha256 = Some(digest);
     assert!(silo_host::silo::Silo::new(&config).is_ok());
+    // `silo connector test` runs it against the database as a sample user.
+    use clap::Parser;
+    let path = fx.config_path();
+    let argv = [
+        "silo",
+        "connector",
+        "test",
+        "--config",
+        path.to_str().unwrap(),
+        "--user",
+        "alice",
+    ];
+    silo_host::cli::run(silo_host::cli::Cli::parse_from(argv))
+        .await
+        .unwrap();
+    let argv = [
+        "silo",
+        "connector",
+        "test",
+        "--config",
+        path.to_str().unwrap(),
+        "--user",
+        "nobody",
+    ];
+    assert!(
+        silo_host::cli::run(silo_host::cli::Cli::parse_from(argv))
+            .await
+            .is_err()
+    );
     let main = config.datasources.get_mut("main").unwrap();
     main.connector_sha256 = Some("00".repeat(32));
     let err = silo_host::silo::Silo::new(&config)
