@@ -450,6 +450,7 @@ async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
             settings: serde_json::json!({}),
             password: None,
             accept_write_privileges: false,
+            connector: None,
         },
     )
     .await?;

@@ -1306,3 +1306,178 @@ async fn operator_commands_mint_keys_rotate_and_verify() {
         .to_string();
     assert!(err.contains("no master key"), "{err}");
 }
+
+/// Registering connectors through the API, using, switching and pinning them.
+#[tokio::test]
+async fn connectors_are_registered_switched_and_pinned() {
+    let (spec, _key, server, http, admin_key) = start("registry", Backend::Sqlite).await;
+    let client = admin(&admin_conn()).await.unwrap();
+    let data = seed_org_data(&client, "silo_t_registry", 0).await;
+    let (_, key) = http.org_with_key(&admin_key, "reg-a").await;
+    let (_, other) = http.org_with_key(&admin_key, "reg-b").await;
+    let register = |name: &str, version: &str, wasm: Vec<u8>| {
+        let url = format!(
+            "{}/v1/connectors?name={name}&version={version}",
+            server.base
+        );
+        let key = key.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/wasm")
+                .body(wasm)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<J>().await.unwrap())
+        }
+    };
+    let (status, pg) = register("pg", "1", silo_host::builtin::POSTGRES.to_vec()).await;
+    assert_eq!(
+        (status, pg["kind"].as_str()),
+        (StatusCode::CREATED, Some("sql")),
+        "{pg}"
+    );
+    let (status, _) = register("pg", "1", silo_host::builtin::POSTGRES.to_vec()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let ignorer = std::fs::read(crate::connectors::IGNORE_FILTER).unwrap();
+    let (status, _) = register("ignorer", "1", ignorer.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, info) = register("uploader", "1", silo_host::builtin::FILES.to_vec()).await;
+    assert_eq!(
+        (status, info["kind"].as_str()),
+        (StatusCode::CREATED, Some("files"))
+    );
+    let (status, body) = register("junk", "1", b"not a component".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = register(
+        "sockets",
+        "1",
+        std::fs::read(crate::connectors::OPENS_SOCKET).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wasi:sockets"),
+        "{body}"
+    );
+
+    let settings =
+        json!({"host": "127.0.0.1", "database": "test", "user": data.role, "schema": data.schema});
+    let datasource = |connector: &str| {
+        json!({"name": "warehouse", "kind": "postgres", "settings": settings, "password": data.password,
+               "connector": connector})
+    };
+    // The wrong kind, and another org's connector, are refused.
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasources",
+            Some(&key),
+            Some(datasource("uploader")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = http
+        .call(
+            "POST",
+            "/v1/datasources",
+            Some(&other),
+            Some(datasource("pg")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let ds = http
+        .ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(datasource("pg@1")),
+            201,
+        )
+        .await;
+    assert_eq!(
+        ds["connector"],
+        format!("registry:{}", pg["sha256"].as_str().unwrap())
+    );
+    let sales = http
+        .create(
+            "/v1/datasets",
+            &key,
+            json!({"datasource": "warehouse", "name": "sales"}),
+        )
+        .await;
+    http.ok("PUT", "/v1/groups/g", &key,
+        Some(json!({"grants": [{"dataset_id": sales, "permission": "read", "row_filter": ["region = {{user.region}}"]}]})), 200).await;
+    http.ok(
+        "PUT",
+        "/v1/embed-users/u",
+        &key,
+        Some(json!({"attributes": {"region": "eu"}, "groups": ["g"]})),
+        200,
+    )
+    .await;
+    let token = http.session(&key, json!({"embed_user": "u"})).await;
+    let fetch = format!("/v1/embed/datasets/{sales}/fetch");
+    let rows = http.ok("POST", &fetch, &token, Some(json!({})), 200).await;
+    assert_eq!(ids(&rows), BTreeSet::from([1, 2]));
+
+    // Switching takes effect on the next request, without a restart: the
+    // other connector describes other tables, so `sales` is not served.
+    let switch = |to: J| {
+        http.ok(
+            "PUT",
+            "/v1/datasources/warehouse/connector",
+            &key,
+            Some(json!({"connector": to})),
+            200,
+        )
+    };
+    switch(json!("ignorer")).await;
+    let (status, body) = http
+        .call("POST", &fetch, Some(&token), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    switch(json!("pg@1")).await;
+    assert_eq!(
+        ids(&http.ok("POST", &fetch, &token, Some(json!({})), 200).await),
+        BTreeSet::from([1, 2])
+    );
+
+    // A stored component that no longer matches its digest is refused.
+    let stored = spec
+        .dir
+        .join("connectors")
+        .join(format!("{}.wasm", pg["sha256"].as_str().unwrap()));
+    std::fs::write(&stored, &ignorer).unwrap();
+    switch(json!("pg@1")).await;
+    let (status, body) = http
+        .call("POST", &fetch, Some(&token), Some(json!({})))
+        .await;
+    assert!(!status.is_success(), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not the pinned"),
+        "{body}"
+    );
+    // Back to the built-in connector.
+    switch(J::Null).await;
+    assert_eq!(
+        ids(&http.ok("POST", &fetch, &token, Some(json!({})), 200).await),
+        BTreeSet::from([1, 2])
+    );
+    let listed = http.ok("GET", "/v1/connectors", &key, None, 200).await;
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert_eq!(
+        http.ok("GET", "/v1/connectors", &other, None, 200).await,
+        json!([])
+    );
+    server.stop().await;
+}

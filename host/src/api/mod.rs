@@ -6,6 +6,7 @@
 //! Every error is JSON, `{"error": {"code": "...", "message": "..."}}`, with
 //! a stable code; internal details go to the log, never to the caller.
 pub mod admin;
+pub mod connectors;
 pub mod datasources;
 pub mod embed;
 pub mod groups;
@@ -255,6 +256,7 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(groups::router())
         .merge(sessions::router())
         .merge(embed::router())
+        .merge(connectors::router())
         .split_for_parts()
 }
 

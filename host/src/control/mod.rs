@@ -160,6 +160,10 @@ pub struct DatasourceInput {
     /// Register even if the credential can write (audited).
     #[serde(default)]
     pub accept_write_privileges: bool,
+    /// A registered connector, `name` (its newest version) or
+    /// `name@version` (default: the built-in connector of the kind).
+    #[serde(default)]
+    pub connector: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -317,6 +321,12 @@ async fn append_logged(store: &Store, e: &AuditEvent) {
 /// again from the database (a changed policy, filter or dataset set is a
 /// miss at once).
 pub const METADATA_TTL: i64 = 15 * 60;
+
+/// How a datasource names a registered connector: by its digest.
+const REGISTRY_PREFIX: &str = "registry:";
+
+/// Largest component accepted by the registry.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 /// A stable, public code for an error (the API's `error.code`).
 pub fn error_code(e: &Error) -> &'static str {
@@ -595,7 +605,10 @@ impl ControlPlane {
             org_id: org.clone(),
             name: input.name,
             kind: input.kind,
-            connector: input.kind.name().to_owned(),
+            connector: match &input.connector {
+                Some(spec) => self.resolve_connector(&org, spec, input.kind).await?,
+                None => input.kind.name().to_owned(),
+            },
             settings,
             accept_write_privileges: input.accept_write_privileges,
             has_credential: password.is_some(),
@@ -1093,6 +1106,142 @@ impl ControlPlane {
         self.data_dir.join(".incoming")
     }
 
+    fn connectors_dir(&self) -> PathBuf {
+        self.data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .join("connectors")
+    }
+
+    /// Registers version `version` of connector `name` for `p`'s org: the
+    /// component is checked as the host would load it (its kind is the one
+    /// capability it imports) and stored by digest. Datasources pick it up
+    /// when created with it or switched to it, without a restart.
+    pub async fn register_connector(
+        &self,
+        p: &Principal,
+        name: &str,
+        version: &str,
+        wasm: &[u8],
+    ) -> Result<model::ConnectorInfo> {
+        let org = Self::org_of(p)?;
+        valid_name("a connector name", name)?;
+        valid_name("a connector version", version)?;
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(Error::Limit(format!(
+                "a component may be at most {} MiB",
+                MAX_COMPONENT_BYTES >> 20
+            )));
+        }
+        let runtime = self.runtime.clone();
+        let bytes = wasm.to_vec();
+        let found = tokio::task::spawn_blocking(move || runtime.inspect(&bytes, None))
+            .await
+            .map_err(|e| Error::Internal(format!("inspecting a component: {e}")))?
+            // A component the host would refuse is the caller's to fix.
+            .map_err(|e| match e {
+                Error::Connector(m) => Error::Config(m),
+                other => other,
+            })?;
+        let kind = found.kind.ok_or_else(|| {
+            Error::Config(
+                "the component imports no datasource capability (silo:connector/sql, document \
+                 or files)"
+                    .into(),
+            )
+        })?;
+        let dir = self.connectors_dir();
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        let io = |e: std::io::Error| Error::Internal(format!("storing a component: {e}"));
+        b.create(&dir).map_err(io)?;
+        let path = dir.join(format!("{}.wasm", found.digest));
+        if !path.exists() {
+            let staged = dir.join(format!(".{}.tmp", tokens::new_id("c")?));
+            std::fs::write(&staged, wasm)
+                .and_then(|()| std::fs::rename(&staged, &path))
+                .map_err(io)?;
+        }
+        let info = model::ConnectorInfo {
+            org_id: org.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            kind: kind.interface().to_owned(),
+            sha256: found.digest,
+            created_at: now(),
+        };
+        self.store.insert_connector(&info).await?;
+        self.audit(
+            p,
+            "connector.register",
+            Some(&format!("{name}@{version}")),
+            Some(format!("sha256 {}", info.sha256)),
+        )
+        .await;
+        Ok(info)
+    }
+
+    /// The connector versions of `p`'s org.
+    pub async fn connectors(&self, p: &Principal) -> Result<Vec<model::ConnectorInfo>> {
+        self.store.connectors(Self::org_of(p)?).await
+    }
+
+    /// `name` or `name@version` of `org`'s registry, as a datasource stores
+    /// it; the connector's kind must be the datasource's.
+    async fn resolve_connector(
+        &self,
+        org: &str,
+        spec: &str,
+        kind: DatasourceKind,
+    ) -> Result<String> {
+        let (name, version) = match spec.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (spec, None),
+        };
+        let found = self
+            .store
+            .connectors(org)
+            .await?
+            .into_iter()
+            .find(|c| c.name == name && version.is_none_or(|v| v == c.version))
+            .ok_or_else(|| Error::NotFound(format!("connector `{spec}`")))?;
+        let wanted = match kind {
+            DatasourceKind::Postgres | DatasourceKind::Mysql => "sql",
+            DatasourceKind::Mongodb => "document",
+            DatasourceKind::Files => "files",
+        };
+        if found.kind != wanted {
+            return Err(Error::Config(format!(
+                "connector `{spec}` is a {} connector; a {} datasource needs a {wanted} one",
+                found.kind,
+                kind.name()
+            )));
+        }
+        Ok(format!("{REGISTRY_PREFIX}{}", found.sha256))
+    }
+
+    /// Switches a datasource of `p`'s org to a registered connector (or,
+    /// with `None`, back to the built-in one). The next request runs it.
+    pub async fn set_datasource_connector(
+        &self,
+        p: &Principal,
+        datasource: &str,
+        connector: Option<&str>,
+    ) -> Result<Datasource> {
+        let org = Self::org_of(p)?;
+        let (ds, _, _) = self.store.datasource(org, datasource).await?;
+        let stored = match connector {
+            Some(spec) => self.resolve_connector(org, spec, ds.kind).await?,
+            None => ds.kind.name().to_owned(),
+        };
+        self.store.set_connector(org, &ds.id, &stored).await?;
+        self.audit(p, "datasource.connector", Some(&ds.id), Some(stored))
+            .await;
+        self.datasource(p, &ds.id).await
+    }
+
     /// Sets (or resets, with `None`) the privacy policy of a dataset of
     /// `p`'s org; its cached metadata is dropped.
     pub async fn set_privacy(
@@ -1388,9 +1537,20 @@ impl ControlPlane {
         let bad = |e: serde_json::Error| {
             Error::Internal(format!("stored settings of datasource {}: {e}", ds.id))
         };
+        // A registered connector is loaded by digest and checked against it.
+        let (connector, connector_sha256) = match ds.connector.strip_prefix(REGISTRY_PREFIX) {
+            Some(sha) => (
+                self.connectors_dir()
+                    .join(format!("{sha}.wasm"))
+                    .display()
+                    .to_string(),
+                Some(sha.to_owned()),
+            ),
+            None => (ds.connector.clone(), None),
+        };
         let mut c = DatasourceConfig {
-            connector: Some(ds.connector.clone()),
-            connector_sha256: None,
+            connector: Some(connector),
+            connector_sha256,
             postgres: None,
             mysql: None,
             mongodb: None,

@@ -219,3 +219,21 @@ pub struct Session {
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
 }
+
+/// A connector version registered through the API. Its component is stored
+/// by digest; a datasource using it loads exactly those bytes or fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectorInfo {
+    /// Owning organization.
+    pub org_id: String,
+    /// Name.
+    pub name: String,
+    /// Version (unique per name).
+    pub version: String,
+    /// `sql`, `document` or `files`.
+    pub kind: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
