@@ -68,15 +68,8 @@ enum Command {
     },
     /// Fetch a dataset as an embed user.
     Fetch {
-        /// Path to silo.toml.
-        #[arg(long, short, default_value = "silo.toml")]
-        config: PathBuf,
-        /// Embed user id.
-        #[arg(long, short)]
-        user: String,
-        /// Dataset name.
-        #[arg(long, short)]
-        dataset: String,
+        #[command(flatten)]
+        target: AsUser,
         /// Comma-separated columns (default: all).
         #[arg(long, value_delimiter = ',')]
         columns: Vec<String>,
@@ -90,28 +83,14 @@ enum Command {
     /// Profile a dataset as an embed user and print the metadata payload
     /// (`silo.metadata.v1`) the privacy policy lets out: never rows.
     Profile {
-        /// Path to silo.toml.
-        #[arg(long, short, default_value = "silo.toml")]
-        config: PathBuf,
-        /// Embed user id.
-        #[arg(long, short)]
-        user: String,
-        /// Dataset name.
-        #[arg(long, short)]
-        dataset: String,
+        #[command(flatten)]
+        target: AsUser,
     },
     /// Profile a dataset as an embed user and summarize the metadata (an
     /// LLM endpoint if given, else the built-in summarizer).
     Summarize {
-        /// Path to silo.toml.
-        #[arg(long, short, default_value = "silo.toml")]
-        config: PathBuf,
-        /// Embed user id.
-        #[arg(long, short)]
-        user: String,
-        /// Dataset name.
-        #[arg(long, short)]
-        dataset: String,
+        #[command(flatten)]
+        target: AsUser,
         #[command(flatten)]
         llm: LlmArgs,
     },
@@ -321,6 +300,20 @@ enum AuditCommand {
         #[command(flatten)]
         store: crate::server::StoreArgs,
     },
+}
+
+/// A dataset of a `silo.toml`, as one of its embed users.
+#[derive(Debug, Clone, clap::Args)]
+struct AsUser {
+    /// Path to silo.toml.
+    #[arg(long, short, default_value = "silo.toml")]
+    config: PathBuf,
+    /// Embed user id.
+    #[arg(long, short)]
+    user: String,
+    /// Dataset name.
+    #[arg(long, short)]
+    dataset: String,
 }
 
 /// An OpenAI-compatible endpoint for summaries; without `--llm-base-url`
@@ -604,9 +597,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::demo::run(&source, dir, &mut out).await
         }
         Command::Fetch {
-            config,
-            user,
-            dataset,
+            target:
+                AsUser {
+                    config,
+                    user,
+                    dataset,
+                },
             columns,
             limit,
             format,
@@ -688,23 +684,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .map_err(io)
         }
-        Command::Profile {
-            config,
-            user,
-            dataset,
-        } => {
-            let payload = profile_as(&config, &user, &dataset).await?;
+        Command::Profile { target } => {
+            let payload = profile_as(&target).await?;
             serde_json::to_writer_pretty(&mut out, &payload)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             writeln!(out).map_err(io)
         }
-        Command::Summarize {
-            config,
-            user,
-            dataset,
-            llm,
-        } => {
-            let payload = profile_as(&config, &user, &dataset).await?;
+        Command::Summarize { target, llm } => {
+            let payload = profile_as(&target).await?;
             let summary = crate::metadata::llm::Summarizer::new(llm.config()?)?
                 .summarize(&payload)
                 .await?;
@@ -759,12 +746,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The payload of `dataset` as `user` of a config sees it.
-async fn profile_as(
-    config: &std::path::Path,
-    user: &str,
-    dataset: &str,
-) -> Result<crate::metadata::Payload> {
+/// The payload of a dataset as an embed user of a config sees it.
+async fn profile_as(target: &AsUser) -> Result<crate::metadata::Payload> {
+    let AsUser {
+        config,
+        user,
+        dataset,
+    } = target;
     let silo = Silo::open(&SiloConfig::load(config)?).await?;
     let spec = FetchSpec {
         dataset: dataset.to_owned(),

@@ -141,6 +141,20 @@ pub struct EmbedPrincipal {
     pub user: EmbedUser,
 }
 
+impl EmbedPrincipal {
+    /// An audit event of this session acting on `target`, outcome `ok`.
+    fn event(&self, action: &str, target: &str) -> AuditEvent {
+        AuditEvent {
+            org_id: Some(self.org.clone()),
+            actor: format!("session:{}", self.session.id),
+            action: action.into(),
+            target: Some(target.to_owned()),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        }
+    }
+}
+
 /// `POST /v1/datasources`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -992,14 +1006,7 @@ impl ControlPlane {
         limit: Option<u64>,
     ) -> Result<EmbedFetch> {
         let started = Instant::now();
-        let event = AuditEvent {
-            org_id: Some(e.org.clone()),
-            actor: format!("session:{}", e.session.id),
-            action: "fetch".into(),
-            target: Some(dataset.to_owned()),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
+        let event = e.event("fetch", dataset);
         let result = self.start_fetch(e, dataset, columns, limit).await;
         let mut audit = PendingAudit {
             store: self.store.clone(),
@@ -1101,7 +1108,8 @@ impl ControlPlane {
         })
     }
 
-    /// Where uploads for `p`'s org are staged before validation.
+    /// Where uploads (of every org) are staged before validation: one
+    /// owner-only directory, random file names, removed after each upload.
     pub fn staging_dir(&self) -> PathBuf {
         self.data_dir.join(".incoming")
     }
@@ -1291,14 +1299,10 @@ impl ControlPlane {
         let started = Instant::now();
         let result = self.summarizer.summarize(&payload).await;
         let e_ = AuditEvent {
-            org_id: Some(e.org.clone()),
-            actor: format!("session:{}", e.session.id),
-            action: "summarize".into(),
-            target: Some(plan.dataset.id.clone()),
             outcome: result.as_ref().err().map_or("ok", error_code).into(),
             duration_ms: Some(started.elapsed().as_millis() as i64),
             detail: result.as_ref().ok().map(|s| s.source.clone()),
-            ..AuditEvent::default()
+            ..e.event("summarize", &plan.dataset.id)
         };
         append_logged(&self.store, &e_).await;
         let summary = result?;
@@ -1321,13 +1325,8 @@ impl ControlPlane {
         let mut audit = PendingAudit {
             store: self.store.clone(),
             event: Some(AuditEvent {
-                org_id: Some(e.org.clone()),
-                actor: format!("session:{}", e.session.id),
-                action: "profile".into(),
-                target: Some(plan.dataset.id.clone()),
                 filter_fingerprint: Some(audit::fingerprint(&plan.filter()?)),
-                outcome: "ok".into(),
-                ..AuditEvent::default()
+                ..e.event("profile", &plan.dataset.id)
             }),
             started,
         };

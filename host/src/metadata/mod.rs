@@ -16,7 +16,7 @@ pub mod sketch;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use silo_types::{ColumnType, Op, RowFilter, Value, time};
+use silo_types::{ColumnType, RowFilter, Value, time};
 use utoipa::ToSchema;
 
 use sketch::{Frequent, Hll, Quantiles, hash_bytes, mix64};
@@ -335,7 +335,7 @@ impl FilterShape {
                     .map(|c| {
                         let mut terms: Vec<String> = c
                             .iter()
-                            .map(|p| format!("{} {}", p.column, op_word(p.op)))
+                            .map(|p| format!("{} {}", p.column, p.op.symbol()))
                             .collect();
                         terms.sort();
                         terms.dedup();
@@ -351,10 +351,6 @@ impl FilterShape {
             }
         }
     }
-}
-
-fn op_word(op: Op) -> &'static str {
-    op.symbol()
 }
 
 /// `silo.metadata.v1`: what may be sent to an LLM.
@@ -750,7 +746,7 @@ mod tests {
     fn the_filter_shape_names_columns_and_operators_never_values() {
         let filter = RowFilter::AnyOf(vec![vec![silo_types::Predicate {
             column: "tenant".into(),
-            op: Op::Eq,
+            op: silo_types::Op::Eq,
             values: vec![Value::Text("acme-secret".into())],
         }]]);
         let p = Profiler::new(&[], &PrivacyPolicy::default()).finish("t", &filter);
