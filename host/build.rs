@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("silo-connector-mysql", "connectors/mysql"),
         ("silo-connector-mongodb", "connectors/mongodb"),
         ("silo-connector-files", "connectors/files"),
+        ("silo-connector-http-json", "connectors/http-json"),
     ])? {
         let name = wasm.file_name().ok_or("no file name")?;
         std::fs::copy(&wasm, out.join(name))?;

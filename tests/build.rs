@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         })
         .chain(
-            ["postgres", "mysql", "mongodb", "files"]
+            ["postgres", "mysql", "mongodb", "files", "http-json"]
                 .map(|c| (format!("silo-connector-{c}"), format!("connectors/{c}"))),
         )
         .collect();

@@ -1,9 +1,10 @@
-//! `silo connector new` and `build`: connector crates for authors.
+//! `silo connector new` and `build`: connector projects for authors.
 //!
 //! The templates are the built-in connectors themselves (their source is
 //! compiled into `silo`), so a new connector starts from code that passes
-//! the same tests; `build` compiles it for `wasm32-wasip2`, checks it as the
-//! host would load it and writes a manifest pinning its sha256.
+//! the same tests; `build` compiles it for `wasm32-wasip2` (cargo for Rust,
+//! componentize-js for JavaScript), checks it as the host would load it and
+//! writes a manifest pinning its sha256.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,30 @@ fn template(kind: Kind) -> (&'static str, &'static str, &'static str) {
             "Files",
             "silo-types = { path = \"SDK/types\" }\ncsv = \"1.4\"\nserde_json = \"1\"\n",
         ),
+        Kind::Http => (
+            include_str!("../../connectors/http-json/src/lib.rs"),
+            "HttpJson",
+            "silo-types = { path = \"SDK/types\" }\nserde_json = \"1\"\n",
+        ),
     }
 }
+
+/// The language a connector is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// A Rust crate on `silo-sdk`, built with cargo.
+    #[default]
+    Rust,
+    /// An ES module built with componentize-js (from npm) against the WIT.
+    Javascript,
+}
+
+/// The componentize-js release `new` pins and `build` runs: its output was
+/// checked against this host (imports, pooling limits).
+const COMPONENTIZE_JS: &str = "0.23.0";
+/// The WIT the host checks connectors against, for non-Rust builds.
+const WIT: &str = include_str!("../../wit/connector.wit");
 
 /// `silo-connector.toml`: what `new` wrote and `build` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,8 +65,11 @@ pub struct ConnectorToml {
     pub name: String,
     /// Its version.
     pub version: String,
-    /// `sql`, `document` or `files`.
+    /// `sql`, `document`, `files` or `http`.
     pub kind: String,
+    /// `rust` (default) or `javascript`.
+    #[serde(default)]
+    pub language: Language,
 }
 
 /// What `build` writes beside the component: `<name>.manifest.json`.
@@ -70,8 +96,9 @@ fn kind_named(name: &str) -> Result<Kind> {
         "sql" => Ok(Kind::Sql),
         "document" => Ok(Kind::Document),
         "files" => Ok(Kind::Files),
+        "http" => Ok(Kind::Http),
         other => Err(Error::Config(format!(
-            "kind `{other}`: use sql, document or files"
+            "kind `{other}`: use sql, document, files or http"
         ))),
     }
 }
@@ -80,9 +107,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Config(format!("{}: {e}", path.display()))
 }
 
-/// Scaffolds connector `name` of `kind` in `dir/<name>`, depending on the
-/// SDK at `sdk` (a checkout's `sdk/`).
-pub fn new(dir: &Path, name: &str, kind: Kind, sdk: &Path) -> Result<PathBuf> {
+/// Scaffolds connector `name` of `kind` in `dir/<name>`: a Rust crate
+/// depending on the SDK at `sdk` (a checkout's `sdk/`), or an npm project.
+pub fn new(dir: &Path, name: &str, kind: Kind, language: Language, sdk: &Path) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -100,6 +127,9 @@ pub fn new(dir: &Path, name: &str, kind: Kind, sdk: &Path) -> Result<PathBuf> {
             "{} exists; choose another name or directory",
             root.display()
         )));
+    }
+    if language == Language::Javascript {
+        return new_javascript(&root, name, kind);
     }
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
     let (source, builtin, extra) = template(kind);
@@ -147,15 +177,91 @@ pub fn new(dir: &Path, name: &str, kind: Kind, sdk: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// An npm project whose `connector.js` is the JavaScript template of `kind`.
+fn new_javascript(root: &Path, name: &str, kind: Kind) -> Result<PathBuf> {
+    let source = match kind {
+        Kind::Sql => include_str!("../../connectors/sql-js/connector.js"),
+        other => {
+            return Err(Error::Config(format!(
+                "there is a JavaScript template for sql connectors only; for {} start from \
+                 `--kind sql --language javascript` and wit/connector.wit",
+                other.interface()
+            )));
+        }
+    };
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let package = serde_json::json!({
+        "name": name,
+        "version": "0.1.0",
+        "private": true,
+        "type": "module",
+        "devDependencies": {"@bytecodealliance/componentize-js": COMPONENTIZE_JS},
+    });
+    let package =
+        serde_json::to_string_pretty(&package).map_err(|e| Error::Internal(e.to_string()))?;
+    let meta = format!(
+        "# Read by `silo connector build`.\nname = \"{name}\"\nversion = \"0.1.0\"\nkind = \"{}\"\n\
+         language = \"javascript\"\n",
+        kind.interface()
+    );
+    for (path, text) in [
+        (root.join("package.json"), package),
+        (root.join("connector.js"), source.to_owned()),
+        (root.join("silo-connector.toml"), meta),
+        (
+            root.join(".gitignore"),
+            "node_modules/\n.silo/\n*.wasm\n".to_owned(),
+        ),
+    ] {
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(root.to_owned())
+}
+
 /// Builds the connector in `root` for `wasm32-wasip2` (release), checks it
 /// as the host would load it and writes its manifest. Returns the manifest
-/// and the component's path.
+/// and the component's path. `target` is cargo's target directory (Rust).
 pub fn build(root: &Path, runtime: &Runtime, target: Option<&Path>) -> Result<(Manifest, PathBuf)> {
     let meta_path = root.join("silo-connector.toml");
     let meta: ConnectorToml =
         toml::from_str(&std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?)
             .map_err(|e| Error::Config(format!("{}: {e}", meta_path.display())))?;
     let kind = kind_named(&meta.kind)?;
+    let file = format!("{}.wasm", meta.name.replace('-', "_"));
+    let wasm_path = match meta.language {
+        Language::Rust => build_rust(root, target)?.join(&file),
+        Language::Javascript => build_javascript(root, kind, &file)?,
+    };
+    let wasm = std::fs::read(&wasm_path).map_err(io(&wasm_path))?;
+    let found = runtime.inspect(&wasm, Some(kind))?;
+    let manifest = Manifest {
+        name: meta.name.clone(),
+        version: meta.version,
+        kind: meta.kind,
+        capabilities: found
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("silo:connector/"))
+            .cloned()
+            .collect(),
+        config_schema: config_schema(kind),
+        component: file.clone(),
+        sha256: found.digest,
+    };
+    let out = root.join(&file);
+    if out != wasm_path {
+        std::fs::copy(&wasm_path, &out).map_err(io(&out))?;
+    }
+    let manifest_path = root.join(format!("{}.manifest.json", meta.name));
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
+    Ok((manifest, out))
+}
+
+/// `cargo build --release --target wasm32-wasip2`; returns the directory
+/// the component lands in.
+fn build_rust(root: &Path, target: Option<&Path>) -> Result<PathBuf> {
     let target = match target {
         Some(t) => t.to_owned(),
         None => {
@@ -181,31 +287,55 @@ pub fn build(root: &Path, runtime: &Runtime, target: Option<&Path>) -> Result<(M
              `rustup target add wasm32-wasip2`"
         )));
     }
-    let file = format!("{}.wasm", meta.name.replace('-', "_"));
-    let wasm_path = target.join("wasm32-wasip2/release").join(&file);
-    let wasm = std::fs::read(&wasm_path).map_err(io(&wasm_path))?;
-    let found = runtime.inspect(&wasm, Some(kind))?;
-    let manifest = Manifest {
-        name: meta.name.clone(),
-        version: meta.version,
-        kind: meta.kind,
-        capabilities: found
-            .imports
-            .iter()
-            .filter(|i| i.starts_with("silo:connector/"))
-            .cloned()
-            .collect(),
-        config_schema: config_schema(kind),
-        component: file.clone(),
-        sha256: found.digest,
+    Ok(target.join("wasm32-wasip2/release"))
+}
+
+/// `componentize-js connector.js` against the host's own WIT, for the
+/// kind's world, with the HTTP and fetch-event features off (the host links
+/// no `wasi:http`); installs the pinned componentize-js first if missing.
+fn build_javascript(root: &Path, kind: Kind, file: &str) -> Result<PathBuf> {
+    let run = |program: &str, args: &[&str]| -> Result<()> {
+        let status = std::process::Command::new(program)
+            .args(args)
+            .current_dir(root)
+            .status()
+            .map_err(|e| {
+                Error::Config(format!("running {program}: {e} (is Node.js installed?)"))
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "`{program} {}` failed ({status})",
+                args.join(" ")
+            )))
+        }
     };
-    let out = root.join(&file);
-    std::fs::copy(&wasm_path, &out).map_err(io(&out))?;
-    let manifest_path = root.join(format!("{}.manifest.json", meta.name));
-    let text =
-        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
-    Ok((manifest, out))
+    let tool = root.join("node_modules/.bin/componentize-js");
+    if !tool.exists() {
+        run("npm", &["install", "--no-audit", "--no-fund"])?;
+    }
+    let wit = root.join(".silo/wit");
+    std::fs::create_dir_all(&wit).map_err(io(&wit))?;
+    std::fs::write(wit.join("connector.wit"), WIT).map_err(io(&wit))?;
+    let world = format!("{}-connector", kind.interface());
+    let tool = tool.display().to_string();
+    run(
+        &tool,
+        &[
+            "connector.js",
+            "--wit",
+            ".silo/wit",
+            "--world-name",
+            &world,
+            "--disable",
+            "http",
+            "fetch-event",
+            "-o",
+            file,
+        ],
+    )?;
+    Ok(root.join(file))
 }
 
 /// The datasource settings a connector of `kind` runs with.
@@ -228,6 +358,24 @@ fn config_schema(kind: Kind) -> serde_json::Value {
             ],
         ),
         Kind::Files => ("files", &["data_dir", "org"]),
+        Kind::Http => (
+            "http",
+            &[
+                "base_url",
+                "paths",
+                "bind_params",
+                "token_header",
+                "token_prefix",
+                "max_response_bytes",
+                "max_requests",
+                "settings",
+            ],
+        ),
     };
-    serde_json::json!({"section": section, "settings": fields, "secret": "password (host-held)"})
+    let secret = match kind {
+        Kind::Files => "none",
+        Kind::Http => "token (host-held, sent as a header the connector never sees)",
+        Kind::Sql | Kind::Document => "password (host-held)",
+    };
+    serde_json::json!({"section": section, "settings": fields, "secret": secret})
 }

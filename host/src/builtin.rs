@@ -12,3 +12,7 @@ pub const MONGODB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connec
 
 /// The uploaded-files connector component.
 pub const FILES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_files.wasm"));
+
+/// The configurable JSON-API connector component.
+pub const HTTP_JSON: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/silo_connector_http_json.wasm"));

@@ -219,13 +219,16 @@ enum ApiKeysCommand {
 /// `silo connector …`: tools for connector authors.
 #[derive(Debug, Subcommand)]
 enum ConnectorCommand {
-    /// Scaffold a connector crate from the built-in connector of its kind.
+    /// Scaffold a connector project from the built-in connector of its kind.
     New {
         /// Name (lowercase letters, digits, `-`).
         name: String,
         /// Datasource kind.
         #[arg(long, value_enum)]
         kind: ConnectorKind,
+        /// `rust` (a crate on silo-sdk) or `javascript` (componentize-js; sql only).
+        #[arg(long, value_enum, default_value = "rust")]
+        language: ConnectorLanguage,
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -270,6 +273,15 @@ enum ConnectorCommand {
     },
 }
 
+/// The language `connector new` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConnectorLanguage {
+    /// A Rust crate on `silo-sdk`.
+    Rust,
+    /// An ES module built with componentize-js.
+    Javascript,
+}
+
 /// A connector's datasource kind.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ConnectorKind {
@@ -279,6 +291,8 @@ enum ConnectorKind {
     Document,
     /// `silo:connector/files` (uploads).
     Files,
+    /// `silo:connector/http` (JSON / REST APIs).
+    Http,
 }
 
 impl From<ConnectorKind> for crate::capability::Kind {
@@ -287,6 +301,7 @@ impl From<ConnectorKind> for crate::capability::Kind {
             ConnectorKind::Sql => crate::capability::Kind::Sql,
             ConnectorKind::Document => crate::capability::Kind::Document,
             ConnectorKind::Files => crate::capability::Kind::Files,
+            ConnectorKind::Http => crate::capability::Kind::Http,
         }
     }
 }
@@ -451,10 +466,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ConnectorCommand::New {
                     name,
                     kind,
+                    language,
                     dir,
                     sdk,
                 },
         } => {
+            let language = match language {
+                ConnectorLanguage::Rust => crate::authoring::Language::Rust,
+                ConnectorLanguage::Javascript => crate::authoring::Language::Javascript,
+            };
             let sdk = match sdk {
                 Some(s) => s,
                 None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -462,7 +482,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .canonicalize()
                     .map_err(|_| Error::Config("give --sdk <path to silo's sdk/>".into()))?,
             };
-            let root = crate::authoring::new(&dir, &name, kind.into(), &sdk)?;
+            let root = crate::authoring::new(&dir, &name, kind.into(), language, &sdk)?;
             writeln!(
                 out,
                 "created {} (from the built-in connector); next: silo connector build {}",

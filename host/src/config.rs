@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::capability::files::FilesConfig;
+use crate::capability::http::HttpConfig;
 use crate::capability::mongodb::MongoConfig;
 use crate::capability::mysql::MysqlConfig;
 use crate::capability::postgres::PostgresConfig;
@@ -51,6 +52,8 @@ pub struct DatasourceConfig {
     pub mongodb: Option<MongoConfig>,
     /// Uploaded files.
     pub files: Option<FilesConfig>,
+    /// A JSON or REST API.
+    pub http: Option<HttpConfig>,
     /// Register the credential even though it can write (the registration
     /// check names what it holds; this override is logged as an audit event).
     #[serde(default)]
@@ -111,6 +114,7 @@ impl SiloConfig {
                 ds.postgres.as_mut().and_then(|p| p.password_file.as_mut()),
                 ds.mysql.as_mut().and_then(|m| m.password_file.as_mut()),
                 ds.mongodb.as_mut().and_then(|m| m.password_file.as_mut()),
+                ds.http.as_mut().and_then(|h| h.token_file.as_mut()),
             ];
             for file in files.into_iter().flatten() {
                 *file = base.join(&*file);
@@ -136,6 +140,7 @@ impl SiloConfig {
                 ds.mysql.is_some(),
                 ds.mongodb.is_some(),
                 ds.files.is_some(),
+                ds.http.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(one_kind_error(name));
@@ -170,7 +175,8 @@ impl SiloConfig {
 pub(crate) fn one_kind_error(name: &str) -> Error {
     Error::Config(format!(
         "datasource `{name}` needs exactly one of [datasources.{name}.postgres], \
-         [datasources.{name}.mysql], [datasources.{name}.mongodb] or [datasources.{name}.files]"
+         [datasources.{name}.mysql], [datasources.{name}.mongodb], [datasources.{name}.files] \
+         or [datasources.{name}.http]"
     ))
 }
 
@@ -178,13 +184,13 @@ pub(crate) fn one_kind_error(name: &str) -> Error {
 pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<SecretString>> {
     match (env, file) {
         (Some(_), Some(_)) => Err(Error::Config(
-            "give password_env or password_file, not both".into(),
+            "give the secret by environment variable or by file, not both".into(),
         )),
         (Some(var), None) => std::env::var(var)
             .map(|v| Some(SecretString::from(v)))
             .map_err(|_| {
                 Error::Config(format!(
-                    "environment variable `{var}` (password_env) is not set"
+                    "environment variable `{var}`, named for a secret, is not set"
                 ))
             }),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -193,7 +199,7 @@ pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<Secr
                     v.lines().next().unwrap_or_default().to_owned(),
                 ))
             })
-            .map_err(|e| Error::Config(format!("password_file {}: {e}", path.display()))),
+            .map_err(|e| Error::Config(format!("secret file {}: {e}", path.display()))),
         (None, None) => Ok(None),
     }
 }

@@ -67,15 +67,38 @@ impl Error {
         }
     }
 
-    /// A connector's own error, as the host reports it.
+    /// A connector's own error, as the host reports it. A host error the
+    /// connector passed on keeps one prefix, not two.
     pub fn from_wit(e: WitError) -> Error {
+        let bare = |m: String, prefix: &str| match m.strip_prefix(prefix) {
+            Some(rest) => rest.to_owned(),
+            None => m,
+        };
         match e {
             WitError::InvalidRequest(m) => Error::Connector(format!("invalid request: {m}")),
-            WitError::NotFound(m) => Error::NotFound(m),
-            WitError::Denied(m) => Error::Policy(m),
-            WitError::LimitExceeded(m) => Error::Limit(m),
-            WitError::Datasource(m) => Error::Datasource(m),
-            WitError::Connector(m) => Error::Connector(m),
+            WitError::NotFound(m) => Error::NotFound(bare(m, "not found: ")),
+            WitError::Denied(m) => Error::Policy(bare(m, "policy violation: ")),
+            WitError::LimitExceeded(m) => Error::Limit(bare(m, "limit exceeded: ")),
+            WitError::Datasource(m) => Error::Datasource(bare(m, "datasource failed: ")),
+            WitError::Connector(m) => Error::Connector(bare(m, "connector failed: ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_error_passed_on_by_a_connector_keeps_one_prefix() {
+        for e in [
+            Error::Datasource("column \"x\" does not exist".into()),
+            Error::Policy("GET /admin: not allowed".into()),
+            Error::Limit("too big".into()),
+            Error::NotFound("dataset `d`".into()),
+        ] {
+            let text = e.to_string();
+            assert_eq!(Error::from_wit(e.to_wit()).to_string(), text);
         }
     }
 }

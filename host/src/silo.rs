@@ -26,6 +26,7 @@ pub const BUILTIN_CONNECTORS: &[(&str, &[u8])] = &[
     ("mysql", crate::builtin::MYSQL),
     ("mongodb", crate::builtin::MONGODB),
     ("files", crate::builtin::FILES),
+    ("http-json", crate::builtin::HTTP_JSON),
 ];
 
 /// A row as the host hands it out.
@@ -417,6 +418,11 @@ impl Silo {
                 client: client.clone(),
                 collections: tables,
                 describing,
+            }),
+            // Describing, every dataset has no rows: no request is admitted.
+            Backend::Http(client) => Grant::Http(crate::capability::http::HttpGrant {
+                client: client.clone(),
+                datasets: tables,
             }),
             Backend::Files(store) => Grant::Files(Preopens(match fetching {
                 None => {

@@ -77,7 +77,7 @@ pub use bindings::silo::connector::streams::RowStream;
 pub use bindings::silo::connector::types::{
     Column, ColumnType, Dataset, Error, FetchRequest, Op, Predicate, Row, RowFilter, Value,
 };
-pub use bindings::silo::connector::{document, files, log, sql};
+pub use bindings::silo::connector::{document, files, http, log, sql};
 pub use catalog::datasets_from_catalog;
 pub use produce::Producer;
 pub use select::{Query, document_filter, select, where_clause};

@@ -3,12 +3,17 @@
 //! it starts from.
 use std::path::PathBuf;
 
-use silo_host::authoring;
+use silo_host::authoring::{self, Language};
 use silo_host::capability::Kind;
 use silo_host::runtime::Runtime;
 
 /// Scaffolds and builds connector `name` of `kind`; returns the component.
-fn scaffold(name: &str, kind: Kind) -> PathBuf {
+pub fn scaffold(name: &str, kind: Kind) -> PathBuf {
+    scaffold_in(name, kind, Language::Rust)
+}
+
+/// [`scaffold`] in `language`.
+fn scaffold_in(name: &str, kind: Kind, language: Language) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("silo-authoring-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -16,9 +21,9 @@ fn scaffold(name: &str, kind: Kind) -> PathBuf {
         .join("../sdk")
         .canonicalize()
         .unwrap();
-    let root = authoring::new(&dir, name, kind, &sdk).unwrap();
+    let root = authoring::new(&dir, name, kind, language, &sdk).unwrap();
     assert!(
-        authoring::new(&dir, name, kind, &sdk).is_err(),
+        authoring::new(&dir, name, kind, language, &sdk).is_err(),
         "never overwrites"
     );
     let runtime = Runtime::new(Default::default(), None).unwrap();
@@ -46,11 +51,34 @@ fn scaffold(name: &str, kind: Kind) -> PathBuf {
     wasm
 }
 
+/// `silo connector test --config <path> --user alice` against the real
+/// datasource, as its authors run it; asserts it passes.
+async fn assert_connector_test(config: &std::path::Path) {
+    connector_test(config, "alice").await.unwrap();
+}
+
+async fn connector_test(config: &std::path::Path, user: &str) -> silo_host::error::Result<()> {
+    use clap::Parser;
+    let argv = [
+        "silo",
+        "connector",
+        "test",
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        user,
+    ];
+    silo_host::cli::run(silo_host::cli::Cli::parse_from(argv)).await
+}
+
 #[test]
 fn names_are_checked() {
     let dir = std::env::temp_dir();
     for bad in ["Bad", "has space", "-lead", "", "dots.no"] {
-        assert!(authoring::new(&dir, bad, Kind::Sql, &dir).is_err(), "{bad}");
+        assert!(
+            authoring::new(&dir, bad, Kind::Sql, Language::Rust, &dir).is_err(),
+            "{bad}"
+        );
     }
 }
 
@@ -60,6 +88,7 @@ async fn a_new_sql_connector_builds_registers_and_fetches() {
     let fx = crate::support::Fixture::new("authoring_sql").await;
     let silo = fx.silo(wasm.to_str().unwrap(), "").await.unwrap();
     crate::support::assert_tenant_isolation(&silo).await;
+    assert_connector_test(&fx.config_path()).await;
 
     // Pinned by its manifest's sha256: the same file loads, another is refused.
     let digest = Runtime::new(Default::default(), None)
@@ -71,35 +100,8 @@ async fn a_new_sql_connector_builds_registers_and_fetches() {
     let main = config.datasources.get_mut("main").unwrap();
     main.connector_sha256 = Some(digest);
     assert!(silo_host::silo::Silo::new(&config).is_ok());
-    // `silo connector test` runs it against the database as a sample user.
-    use clap::Parser;
-    let path = fx.config_path();
-    let argv = [
-        "silo",
-        "connector",
-        "test",
-        "--config",
-        path.to_str().unwrap(),
-        "--user",
-        "alice",
-    ];
-    silo_host::cli::run(silo_host::cli::Cli::parse_from(argv))
-        .await
-        .unwrap();
-    let argv = [
-        "silo",
-        "connector",
-        "test",
-        "--config",
-        path.to_str().unwrap(),
-        "--user",
-        "nobody",
-    ];
-    assert!(
-        silo_host::cli::run(silo_host::cli::Cli::parse_from(argv))
-            .await
-            .is_err()
-    );
+    // A user the policy gives nothing is reported as a failure.
+    assert!(connector_test(&fx.config_path(), "nobody").await.is_err());
     let main = config.datasources.get_mut("main").unwrap();
     main.connector_sha256 = Some("00".repeat(32));
     let err = silo_host::silo::Silo::new(&config)
@@ -115,6 +117,7 @@ async fn a_new_files_connector_builds_registers_and_fetches() {
     let fx = crate::files::FilesFixture::new("authoring_files");
     let silo = fx.silo(wasm.to_str().unwrap()).await;
     crate::support::assert_tenant_isolation(&silo).await;
+    assert_connector_test(&fx.config_path()).await;
 }
 
 #[tokio::test]
@@ -123,4 +126,53 @@ async fn a_new_document_connector_builds_registers_and_fetches() {
     let fx = crate::mongodb::MongoFixture::new("authoring_mongo").await;
     let silo = fx.silo(wasm.to_str().unwrap()).await.unwrap();
     crate::support::assert_tenant_isolation(&silo).await;
+    assert_connector_test(&fx.config(wasm.to_str().unwrap(), 27017, "")).await;
+}
+
+#[tokio::test]
+async fn a_new_javascript_connector_builds_registers_and_fetches() {
+    // componentize-js from npm, against the host's own WIT.
+    let wasm = scaffold_in("acme-js", Kind::Sql, Language::Javascript);
+    let fx = crate::support::Fixture::new("authoring_js").await;
+    let silo = fx.silo(wasm.to_str().unwrap(), "").await.unwrap();
+    crate::support::assert_tenant_isolation(&silo).await;
+    assert_connector_test(&fx.config_path()).await;
+    // A host refusal reaches JavaScript as an exception and comes back as
+    // the connector's error, not a trap.
+    let bad = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "no_such_column".into()]),
+        limit: None,
+    };
+    let err = crate::support::fetch_rows(&silo, "alice", &bad)
+        .await
+        .unwrap_err();
+    eprintln!("javascript connector error: {err}");
+    assert!(!err.to_string().contains("trapped"), "{err}");
+    // The same rows and types as the Rust connector's.
+    let spec = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        columns: None,
+        limit: Some(2),
+    };
+    let rows = crate::support::fetch_rows(&silo, "alice", &spec)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].len(), 5, "{rows:?}");
+    assert!(
+        matches!(rows[0][3], silo_types::Value::Decimal(_)),
+        "{rows:?}"
+    );
+    let dir = std::env::temp_dir();
+    let err = authoring::new(&dir, "js-files", Kind::Files, Language::Javascript, &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sql connectors only"), "{err}");
+}
+
+#[tokio::test]
+async fn a_new_http_connector_builds_registers_and_fetches() {
+    let wasm = scaffold("acme-api", Kind::Http);
+    crate::http::assert_tenants(wasm.to_str().unwrap(), assert_connector_test).await;
 }

@@ -67,6 +67,11 @@ impl FilesFixture {
         self.dir.join("data/default/orders")
     }
 
+    /// The `silo.toml` the last [`FilesFixture::silo`] wrote.
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir.join("silo.toml")
+    }
+
     pub(crate) async fn silo(&self, connector: &str) -> Silo {
         let cache = std::env::temp_dir().join("silo-test-compile-cache");
         let text = format!(

@@ -39,3 +39,6 @@ mod metadata;
 
 #[cfg(test)]
 mod authoring;
+
+#[cfg(test)]
+mod http;

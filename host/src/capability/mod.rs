@@ -4,6 +4,7 @@
 //! statement goes through [`crate::policy`] before a client sees it.
 mod driver;
 pub mod files;
+pub mod http;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
@@ -30,6 +31,8 @@ pub enum Kind {
     Document,
     /// `silo:connector/files` (uploads, through preopened directories).
     Files,
+    /// `silo:connector/http` (a JSON or REST API).
+    Http,
 }
 
 impl Kind {
@@ -39,8 +42,12 @@ impl Kind {
             Kind::Sql => "sql",
             Kind::Document => "document",
             Kind::Files => "files",
+            Kind::Http => "http",
         }
     }
+
+    /// Every kind, in the order `silo connector new --kind` lists them.
+    pub const ALL: [Kind; 4] = [Kind::Sql, Kind::Document, Kind::Files, Kind::Http];
 }
 
 /// A datasource's driver, by kind.
@@ -52,6 +59,8 @@ pub enum Backend {
     Document(Arc<mongodb::MongoClient>),
     /// Uploaded files.
     Files(Arc<files::FilesStore>),
+    /// An HTTP API.
+    Http(Arc<http::HttpClient>),
 }
 
 impl Backend {
@@ -61,6 +70,7 @@ impl Backend {
             Backend::Sql(_) => Kind::Sql,
             Backend::Document(_) => Kind::Document,
             Backend::Files(_) => Kind::Files,
+            Backend::Http(_) => Kind::Http,
         }
     }
 
@@ -70,6 +80,8 @@ impl Backend {
             Backend::Sql(c) => c.default_schema(),
             Backend::Document(c) => c.database(),
             Backend::Files(s) => s.org(),
+            // An API has no schemas: datasets are named as configured.
+            Backend::Http(_) => "",
         }
     }
 }
@@ -84,6 +96,8 @@ pub enum Grant {
     Document(DocumentGrant),
     /// Read-only preopened directories.
     Files(files::Preopens),
+    /// GET requests to the datasource's API.
+    Http(http::HttpGrant),
 }
 
 /// What a fetch may do with documents: the pool and the governed collections.
@@ -296,14 +310,29 @@ pub fn connect(
         Some(p) => Ok(Some(p.clone())),
         None => crate::config::read_secret(env, file),
     };
+    let others = usize::from(ds.postgres.is_some())
+        + usize::from(ds.mysql.is_some())
+        + usize::from(ds.mongodb.is_some());
     if let Some(f) = &ds.files {
-        if ds.postgres.is_some() || ds.mysql.is_some() || ds.mongodb.is_some() {
+        if others > 0 || ds.http.is_some() {
             return Err(crate::config::one_kind_error(name));
         }
         return Ok((
             Backend::Files(Arc::new(files::FilesStore::new(f)?)),
             "files",
         ));
+    }
+    if let Some(h) = &ds.http {
+        if others > 0 {
+            return Err(crate::config::one_kind_error(name));
+        }
+        let token = secret(h.token_env.as_deref(), h.token_file.as_deref())?;
+        let client = http::HttpClient::new(http::HttpSettings {
+            config: h.clone(),
+            token,
+            timeout: statement_timeout,
+        })?;
+        return Ok((Backend::Http(Arc::new(client)), "http-json"));
     }
     match (&ds.postgres, &ds.mysql, &ds.mongodb) {
         (Some(pg), None, None) => {

@@ -14,8 +14,8 @@ pub async fn check_read_only(name: &str, backend: &Backend, accept: bool) -> Res
     let found = match backend {
         Backend::Sql(client) => client.write_privileges().await?,
         Backend::Document(client) => client.write_privileges().await?,
-        // The host preopens uploads read-only; there is no credential.
-        Backend::Files(_) => Vec::new(),
+        // Uploads are preopened read-only; the HTTP capability only sends GET.
+        Backend::Files(_) | Backend::Http(_) => Vec::new(),
     };
     if found.is_empty() {
         return Ok(());

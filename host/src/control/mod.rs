@@ -621,7 +621,7 @@ impl ControlPlane {
             kind: input.kind,
             connector: match &input.connector {
                 Some(spec) => self.resolve_connector(&org, spec, input.kind).await?,
-                None => input.kind.name().to_owned(),
+                None => input.kind.builtin_connector().to_owned(),
             },
             settings,
             accept_write_privileges: input.accept_write_privileges,
@@ -1215,11 +1215,7 @@ impl ControlPlane {
             .into_iter()
             .find(|c| c.name == name && version.is_none_or(|v| v == c.version))
             .ok_or_else(|| Error::NotFound(format!("connector `{spec}`")))?;
-        let wanted = match kind {
-            DatasourceKind::Postgres | DatasourceKind::Mysql => "sql",
-            DatasourceKind::Mongodb => "document",
-            DatasourceKind::Files => "files",
-        };
+        let wanted = kind.capability().interface();
         if found.kind != wanted {
             return Err(Error::Config(format!(
                 "connector `{spec}` is a {} connector; a {} datasource needs a {wanted} one",
@@ -1242,7 +1238,7 @@ impl ControlPlane {
         let (ds, _, _) = self.store.datasource(org, datasource).await?;
         let stored = match connector {
             Some(spec) => self.resolve_connector(org, spec, ds.kind).await?,
-            None => ds.kind.name().to_owned(),
+            None => ds.kind.builtin_connector().to_owned(),
         };
         self.store.set_connector(org, &ds.id, &stored).await?;
         self.audit(p, "datasource.connector", Some(&ds.id), Some(stored))
@@ -1554,6 +1550,7 @@ impl ControlPlane {
             mysql: None,
             mongodb: None,
             files: None,
+            http: None,
             accept_write_privileges: ds.accept_write_privileges,
             password,
         };
@@ -1566,6 +1563,9 @@ impl ControlPlane {
             }
             DatasourceKind::Mongodb => {
                 c.mongodb = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
+            }
+            DatasourceKind::Http => {
+                c.http = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
             }
             DatasourceKind::Files => {
                 // Bootstrapped from silo.toml: the operator's directory;
@@ -1641,7 +1641,7 @@ impl ControlPlane {
                 connector: dc
                     .connector
                     .clone()
-                    .unwrap_or_else(|| kind.name().to_owned()),
+                    .unwrap_or_else(|| kind.builtin_connector().to_owned()),
                 settings,
                 accept_write_privileges: dc.accept_write_privileges,
                 has_credential: password.is_some(),
@@ -1856,6 +1856,18 @@ fn api_settings(kind: DatasourceKind, settings: serde_json::Value) -> Result<ser
             host_secret(&c.password_env, &c.password_file)?;
             serde_json::to_value(c)
         }
+        DatasourceKind::Http => {
+            let c: crate::capability::http::HttpConfig =
+                serde_json::from_value(settings).map_err(bad)?;
+            if c.token_env.is_some() || c.token_file.is_some() {
+                return Err(Error::Config(
+                    "settings: token_env and token_file are for silo.toml; give the token as \
+                     `password`"
+                        .into(),
+                ));
+            }
+            serde_json::to_value(c)
+        }
         DatasourceKind::Files => {
             if settings.as_object().is_none_or(|o| !o.is_empty()) {
                 return Err(Error::Config(
@@ -1876,6 +1888,20 @@ fn bootstrap_settings(
 ) -> Result<(DatasourceKind, serde_json::Value, Option<SecretString>)> {
     use crate::config::read_secret;
     let enc = |e: serde_json::Error| Error::Internal(format!("settings: {e}"));
+    if let Some(h) = &dc.http {
+        if dc.postgres.is_some() || dc.mysql.is_some() || dc.mongodb.is_some() || dc.files.is_some()
+        {
+            return Err(crate::config::one_kind_error(name));
+        }
+        let token = read_secret(h.token_env.as_deref(), h.token_file.as_deref())?;
+        let mut h = h.clone();
+        (h.token_env, h.token_file) = (None, None);
+        return Ok((
+            DatasourceKind::Http,
+            serde_json::to_value(h).map_err(enc)?,
+            token,
+        ));
+    }
     Ok(match (&dc.postgres, &dc.mysql, &dc.mongodb, &dc.files) {
         (Some(c), None, None, None) => {
             let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;

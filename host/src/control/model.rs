@@ -43,6 +43,8 @@ pub enum DatasourceKind {
     Mongodb,
     /// Uploaded files under the host's data directory.
     Files,
+    /// A JSON or REST API, read with GET.
+    Http,
 }
 
 impl DatasourceKind {
@@ -53,6 +55,26 @@ impl DatasourceKind {
             DatasourceKind::Mysql => "mysql",
             DatasourceKind::Mongodb => "mongodb",
             DatasourceKind::Files => "files",
+            DatasourceKind::Http => "http",
+        }
+    }
+
+    /// The built-in connector a new datasource of this kind runs.
+    pub fn builtin_connector(self) -> &'static str {
+        match self {
+            DatasourceKind::Http => "http-json",
+            other => other.name(),
+        }
+    }
+
+    /// The capability its connector is granted.
+    pub fn capability(self) -> crate::capability::Kind {
+        use crate::capability::Kind;
+        match self {
+            DatasourceKind::Postgres | DatasourceKind::Mysql => Kind::Sql,
+            DatasourceKind::Mongodb => Kind::Document,
+            DatasourceKind::Files => Kind::Files,
+            DatasourceKind::Http => Kind::Http,
         }
     }
 
@@ -63,6 +85,7 @@ impl DatasourceKind {
             DatasourceKind::Mysql,
             DatasourceKind::Mongodb,
             DatasourceKind::Files,
+            DatasourceKind::Http,
         ]
         .into_iter()
         .find(|k| k.name() == name)

@@ -5,8 +5,11 @@
 //!   connector for every governed table.
 //! - [`document`]: the same for MongoDB pipelines: the user's `$match` first,
 //!   stage allow-list, governed lookups.
+//! - [`http`]: for HTTP APIs: plain paths under a governed dataset's prefix,
+//!   query parameters bound to that dataset's filter.
 //! - [`Verifier`]: the re-check of every row leaving a fetch.
 pub mod document;
+pub mod http;
 pub mod rule;
 pub mod sql;
 
@@ -38,6 +41,12 @@ pub async fn run_sql(
 impl From<document::Refused> for Error {
     fn from(r: document::Refused) -> Error {
         Error::Policy(r.to_string())
+    }
+}
+
+impl From<http::Refused> for Error {
+    fn from(r: http::Refused) -> Error {
+        Error::Policy(r.0)
     }
 }
 

@@ -435,7 +435,7 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
-        let imported: Vec<Kind> = [Kind::Sql, Kind::Document, Kind::Files]
+        let imported: Vec<Kind> = Kind::ALL
             .into_iter()
             .filter(|k| {
                 let prefix = format!("silo:connector/{}@", k.interface());

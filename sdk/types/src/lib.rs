@@ -27,6 +27,7 @@
 
 pub mod document;
 mod eval;
+pub mod http;
 mod sql;
 pub mod text;
 pub mod time;

@@ -1,0 +1,120 @@
+//! The HTTP capability, in the same shape as the databases: typed config, a
+//! client that holds the credential and the caps, and the generated-trait
+//! impl. Every request goes through [`crate::policy::http`] first.
+mod client;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{HttpClient, HttpSettings};
+
+use crate::error::Error;
+use crate::policy::sql::GovernedTable;
+use crate::runtime::State;
+use crate::runtime::bindings::silo::connector::{http, types};
+
+/// Largest response body by default: a page of JSON, far below guest memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
+/// Requests one fetch may make by default (pages included).
+pub const DEFAULT_MAX_REQUESTS: usize = 32;
+
+/// `[datasources.<name>.http]` in `silo.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `http(s)://host[:port]`: every request goes there and nowhere else.
+    pub base_url: String,
+    /// Path prefixes a connector may GET, each mapped to the governed
+    /// dataset whose row filter binds requests under it.
+    pub paths: BTreeMap<String, String>,
+    /// Query parameters the host binds to filter columns (parameter →
+    /// column): a request must carry them, with values the filter pins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bind_params: BTreeMap<String, String>,
+    /// Header the host puts the API token in.
+    #[serde(default = "default_token_header")]
+    pub token_header: String,
+    /// Text before the token in that header.
+    #[serde(default = "default_token_prefix")]
+    pub token_prefix: String,
+    /// Environment variable holding the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding the token (first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Largest response body, in bytes; a larger one is cut with an error.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Requests per fetch.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
+    /// Non-secret settings for the connector (`http.settings`), as JSON.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
+}
+
+fn default_token_header() -> String {
+    "authorization".into()
+}
+
+fn default_token_prefix() -> String {
+    "Bearer ".into()
+}
+
+fn default_max_response_bytes() -> u64 {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+
+fn default_max_requests() -> usize {
+    DEFAULT_MAX_REQUESTS
+}
+
+/// What a fetch may do over HTTP: the client and the governed datasets with
+/// this user's filters (all `NoRows` while describing).
+#[derive(Clone)]
+pub struct HttpGrant {
+    /// The datasource's client.
+    pub client: Arc<HttpClient>,
+    /// Governed datasets with this user's filters.
+    pub datasets: Arc<[GovernedTable]>,
+}
+
+impl http::Host for State {
+    async fn settings(&mut self) -> wasmtime::Result<String> {
+        Ok(match &self.grant {
+            Some(crate::capability::Grant::Http(g)) => g.client.settings_json().to_owned(),
+            _ => "{}".to_owned(),
+        })
+    }
+
+    async fn get(
+        &mut self,
+        path: String,
+        query: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<http::Response, types::Error>> {
+        let result = match self.grant.clone() {
+            Some(crate::capability::Grant::Http(grant)) => {
+                if self.charge_query(grant.client.max_requests()) {
+                    grant.client.get(&path, &query, &grant.datasets).await
+                } else {
+                    Err(Error::Limit(format!(
+                        "at most {} HTTP requests per fetch",
+                        grant.client.max_requests()
+                    )))
+                }
+            }
+            _ => Err(Error::Policy(
+                "this connector has no HTTP capability".into(),
+            )),
+        };
+        Ok(self.report(result).map(|r| http::Response {
+            status: r.status,
+            content_type: r.content_type,
+            body: r.body,
+        }))
+    }
+}

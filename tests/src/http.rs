@@ -1,0 +1,537 @@
+//! HTTP datasources against a real JSON API on loopback that serves two
+//! tenants and checks a bearer token: the `http-json` connector, a hostile
+//! connector, and a backend registering the API through the control plane.
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde_json::{Value as J, json};
+use silo_host::config::SiloConfig;
+use silo_host::error::Error;
+use silo_host::silo::{FetchSpec, Silo};
+use silo_types::Value;
+
+use crate::connectors;
+
+/// A request as the API saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    query: String,
+    auth: Option<String>,
+}
+
+/// Orders of two tenants: ids 1-3 acme, 4-6 globex, customer nested.
+fn orders() -> Vec<J> {
+    (1..=6)
+        .map(|id| {
+            let tenant = if id <= 3 { "acme" } else { "globex" };
+            json!({"id": id, "tenant": tenant, "customer": {"name": format!("c-{id}")},
+                   "amount": format!("{id}0.50"), "ordered_on": format!("2026-01-0{id}")})
+        })
+        .collect()
+}
+
+/// The API: `/api/orders?tenant=&cursor=` pages two rows at a time and,
+/// like many real APIs, answers every tenant's rows when `tenant` is left
+/// out; `/api/big` streams 2 MiB, `/api/slow` answers after 10 s,
+/// `/api/redirect` points elsewhere, `/admin/secrets` must never be reached.
+struct Api {
+    base: String,
+    token: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Api {
+    async fn start(token: &str) -> Api {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let token = token.to_owned();
+        let state = (seen.clone(), token.clone());
+        let router = axum::Router::new().fallback(handle).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Api { base, token, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+type ApiState = (Arc<Mutex<Vec<Seen>>>, String);
+
+async fn handle(
+    State((seen, token)): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    seen.lock().unwrap().push(Seen {
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        auth: auth.clone(),
+    });
+    if auth.as_deref() != Some(&format!("Bearer {token}")) {
+        return (StatusCode::UNAUTHORIZED, "no").into_response();
+    }
+    match uri.path() {
+        "/api/orders" => {
+            let tenant = query.iter().find(|(k, _)| k == "tenant").map(|(_, v)| v);
+            let rows: Vec<J> = orders()
+                .into_iter()
+                .filter(|o| tenant.is_none_or(|t| o["tenant"] == **t))
+                .collect();
+            let start: usize = query
+                .iter()
+                .find(|(k, _)| k == "cursor")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            let page: Vec<J> = rows.iter().skip(start).take(2).cloned().collect();
+            let next = (start + 2 < rows.len()).then_some(start + 2);
+            axum::Json(json!({"data": page, "next": next})).into_response()
+        }
+        "/api/big" => {
+            let chunks = futures_util::stream::iter(
+                (0..32).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 64 << 10]))),
+            );
+            axum::body::Body::from_stream(chunks).into_response()
+        }
+        "/api/slow" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            axum::Json(json!({"data": []})).into_response()
+        }
+        "/api/redirect" => Redirect::temporary("/admin/secrets").into_response(),
+        _ => (StatusCode::NOT_FOUND, "secret admin page").into_response(),
+    }
+}
+
+/// The datasource section for `api`, with `settings` for `http-json`.
+fn datasource(api: &Api, connector: &str, token_file: &str, params: bool) -> String {
+    let params = if params {
+        r#"params = { tenant = "tenant" }"#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[limits]
+statement_timeout_ms = 1000
+
+[datasources.api]
+connector = {connector:?}
+[datasources.api.http]
+base_url = "{base}"
+token_file = {token_file:?}
+bind_params = {{ tenant = "tenant" }}
+max_response_bytes = 1048576
+[datasources.api.http.paths]
+"/api/orders" = "orders"
+"/api/big" = "big"
+"/api/slow" = "slow"
+"/api/redirect" = "redirect"
+[datasources.api.http.settings.datasets.orders]
+path = "/api/orders"
+{params}
+rows = "/data"
+next = {{ param = "cursor", from = "/next" }}
+columns = [
+  {{ name = "id", type = "int", nullable = false }},
+  {{ name = "tenant", type = "text" }},
+  {{ name = "customer", type = "text", from = "/customer/name" }},
+  {{ name = "amount", type = "decimal" }},
+  {{ name = "ordered_on", type = "date" }},
+]
+
+[datasets.orders]
+datasource = "api"
+row_filter = ["tenant = {{{{user.tenant}}}}"]
+
+[users.alice]
+attributes = {{ tenant = "acme" }}
+[users.bob]
+attributes = {{ tenant = "globex" }}
+[users.nobody]
+attributes = {{}}
+"#,
+        base = api.base
+    )
+}
+
+/// A config directory with the token in a file; returns the loaded registry.
+async fn silo(api: &Api, name: &str, connector: &str, params: bool, extra: &str) -> Silo {
+    Silo::open(&SiloConfig::load(&config(api, name, connector, params, extra)).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Writes the `silo.toml` [`silo`] loads; returns its path.
+fn config(api: &Api, name: &str, connector: &str, params: bool, extra: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("silo-http-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("api.token"), &api.token).unwrap();
+    let cache = std::env::temp_dir().join("silo-test-compile-cache");
+    let text = format!(
+        "cache_dir = {:?}\n{}\n{extra}",
+        cache.display().to_string(),
+        datasource(api, connector, "api.token", params)
+    );
+    let path = dir.join("silo.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spec(dataset: &str, columns: &[&str]) -> FetchSpec {
+    FetchSpec {
+        dataset: dataset.into(),
+        columns: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
+        limit: None,
+    }
+}
+
+async fn fetch(silo: &Silo, user: &str, spec: &FetchSpec) -> Result<Vec<Vec<Value>>, Error> {
+    silo.fetch(user, spec).await?.collect().await
+}
+
+fn ints(rows: &[Vec<Value>]) -> Vec<i64> {
+    rows.iter()
+        .map(|r| match r[0] {
+            Value::Int(i) => i,
+            ref other => panic!("id {other:?}"),
+        })
+        .collect()
+}
+
+fn token() -> String {
+    format!(
+        "silo-test-token-{:x}",
+        std::process::id() as u64 * 7919 + 17
+    )
+}
+
+/// Alice gets acme's orders and Bob globex's through `connector`, an
+/// `http-json`-compatible component.
+/// Then runs `check` on the config it used, while the API still runs.
+pub async fn assert_tenants(connector: &str, check: impl AsyncFnOnce(&std::path::Path)) {
+    let api = Api::start(&token()).await;
+    let silo = silo(&api, "scaffolded", connector, true, "").await;
+    for (user, want) in [("alice", [1, 2, 3]), ("bob", [4, 5, 6])] {
+        let rows = fetch(&silo, user, &spec("orders", &["id", "tenant"]))
+            .await
+            .unwrap();
+        assert_eq!(ints(&rows), want, "{user}");
+    }
+    check(&config(&api, "scaffolded", connector, true, "")).await;
+}
+
+#[tokio::test]
+async fn http_json_serves_each_tenant_its_rows_with_the_token_added_by_the_host() {
+    let api = Api::start(&token()).await;
+    let silo = silo(&api, "tenants", "http-json", true, "").await;
+
+    // Describing reads the settings only: no request reaches the API.
+    let columns = silo.dataset_columns("orders").await.unwrap();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "tenant", "customer", "amount", "ordered_on"]);
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    let all = ["id", "tenant", "customer", "amount", "ordered_on"];
+    let alice = fetch(&silo, "alice", &spec("orders", &all)).await.unwrap();
+    assert_eq!(ints(&alice), [1, 2, 3]);
+    assert_eq!(
+        alice[0],
+        [
+            Value::Int(1),
+            Value::Text("acme".into()),
+            Value::Text("c-1".into()),
+            Value::Decimal("10.50".into()),
+            Value::Date(silo_types::time::parse_date("2026-01-01").unwrap()),
+        ]
+    );
+    let bob = fetch(&silo, "bob", &spec("orders", &["id"])).await.unwrap();
+    assert_eq!(ints(&bob), [4, 5, 6]);
+
+    // Each user's requests carried their tenant, pages followed, token added.
+    let seen = api.seen();
+    let queries: Vec<&str> = seen.iter().map(|s| s.query.as_str()).collect();
+    assert_eq!(
+        queries,
+        [
+            "tenant=acme",
+            "tenant=acme&cursor=2",
+            "tenant=globex",
+            "tenant=globex&cursor=2"
+        ]
+    );
+    let bearer = format!("Bearer {}", api.token);
+    assert!(
+        seen.iter()
+            .all(|s| s.path == "/api/orders" && s.auth.as_deref() == Some(bearer.as_str()))
+    );
+
+    // A user the filter gives no tenant sees nothing, and nothing is asked.
+    api.clear();
+    let err = fetch(&silo, "nobody", &spec("orders", &["id"])).await;
+    assert!(
+        err.is_err() || err.as_ref().is_ok_and(Vec::is_empty),
+        "{err:?}"
+    );
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+}
+
+#[tokio::test]
+async fn a_connector_that_leaves_out_the_tenant_is_refused_below_it() {
+    // The settings forget `params`: the API would answer every tenant.
+    let api = Api::start(&token()).await;
+    let silo = silo(&api, "forgets", "http-json", false, "").await;
+    let err = fetch(&silo, "alice", &spec("orders", &["id"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("`tenant` is required")),
+        "{err}"
+    );
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+}
+
+/// The hostile connector's datasets, each served by its own path.
+const HOSTILE: &str = r#"
+[datasets.escape]
+datasource = "api"
+all_rows = true
+[datasets.token]
+datasource = "api"
+all_rows = true
+[datasets.big]
+datasource = "api"
+all_rows = true
+[datasets.slow]
+datasource = "api"
+all_rows = true
+[datasets.redirect]
+datasource = "api"
+all_rows = true
+"#;
+
+#[tokio::test]
+async fn a_hostile_connector_cannot_leave_its_allow_list_or_read_the_token() {
+    let api = Api::start(&token()).await;
+    let silo = silo(&api, "hostile", connectors::HTTP_ESCAPE, true, HOSTILE).await;
+
+    // Other hosts, other paths, dot segments, encoded separators, a missing
+    // or foreign tenant: each refused before anything is sent.
+    let err = fetch(&silo, "alice", &spec("escape", &["x"]))
+        .await
+        .unwrap_err();
+    let Error::Policy(refusals) = &err else {
+        panic!("{err}")
+    };
+    assert!(!refusals.contains("ACCEPTED"), "{refusals}");
+    assert_eq!(refusals.lines().count(), 11, "{refusals}");
+    for expected in [
+        "not under one this datasource allows",
+        "a path starts with `/`",
+        "`.` or `..` segment",
+        "escape for a separator",
+        "outside the URL path alphabet",
+        "`tenant` is required",
+        "`tenant=globex` is outside",
+    ] {
+        assert!(refusals.contains(expected), "{expected}: {refusals}");
+    }
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    // Everything the sandbox can see: settings, environment, files, a real
+    // answer. The token is in none of it, yet the API got it.
+    let err = fetch(&silo, "alice", &spec("token", &["x"]))
+        .await
+        .unwrap_err();
+    let seen_by_guest = err.to_string();
+    assert!(seen_by_guest.contains("SEEN"), "{seen_by_guest}");
+    assert!(seen_by_guest.contains("\"datasets\""), "{seen_by_guest}");
+    assert!(seen_by_guest.contains("c-1"), "{seen_by_guest}");
+    assert!(!seen_by_guest.contains(&api.token), "{seen_by_guest}");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].auth.as_deref(),
+        Some(format!("Bearer {}", api.token).as_str())
+    );
+    assert_eq!(seen[0].query, "tenant=acme");
+
+    // A response over the cap is cut with a clear error.
+    let err = fetch(&silo, "alice", &spec("big", &["x"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("larger than 1048576 bytes")),
+        "{err}"
+    );
+    // So is one that takes too long, and a redirect is not followed.
+    let err = fetch(&silo, "alice", &spec("slow", &["x"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("took longer than 1000 ms")),
+        "{err}"
+    );
+    api.clear();
+    let err = fetch(&silo, "alice", &spec("redirect", &["x"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("redirects are not followed")),
+        "{err}"
+    );
+    let paths: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/api/redirect"]);
+}
+
+#[tokio::test]
+async fn configs_that_would_leak_or_widen_are_refused() {
+    let api = Api::start(&token()).await;
+    let base = datasource(&api, "http-json", "api.token", true);
+    let dir = std::env::temp_dir().join(format!("silo-http-{}-configs", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("api.token"), &api.token).unwrap();
+    let load = |text: String| {
+        let path = dir.join("silo.toml");
+        std::fs::write(&path, text).unwrap();
+        SiloConfig::load(&path).and_then(|c| Silo::new(&c)).err()
+    };
+    assert!(load(base.clone()).is_none());
+    let cases = [
+        (
+            base.replace(&api.base, &format!("{}/api", api.base)),
+            "no path, query or user info",
+        ),
+        (
+            base.replace("http://", "http://user:pw@"),
+            "no path, query or user info",
+        ),
+        (
+            base.replace("\"/api/big\" = \"big\"", "\"/api/../admin\" = \"big\""),
+            "`.` or `..` segment",
+        ),
+        (
+            base.replace(
+                "rows = \"/data\"",
+                &format!("rows = \"/data\"\nkey = \"{}\"", api.token),
+            ),
+            "settings hold the API token",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = load(text).expect("refused").to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains(&api.token), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_backend_registers_an_api_and_embed_users_fetch_their_tenant() {
+    use crate::control::{Backend, start};
+    let api = Api::start(&token()).await;
+    let (_spec, _key, server, http, admin_key) = start("http_api", Backend::Sqlite).await;
+    let (_, key) = http.org_with_key(&admin_key, "shop").await;
+    let settings = json!({
+        "base_url": api.base,
+        "paths": {"/api/orders": "orders"},
+        "bind_params": {"tenant": "tenant"},
+        "settings": {"datasets": {"orders": {
+            "path": "/api/orders", "params": {"tenant": "tenant"}, "rows": "/data",
+            "next": {"param": "cursor", "from": "/next"},
+            "columns": [{"name": "id", "type": "int"}, {"name": "tenant", "type": "text"}]}}},
+    });
+    // The token is the credential: a file or env reference is refused.
+    let mut bad = settings.clone();
+    bad["token_env"] = json!("HOME");
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasources",
+            Some(&key),
+            Some(json!({"name": "crm", "kind": "http", "settings": bad})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 400, "{body}");
+    let ds = http
+        .ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(
+                json!({"name": "crm", "kind": "http", "settings": settings, "password": api.token}),
+            ),
+            201,
+        )
+        .await;
+    assert_eq!(ds["connector"], "http-json");
+    let listed = http.ok("GET", "/v1/datasources", &key, None, 200).await;
+    assert!(!listed.to_string().contains(&api.token), "{listed}");
+    let dataset = http
+        .create(
+            "/v1/datasets",
+            &key,
+            json!({"datasource": "crm", "name": "orders"}),
+        )
+        .await;
+    http.ok(
+        "PUT",
+        "/v1/groups/tenants",
+        &key,
+        Some(
+            json!({"grants": [{"dataset_id": dataset, "permission": "read",
+                                "row_filter": ["tenant = {{user.tenant}}"]}]}),
+        ),
+        200,
+    )
+    .await;
+    for (user, tenant, want) in [("ann", "acme", [1, 2, 3]), ("ben", "globex", [4, 5, 6])] {
+        http.ok(
+            "PUT",
+            &format!("/v1/embed-users/{user}"),
+            &key,
+            Some(json!({"attributes": {"tenant": tenant}, "groups": ["tenants"]})),
+            200,
+        )
+        .await;
+        let session = http.session(&key, json!({"embed_user": user})).await;
+        let body = http
+            .ok(
+                "POST",
+                &format!("/v1/embed/datasets/{dataset}/fetch"),
+                &session,
+                Some(json!({})),
+                200,
+            )
+            .await;
+        let ids: Vec<i64> = body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, want, "{user}: {body}");
+    }
+    let bearer = format!("Bearer {}", api.token);
+    assert!(
+        api.seen()
+            .iter()
+            .all(|s| s.auth.as_deref() == Some(bearer.as_str()))
+    );
+    server.stop().await;
+}
