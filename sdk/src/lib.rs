@@ -3,7 +3,8 @@
 //! A connector is a WebAssembly component (`wasm32-wasip2`, `crate-type =
 //! ["cdylib"]`) that serves datasets from one datasource. It holds no
 //! credentials and opens no sockets: it imports a read-only capability the host
-//! has already bound to the datasource ([`sql`] for SQL databases) and receives
+//! has already bound to the datasource ([`sql`] for SQL databases, [`document`]
+//! for MongoDB, [`files`] for uploads, [`http`] for JSON APIs) and receives
 //! the embed user's [`RowFilter`] with every [`FetchRequest`].
 //!
 //! Push the filter down (so the database does the work), but know that the host

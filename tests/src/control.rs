@@ -194,6 +194,29 @@ impl Http {
         s["token"].as_str().unwrap().to_owned()
     }
 
+    /// Puts group `tenants`, granting `dataset` with the rows of the user's `tenant`.
+    pub async fn tenants_group(&self, key: &str, dataset: &str) {
+        let grant = json!({"dataset_id": dataset, "permission": "read",
+                           "row_filter": ["tenant = {{user.tenant}}"]});
+        let body = json!({ "grants": [grant] });
+        self.ok("PUT", "/v1/groups/tenants", key, Some(body), 200)
+            .await;
+    }
+
+    /// Puts embed user `user` of `tenant` in group `tenants`; returns a session token.
+    pub async fn tenant_user(&self, key: &str, user: &str, tenant: &str) -> String {
+        let body = json!({"attributes": {"tenant": tenant}, "groups": ["tenants"]});
+        self.ok(
+            "PUT",
+            &format!("/v1/embed-users/{user}"),
+            key,
+            Some(body),
+            200,
+        )
+        .await;
+        self.session(key, json!({ "embed_user": user })).await
+    }
+
     pub async fn ndjson(&self, path: &str, auth: &str, body: J) -> (StatusCode, Vec<J>) {
         let resp = self
             .client

@@ -281,25 +281,10 @@ mod over_the_api {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["rows"], 5);
         assert_eq!(body["partitions"], json!(["acme", "globex"]));
-        http.ok(
-            "PUT",
-            "/v1/groups/tenants",
-            &key,
-            Some(json!({"grants": [{"dataset_id": orders, "permission": "read", "row_filter": ["tenant = {{user.tenant}}"]}]})),
-            200,
-        )
-        .await;
+        http.tenants_group(&key, &orders).await;
         let mut tokens = Vec::new();
         for (user, tenant) in [("ann", "acme"), ("gus", "globex")] {
-            http.ok(
-                "PUT",
-                &format!("/v1/embed-users/{user}"),
-                &key,
-                Some(json!({"attributes": {"tenant": tenant}, "groups": ["tenants"]})),
-                200,
-            )
-            .await;
-            tokens.push(http.session(&key, json!({"embed_user": user})).await);
+            tokens.push(http.tenant_user(&key, user, tenant).await);
         }
         let fetch = format!("/v1/embed/datasets/{orders}/fetch");
         let ids = |v: &serde_json::Value| -> Vec<i64> {

@@ -489,27 +489,9 @@ async fn a_backend_registers_an_api_and_embed_users_fetch_their_tenant() {
             json!({"datasource": "crm", "name": "orders"}),
         )
         .await;
-    http.ok(
-        "PUT",
-        "/v1/groups/tenants",
-        &key,
-        Some(
-            json!({"grants": [{"dataset_id": dataset, "permission": "read",
-                                "row_filter": ["tenant = {{user.tenant}}"]}]}),
-        ),
-        200,
-    )
-    .await;
+    http.tenants_group(&key, &dataset).await;
     for (user, tenant, want) in [("ann", "acme", [1, 2, 3]), ("ben", "globex", [4, 5, 6])] {
-        http.ok(
-            "PUT",
-            &format!("/v1/embed-users/{user}"),
-            &key,
-            Some(json!({"attributes": {"tenant": tenant}, "groups": ["tenants"]})),
-            200,
-        )
-        .await;
-        let session = http.session(&key, json!({"embed_user": user})).await;
+        let session = http.tenant_user(&key, user, tenant).await;
         let body = http
             .ok(
                 "POST",

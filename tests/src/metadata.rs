@@ -165,26 +165,8 @@ async fn setup(http: &Http, admin_key: &str, schema: &str) -> (String, String, S
             json!({"datasource": "db", "name": "people"}),
         )
         .await;
-    http.ok(
-        "PUT",
-        "/v1/groups/tenants",
-        &key,
-        Some(
-            json!({"grants": [{"dataset_id": dataset, "permission": "read",
-            "row_filter": ["tenant = {{user.tenant}}"]}]}),
-        ),
-        200,
-    )
-    .await;
-    http.ok(
-        "PUT",
-        "/v1/embed-users/ann",
-        &key,
-        Some(json!({"attributes": {"tenant": "acme"}, "groups": ["tenants"]})),
-        200,
-    )
-    .await;
-    let token = http.session(&key, json!({"embed_user": "ann"})).await;
+    http.tenants_group(&key, &dataset).await;
+    let token = http.tenant_user(&key, "ann", "acme").await;
     (key, dataset, token)
 }
 

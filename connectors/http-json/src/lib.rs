@@ -80,8 +80,9 @@ fn settings() -> Result<BTreeMap<String, Mapping>, Error> {
                 .map(|c| {
                     let column = text(c, "name")
                         .ok_or_else(|| bad(format!("a column of `{name}` has no name")))?;
-                    let kind = kind_named(text(c, "type").as_deref().unwrap_or("text"))
-                        .ok_or_else(|| bad(format!("`{name}.{column}` has an unknown type")))?;
+                    let kind =
+                        silo_types::text::kind_named(text(c, "type").as_deref().unwrap_or("text"))
+                            .ok_or_else(|| bad(format!("`{name}.{column}` has an unknown type")))?;
                     let from = text(c, "from").unwrap_or_else(|| format!("/{column}"));
                     let nullable = c.get("nullable").and_then(Json::as_bool).unwrap_or(true);
                     Ok((
@@ -110,22 +111,6 @@ fn settings() -> Result<BTreeMap<String, Mapping>, Error> {
             ))
         })
         .collect()
-}
-
-fn kind_named(name: &str) -> Option<ColumnType> {
-    [
-        ColumnType::Boolean,
-        ColumnType::Int,
-        ColumnType::Float,
-        ColumnType::Decimal,
-        ColumnType::Text,
-        ColumnType::Bytes,
-        ColumnType::Date,
-        ColumnType::Timestamp,
-        ColumnType::Json,
-    ]
-    .into_iter()
-    .find(|k| silo_types::text::kind_name(*k) == name)
 }
 
 impl Connector for HttpJson {

@@ -84,6 +84,23 @@ pub fn kind_name(kind: ColumnType) -> &'static str {
     }
 }
 
+/// The inverse of [`kind_name`].
+pub fn kind_named(name: &str) -> Option<ColumnType> {
+    [
+        ColumnType::Boolean,
+        ColumnType::Int,
+        ColumnType::Float,
+        ColumnType::Decimal,
+        ColumnType::Text,
+        ColumnType::Bytes,
+        ColumnType::Date,
+        ColumnType::Timestamp,
+        ColumnType::Json,
+    ]
+    .into_iter()
+    .find(|k| kind_name(*k) == name)
+}
+
 /// The schema file's JSON for `columns`.
 pub fn schema_json(columns: &[Column]) -> Json {
     Json::Array(
@@ -102,20 +119,7 @@ pub fn schema_from_json(v: &Json) -> Result<Vec<Column>, String> {
         .map(|c| {
             let name = c["name"].as_str().ok_or("a column needs a name")?;
             let kind = c["kind"].as_str().unwrap_or("text");
-            let kind = [
-                ColumnType::Boolean,
-                ColumnType::Int,
-                ColumnType::Float,
-                ColumnType::Decimal,
-                ColumnType::Text,
-                ColumnType::Bytes,
-                ColumnType::Date,
-                ColumnType::Timestamp,
-                ColumnType::Json,
-            ]
-            .into_iter()
-            .find(|k| kind_name(*k) == kind)
-            .ok_or_else(|| format!("unknown column type `{kind}`"))?;
+            let kind = kind_named(kind).ok_or_else(|| format!("unknown column type `{kind}`"))?;
             Ok(Column {
                 name: name.to_owned(),
                 kind,
