@@ -222,6 +222,9 @@ fn new_javascript(root: &Path, name: &str, kind: Kind) -> Result<PathBuf> {
 /// as the host would load it and writes its manifest. Returns the manifest
 /// and the component's path. `target` is cargo's target directory (Rust).
 pub fn build(root: &Path, runtime: &Runtime, target: Option<&Path>) -> Result<(Manifest, PathBuf)> {
+    // Absolute: tools run inside `root`, and where a tool writes the
+    // component in place it must be recognised as the same file.
+    let root = &root.canonicalize().map_err(io(root))?;
     let meta_path = root.join("silo-connector.toml");
     let meta: ConnectorToml =
         toml::from_str(&std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?)

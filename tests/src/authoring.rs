@@ -29,7 +29,8 @@ fn scaffold_in(name: &str, kind: Kind, language: Language) -> PathBuf {
     let runtime = Runtime::new(Default::default(), None).unwrap();
     // One target directory for these builds, kept between runs.
     let target = std::env::temp_dir().join("silo-authoring-target");
-    let (manifest, wasm) = authoring::build(&root, &runtime, Some(&target)).unwrap();
+    // As an author types it: relative to the working directory.
+    let (manifest, wasm) = authoring::build(&relative(&root), &runtime, Some(&target)).unwrap();
     assert_eq!(manifest.kind, kind.interface());
     let capability = format!("silo:connector/{}@", kind.interface());
     assert!(
@@ -69,6 +70,16 @@ async fn connector_test(config: &std::path::Path, user: &str) -> silo_host::erro
         user,
     ];
     silo_host::cli::run(silo_host::cli::Cli::parse_from(argv)).await
+}
+
+/// `path` relative to the working directory.
+fn relative(path: &std::path::Path) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let mut out: PathBuf = std::iter::repeat_n("..", up).collect();
+    out.push(path.strip_prefix("/").unwrap());
+    assert!(out.is_relative() && out.exists(), "{}", out.display());
+    out
 }
 
 #[test]

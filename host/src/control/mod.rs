@@ -1153,8 +1153,8 @@ impl ControlPlane {
             })?;
         let kind = found.kind.ok_or_else(|| {
             Error::Config(
-                "the component imports no datasource capability (silo:connector/sql, document \
-                 or files)"
+                "the component imports no datasource capability (silo:connector/sql, document, \
+                 files or http)"
                     .into(),
             )
         })?;
