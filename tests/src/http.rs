@@ -517,3 +517,58 @@ async fn a_backend_registers_an_api_and_embed_users_fetch_their_tenant() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn silo_toml_bootstraps_an_api_with_its_token_sealed() {
+    use crate::control::{Backend, Http, Server, StoreSpec};
+    use silo_host::control::crypto::MasterKey;
+    use silo_host::control::{ControlPlane, Principal};
+    let api = Api::start(&token()).await;
+    let config = SiloConfig::load(&config(&api, "boot", "http-json", true, "")).unwrap();
+    let spec = StoreSpec::new("http_boot", Backend::Sqlite).await;
+    let cp = ControlPlane::open(spec.config(&MasterKey::generate().unwrap()))
+        .await
+        .unwrap();
+    cp.bootstrap(&config, "boot").await.unwrap();
+    let (_, key) = cp
+        .create_api_key(&Principal::Cli, Some("boot"), "b")
+        .await
+        .unwrap();
+    let server = Server::start(cp).await;
+    let http = Http::new(&server.base);
+    // The token file was read into the sealed credential, not kept as a reference.
+    let listed = http.ok("GET", "/v1/datasources", &key, None, 200).await;
+    assert_eq!(listed[0]["kind"], "http", "{listed}");
+    assert_eq!(listed[0]["has_credential"], true, "{listed}");
+    assert!(!listed.to_string().contains(&api.token), "{listed}");
+    assert!(!listed.to_string().contains("api.token"), "{listed}");
+    let datasets = http.ok("GET", "/v1/datasets", &key, None, 200).await;
+    let orders = datasets[0]["id"].as_str().unwrap();
+    for (user, want) in [("alice", [1, 2, 3]), ("bob", [4, 5, 6])] {
+        let session = http.session(&key, json!({"embed_user": user})).await;
+        let body = http
+            .ok(
+                "POST",
+                &format!("/v1/embed/datasets/{orders}/fetch"),
+                &session,
+                Some(json!({"columns": ["id"]})),
+                200,
+            )
+            .await;
+        let ids: Vec<i64> = body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, want, "{user}: {body}");
+    }
+    let bearer = format!("Bearer {}", api.token);
+    assert_eq!(api.seen().len(), 4);
+    assert!(
+        api.seen()
+            .iter()
+            .all(|s| s.auth.as_deref() == Some(bearer.as_str()))
+    );
+    server.stop().await;
+}

@@ -675,8 +675,7 @@ impl ControlPlane {
 
     /// One datasource of `p`'s org (never its credential).
     pub async fn datasource(&self, p: &Principal, id: &str) -> Result<Datasource> {
-        let (mut ds, sealed, _) = self.store.datasource(Self::org_of(p)?, id).await?;
-        ds.has_credential = sealed.is_some();
+        let (ds, _, _) = self.store.datasource(Self::org_of(p)?, id).await?;
         Ok(ds)
     }
 

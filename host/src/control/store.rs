@@ -405,8 +405,8 @@ impl Store {
         .ok_or_else(|| Error::NotFound("datasource".into()))?;
         Ok((
             datasource_row(&row)?,
-            row.try_get(8).map_err(db)?,
             row.try_get(9).map_err(db)?,
+            row.try_get(10).map_err(db)?,
         ))
     }
 
@@ -1093,8 +1093,9 @@ impl Store {
     }
 }
 
-const DATASOURCE_COLUMNS: &str =
-    "id, org_id, name, kind, connector, settings, accept_write, created_at";
+/// A datasource's record; whether it has a credential, never the credential.
+const DATASOURCE_COLUMNS: &str = "id, org_id, name, kind, connector, settings, accept_write, created_at, \
+     CASE WHEN sealed_credential IS NULL THEN 0 ELSE 1 END";
 const GRANT_COLUMNS: &str =
     "grants.dataset_id, grants.permission, grants.row_filter, grants.all_rows, grants.columns_";
 
@@ -1183,7 +1184,7 @@ fn datasource_row(r: &AnyRow) -> Result<Datasource> {
         connector: r.try_get(4).map_err(db)?,
         settings: parse(&r.try_get::<String, _>(5).map_err(db)?)?,
         accept_write_privileges: r.try_get::<i64, _>(6).map_err(db)? != 0,
-        has_credential: false,
+        has_credential: r.try_get::<i64, _>(8).map_err(db)? != 0,
         created_at: r.try_get(7).map_err(db)?,
     })
 }
