@@ -63,6 +63,14 @@ impl Api {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Whether every request so far carried `Bearer <token>`.
+    fn every_request_carried_the_token(&self) -> bool {
+        let bearer = format!("Bearer {}", self.token);
+        self.seen()
+            .iter()
+            .all(|s| s.auth.as_deref() == Some(bearer.as_str()))
+    }
+
     fn clear(&self) {
         self.seen.lock().unwrap().clear();
     }
@@ -168,6 +176,24 @@ attributes = {{}}
 "#,
         base = api.base
     )
+}
+
+/// Fetches `dataset` through the API with `session`: the first column as ids, and the body.
+async fn embed_ids(
+    http: &crate::control::Http,
+    dataset: &str,
+    session: &str,
+    request: J,
+) -> (Vec<i64>, J) {
+    let path = format!("/v1/embed/datasets/{dataset}/fetch");
+    let body = http.ok("POST", &path, session, Some(request), 200).await;
+    let ids = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
+    (ids, body)
 }
 
 /// A config directory with the token in a file; returns the loaded registry.
@@ -492,29 +518,10 @@ async fn a_backend_registers_an_api_and_embed_users_fetch_their_tenant() {
     http.tenants_group(&key, &dataset).await;
     for (user, tenant, want) in [("ann", "acme", [1, 2, 3]), ("ben", "globex", [4, 5, 6])] {
         let session = http.tenant_user(&key, user, tenant).await;
-        let body = http
-            .ok(
-                "POST",
-                &format!("/v1/embed/datasets/{dataset}/fetch"),
-                &session,
-                Some(json!({})),
-                200,
-            )
-            .await;
-        let ids: Vec<i64> = body["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r[0].as_i64().unwrap())
-            .collect();
+        let (ids, body) = embed_ids(&http, &dataset, &session, json!({})).await;
         assert_eq!(ids, want, "{user}: {body}");
     }
-    let bearer = format!("Bearer {}", api.token);
-    assert!(
-        api.seen()
-            .iter()
-            .all(|s| s.auth.as_deref() == Some(bearer.as_str()))
-    );
+    assert!(api.every_request_carried_the_token());
     server.stop().await;
 }
 
@@ -546,29 +553,10 @@ async fn silo_toml_bootstraps_an_api_with_its_token_sealed() {
     let orders = datasets[0]["id"].as_str().unwrap();
     for (user, want) in [("alice", [1, 2, 3]), ("bob", [4, 5, 6])] {
         let session = http.session(&key, json!({"embed_user": user})).await;
-        let body = http
-            .ok(
-                "POST",
-                &format!("/v1/embed/datasets/{orders}/fetch"),
-                &session,
-                Some(json!({"columns": ["id"]})),
-                200,
-            )
-            .await;
-        let ids: Vec<i64> = body["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r[0].as_i64().unwrap())
-            .collect();
+        let (ids, body) = embed_ids(&http, orders, &session, json!({"columns": ["id"]})).await;
         assert_eq!(ids, want, "{user}: {body}");
     }
-    let bearer = format!("Bearer {}", api.token);
     assert_eq!(api.seen().len(), 4);
-    assert!(
-        api.seen()
-            .iter()
-            .all(|s| s.auth.as_deref() == Some(bearer.as_str()))
-    );
+    assert!(api.every_request_carried_the_token());
     server.stop().await;
 }
