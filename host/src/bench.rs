@@ -465,7 +465,7 @@ pub fn profile(rows: u64, out: &mut impl std::io::Write) -> Result<()> {
         columns: [("city".to_owned(), Privacy::Categories)].into(),
         ..PrivacyPolicy::default()
     };
-    let batch: Vec<Vec<Value>> = (0..4096i64)
+    let synthetic: Vec<Vec<Value>> = (0..4096i64)
         .map(|i| {
             vec![
                 Value::Int(i * 7919 % 100_003),
@@ -477,6 +477,8 @@ pub fn profile(rows: u64, out: &mut impl std::io::Write) -> Result<()> {
             ]
         })
         .collect();
+    let batch = crate::batch::Batch::from_rows(columns.len(), synthetic)
+        .map_err(|m| Error::Internal(format!("synthetic row {} is ragged", m.row)))?;
     let mut profiler = Profiler::new(&columns, &policy);
     let batches = rows.div_ceil(batch.len() as u64).max(1);
     let started = std::time::Instant::now();

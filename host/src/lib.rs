@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod authoring;
+pub mod batch;
 pub mod bench;
 pub mod builtin;
 pub mod capability;

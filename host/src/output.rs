@@ -79,10 +79,10 @@ pub fn write_table(
 }
 
 /// Writes one JSON object per row, its keys in column order.
-pub fn write_ndjson(
+pub fn write_ndjson<'a>(
     out: &mut impl Write,
     columns: &[String],
-    rows: &[Vec<Value>],
+    rows: impl IntoIterator<Item = &'a [Value]>,
 ) -> std::io::Result<()> {
     for row in rows {
         out.write_all(b"{")?;
@@ -107,8 +107,8 @@ mod tests {
     fn ndjson_keeps_column_order_and_escapes() {
         let mut out = Vec::new();
         let columns = ["zeta".to_owned(), "a\"b".to_owned(), "id".to_owned()];
-        let rows = vec![vec![Value::Text("x\ny".into()), Value::Null, Value::Int(7)]];
-        write_ndjson(&mut out, &columns, &rows).unwrap();
+        let row = [Value::Text("x\ny".into()), Value::Null, Value::Int(7)];
+        write_ndjson(&mut out, &columns, [&row[..]]).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"zeta\":\"x\\ny\",\"a\\\"b\":null,\"id\":7}\n"

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use silo_types::{Dataset, RowFilter, Value};
 use wasmtime::component::ResourceAny;
 
+use crate::batch::Batch;
 use crate::capability::files::Preopens;
 use crate::capability::{Backend, DocumentGrant, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
@@ -494,7 +495,7 @@ impl Fetch {
 
     /// The next verified batch, or `None` at the end. After an error the
     /// fetch is over: nothing more is released.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<Row>>> {
+    pub async fn next_batch(&mut self) -> Result<Option<Batch>> {
         let result = self.pull().await;
         if !matches!(result, Ok(Some(_))) {
             self.source = None;
@@ -502,13 +503,19 @@ impl Fetch {
         result
     }
 
-    async fn pull(&mut self) -> Result<Option<Vec<Row>>> {
+    async fn pull(&mut self) -> Result<Option<Batch>> {
         if self.verifier.satisfied() {
             return Ok(None);
         }
-        let batch = match &mut self.source {
-            None => return Ok(None),
-            Some(Source::Host(source)) => source.next_batch(BATCH_ROWS as usize).await?,
+        match &mut self.source {
+            None => Ok(None),
+            Some(Source::Host(source)) => {
+                let Some(mut batch) = source.next_batch(BATCH_ROWS as usize).await? else {
+                    return Ok(None);
+                };
+                self.verifier.check(&mut batch)?;
+                Ok(Some(batch))
+            }
             Some(Source::Guest { instance, batches }) => {
                 let handle = *batches;
                 instance
@@ -520,18 +527,10 @@ impl Fetch {
                     })
                     .await?
                     .map_err(Error::from_wit)?
-                    .map(|rows| {
-                        rows.into_iter()
-                            .map(|r| r.into_iter().map(Value::from).collect())
-                            .collect()
-                    })
+                    .map(|rows| self.verifier.admit(rows, Value::from))
+                    .transpose()
             }
-        };
-        let Some(mut batch) = batch else {
-            return Ok(None);
-        };
-        self.verifier.check(&mut batch)?;
-        Ok(Some(batch))
+        }
     }
 
     /// All remaining rows, or the first error (and then no rows at all).

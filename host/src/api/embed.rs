@@ -14,11 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, AppState, Body, Embed, ErrorBody};
+use crate::batch::Batch;
 use crate::control::{ColumnInfo, EmbedDataset, error_code};
 use crate::metadata::Payload;
 use crate::metadata::llm::Summary;
 use crate::output::cell_json;
-use crate::silo::Row;
 
 /// The NDJSON media type.
 const NDJSON: &str = "application/x-ndjson";
@@ -188,7 +188,7 @@ async fn fetch(
         .into_response())
 }
 
-fn ndjson(columns: &[String], batch: &[Row]) -> Bytes {
+fn ndjson(columns: &[String], batch: &Batch) -> Bytes {
     let mut out = Vec::with_capacity(batch.len() * 64);
     // Writing to a Vec cannot fail.
     let _ = crate::output::write_ndjson(&mut out, columns, batch);

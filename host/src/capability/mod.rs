@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use silo_types::{Column, SqlDialect, Value};
 use wasmtime::component::Resource;
 
+use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
 use crate::policy::sql::GovernedTable;
@@ -181,8 +182,9 @@ const MAX_LOG_LINE: usize = 1024;
 pub trait RowSource: Send {
     /// The columns every row carries, in order.
     fn columns(&self) -> &[Column];
-    /// Up to `max` rows, or `None` when finished.
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>>;
+    /// Up to `max` rows, each as wide as [`RowSource::columns`], or `None`
+    /// when finished.
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>>;
 }
 
 /// The driver behind the SQL capability (Postgres now, MySQL next).
@@ -239,11 +241,7 @@ impl streams::HostRowStream for State {
         let s = self.table().get_mut(&stream)?;
         let max = max_rows.clamp(1, BATCH_ROWS * 4) as usize;
         Ok(match s.source.next_batch(max).await {
-            Ok(batch) => Ok(batch.map(|rows| {
-                rows.into_iter()
-                    .map(|r| r.into_iter().map(Into::into).collect())
-                    .collect()
-            })),
+            Ok(batch) => Ok(batch.map(|rows| rows.into_rows_with(Into::into))),
             Err(e) => Err(e.to_wit()),
         })
     }

@@ -249,7 +249,7 @@ impl Profiler {
     }
 
     /// Adds a batch of rows (each in column order).
-    pub fn add(&mut self, rows: &[Vec<Value>]) {
+    pub fn add<'a>(&mut self, rows: impl IntoIterator<Item = &'a [Value]>) {
         for row in rows {
             self.rows += 1;
             for (c, v) in self.columns.iter_mut().zip(row) {
@@ -650,7 +650,7 @@ mod tests {
                 Value::Text("CANARY-SSN-123456789".into()),
             ]);
         }
-        p.add(&rows);
+        p.add(rows.iter().map(Vec::as_slice));
         p.finish("people", &RowFilter::AllRows).payload(policy)
     }
 
@@ -734,7 +734,7 @@ mod tests {
             &[("x".to_owned(), ColumnType::Int)],
             &PrivacyPolicy::default(),
         );
-        p.add(&[vec![Value::Int(424_242)]]);
+        p.add([&[Value::Int(424_242)][..]]);
         let payload = p
             .finish("t", &RowFilter::AllRows)
             .payload(&PrivacyPolicy::default());
@@ -833,14 +833,14 @@ mod scale {
                 Value::Text(cities[(i % 40) as usize].clone()),
             ]);
             if batch.len() == 4096 {
-                p.add(&batch);
+                p.add(batch.iter().map(Vec::as_slice));
                 batch.clear();
             }
             if i == 1_000_000 {
                 after_first_million = p.heap_bytes();
             }
         }
-        p.add(&batch);
+        p.add(batch.iter().map(Vec::as_slice));
         assert!(
             p.heap_bytes() <= after_first_million + 1024,
             "{} bytes after 10M rows, {after_first_million} after 1M",

@@ -15,6 +15,7 @@ pub mod sql;
 
 use silo_types::{CompiledFilter, RowFilter, Value};
 
+use crate::batch::Batch;
 use crate::capability::{RowSource, SqlGrant};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -104,29 +105,44 @@ impl Verifier {
         self.limit.is_some_and(|l| self.rows >= l)
     }
 
+    /// Flattens rows a connector produced itself, converting each cell, and
+    /// checks them as [`Verifier::check`] does. A row of the wrong width is
+    /// the connector's error.
+    pub fn admit<T>(&mut self, rows: Vec<Vec<T>>, cell: impl FnMut(T) -> Value) -> Result<Batch> {
+        let mut batch = Batch::convert(self.width, rows, cell).map_err(|m| {
+            Error::Connector(format!(
+                "row {} has {} cells, the fetch has {} columns",
+                self.rows + m.row as u64 + 1,
+                m.cells,
+                self.width
+            ))
+        })?;
+        self.check(&mut batch)?;
+        Ok(batch)
+    }
+
     /// Checks `batch` in place and trims it to the caller's columns and limit.
-    pub fn check(&mut self, batch: &mut Vec<Vec<Value>>) -> Result<()> {
+    pub fn check(&mut self, batch: &mut Batch) -> Result<()> {
+        if batch.width() != self.width {
+            return Err(Error::Connector(format!(
+                "rows have {} cells, the fetch has {} columns",
+                batch.width(),
+                self.width
+            )));
+        }
         if let Some(limit) = self.limit {
             let room = usize::try_from(limit.saturating_sub(self.rows)).unwrap_or(usize::MAX);
             batch.truncate(room);
         }
         for (i, row) in batch.iter().enumerate() {
-            if row.len() != self.width {
-                return Err(Error::Connector(format!(
-                    "row {} has {} cells, the fetch has {} columns",
-                    self.rows + i as u64 + 1,
-                    row.len(),
-                    self.width
-                )));
-            }
             if !self.filter.matches(row) {
                 return Err(Error::Policy(format!(
                     "connector returned a row outside the user's row filter (row {}); the fetch was stopped",
                     self.rows + i as u64 + 1
                 )));
             }
-            self.bytes += row.iter().map(cell_bytes).sum::<u64>();
         }
+        self.bytes += batch.cells().iter().map(cell_bytes).sum::<u64>();
         self.rows += batch.len() as u64;
         if self.rows > self.max_rows {
             return Err(Error::Limit(format!(
@@ -140,11 +156,7 @@ impl Verifier {
                 self.max_bytes >> 20
             )));
         }
-        if self.keep < self.width {
-            for row in batch.iter_mut() {
-                row.truncate(self.keep);
-            }
-        }
+        batch.keep_columns(self.keep);
         Ok(())
     }
 }
@@ -178,12 +190,24 @@ mod tests {
         let cols = ["name".to_owned(), "tenant".to_owned()];
         let mut v = Verifier::new(&tenant_filter(), &cols, 1, &Limits::default(), None).unwrap();
         let row = |n: &str, t: &str| vec![Value::Text(n.into()), Value::Text(t.into())];
-        let mut ok = vec![row("x", "a")];
-        v.check(&mut ok).unwrap();
-        assert_eq!(ok, vec![vec![Value::Text("x".into())]]);
-        let mut bad = vec![row("y", "a"), row("z", "b")];
-        assert!(matches!(v.check(&mut bad), Err(Error::Policy(_))));
+        let ok = v.admit(vec![row("x", "a")], |c| c).unwrap();
+        assert_eq!(
+            ok.into_iter().collect::<Vec<_>>(),
+            vec![vec![Value::Text("x".into())]]
+        );
+        let bad = vec![row("y", "a"), row("z", "b")];
+        assert!(matches!(v.admit(bad, |c| c), Err(Error::Policy(_))));
         assert_eq!(v.rows(), 1);
+        // A ragged row is the connector's error, numbered across batches.
+        let ragged = vec![row("y", "a"), vec![Value::Text("w".into())]];
+        let err = v.admit(ragged, |c| c).unwrap_err();
+        assert!(
+            matches!(&err, Error::Connector(m) if m.starts_with("row 3 has 1 cells")),
+            "{err:?}"
+        );
+        // A host source of the wrong width is refused as a whole.
+        let mut narrow = Batch::from_rows(1, vec![vec![Value::Text("a".into())]]).unwrap();
+        assert!(matches!(v.check(&mut narrow), Err(Error::Connector(_))));
     }
 
     #[test]
@@ -194,10 +218,12 @@ mod tests {
             ..Limits::default()
         };
         let mut v = Verifier::new(&tenant_filter(), &cols, 1, &limits, None).unwrap();
-        let mut batch = vec![vec![Value::Text("a".into())]; 3];
+        let rows = vec![vec![Value::Text("a".into())]; 3];
+        let mut batch = Batch::from_rows(1, rows).unwrap();
         assert!(matches!(v.check(&mut batch), Err(Error::Limit(_))));
         let mut v = Verifier::new(&tenant_filter(), &cols, 1, &limits, Some(1)).unwrap();
-        let mut batch = vec![vec![Value::Text("a".into())]; 3];
+        let rows = vec![vec![Value::Text("a".into())]; 3];
+        let mut batch = Batch::from_rows(1, rows).unwrap();
         v.check(&mut batch).unwrap();
         assert_eq!(batch.len(), 1);
         assert!(v.satisfied());

@@ -14,6 +14,7 @@ use silo_types::{Column, ColumnType, Value};
 
 use super::MongoConfig;
 use super::codec;
+use crate::batch::Batch;
 use crate::capability::RowSource;
 use crate::capability::driver::{self, ServerFailure};
 use crate::error::{Error, Result};
@@ -227,7 +228,10 @@ async fn stream(mut cursor: Cursor<Document>, fields: Vec<String>) -> Result<Box
             nullable: true,
         })
         .collect();
-    let pending = first.map(|d| codec::row(&d, &fields));
+    let mut pending = Batch::with_capacity(fields.len(), 1);
+    if let Some(d) = first {
+        pending.push_row_with(|cells| codec::fill_row(&d, &fields, cells));
+    }
     Ok(Box::new(DocumentStream {
         cursor: Some(cursor),
         fields,
@@ -258,7 +262,8 @@ struct DocumentStream {
     cursor: Option<Cursor<Document>>,
     fields: Vec<String>,
     columns: Vec<Column>,
-    pending: Option<Vec<Value>>,
+    /// The first document, read to type the columns.
+    pending: Batch,
 }
 
 #[async_trait]
@@ -267,9 +272,9 @@ impl RowSource for DocumentStream {
         &self.columns
     }
 
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
-        let mut rows = Vec::with_capacity(max.min(BATCH_ROWS as usize));
-        rows.extend(self.pending.take());
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
+        let mut rows = Batch::with_capacity(self.fields.len(), max.min(BATCH_ROWS as usize));
+        rows.append(&mut self.pending);
         while rows.len() < max {
             let Some(cursor) = self.cursor.as_mut() else {
                 break;
@@ -278,7 +283,8 @@ impl RowSource for DocumentStream {
                 self.cursor = None;
                 break;
             }
-            rows.push(codec::row(cursor.current(), &self.fields));
+            let doc = cursor.current();
+            rows.push_row_with(|cells| codec::fill_row(doc, &self.fields, cells));
         }
         Ok((!rows.is_empty()).then_some(rows))
     }

@@ -4,28 +4,45 @@ use bson::RawBsonRef;
 use bson::raw::RawDocument;
 use silo_types::{ColumnType, Value};
 
-/// The cells of `doc` for `fields`, in order; a missing field is null. One
-/// pass over the document, taking the first occurrence of a repeated key.
-pub(crate) fn row(doc: &RawDocument, fields: &[String]) -> Vec<Value> {
-    let mut out = vec![Value::Null; fields.len()];
-    let mut seen = vec![false; fields.len()];
-    let mut left = fields.len();
+/// Sets `out[i]` to field `fields[i]` of `doc`; a missing field keeps the
+/// cell as it was (null in a new row). One pass over the document, taking the
+/// first occurrence of a repeated key.
+pub(crate) fn fill_row(doc: &RawDocument, fields: &[String], out: &mut [Value]) {
+    // Bit i: field i was seen. Wider rows fall back to a vector.
+    let mut seen_small = 0u64;
+    let mut seen_wide = if fields.len() > 64 {
+        vec![false; fields.len()]
+    } else {
+        Vec::new()
+    };
+    let mut left = fields.len().min(out.len());
+    if left == 0 {
+        return;
+    }
     for element in doc.iter() {
         // A malformed element ends the document: what was read stays.
         let Ok((key, value)) = element else { break };
         let key = key.as_str();
-        if let Some(i) = fields.iter().position(|f| f == key)
-            && !seen[i]
-        {
-            seen[i] = true;
-            out[i] = value_of(value);
+        let Some(i) = fields.iter().position(|f| f == key) else {
+            continue;
+        };
+        let first = match seen_wide.get_mut(i) {
+            Some(seen) => !std::mem::replace(seen, true),
+            None => {
+                let bit = 1u64 << i;
+                let first = seen_small & bit == 0;
+                seen_small |= bit;
+                first
+            }
+        };
+        if first && let Some(cell) = out.get_mut(i) {
+            *cell = value_of(value);
             left -= 1;
             if left == 0 {
                 break;
             }
         }
     }
-    out
 }
 
 /// One BSON value as a Silo value.
@@ -82,13 +99,31 @@ mod tests {
     fn row_takes_fields_in_order_and_nulls_missing_ones() {
         let d = rawdoc! { "b": 2_i32, "a": "x", "n": { "k": [1_i32] }, "t": bson::DateTime::from_millis(5) };
         let fields = ["a", "b", "missing", "n", "t"].map(String::from);
-        let r = row(&d, &fields);
+        let mut r = vec![Value::Null; fields.len()];
+        fill_row(&d, &fields, &mut r);
         assert_eq!(r[0], Value::Text("x".into()));
         assert_eq!(r[1], Value::Int(2));
         assert_eq!(r[2], Value::Null);
         assert_eq!(r[3], Value::Json(r#"{"k":[1]}"#.into()));
         assert_eq!(r[4], Value::Timestamp(5000));
         let _ = doc! {};
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_first_value_in_narrow_and_wide_rows() {
+        // BSON allows a key twice; the host must read the one the server
+        // matched on, the first, however many fields are asked for.
+        let d = rawdoc! { "tenant": "a", "tenant": "b" };
+        assert_eq!(d.iter().count(), 2, "both keys are in the document");
+        for width in [2, 70] {
+            let fields: Vec<String> = std::iter::once("tenant".to_owned())
+                .chain((1..width).map(|i| format!("f{i}")))
+                .collect();
+            let mut r = vec![Value::Null; width];
+            fill_row(&d, &fields, &mut r);
+            assert_eq!(r[0], Value::Text("a".into()), "width {width}");
+            assert!(r[1..].iter().all(|v| *v == Value::Null));
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use silo_types::{Column, SqlDialect, Value};
 
 use super::MysqlConfig;
 use super::codec::{Decoder, param};
+use crate::batch::Batch;
 use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
@@ -142,7 +143,10 @@ impl SqlClient for MyClient {
             decoders.push(d);
         }
         let values: Vec<mysql_async::Value> = params.iter().map(param).collect();
-        let buffer = Arc::new(Mutex::new(Buffer::default()));
+        let buffer = Arc::new(Mutex::new(Buffer {
+            rows: Batch::with_capacity(decoders.len(), 0),
+            want: 0,
+        }));
         let reader = read_rows(Lease(Some(conn)), stmt, values, decoders, buffer.clone());
         Ok(Box::new(MyRows {
             columns,
@@ -153,9 +157,8 @@ impl SqlClient for MyClient {
 }
 
 /// Rows the reader has decoded and the consumer has not taken yet.
-#[derive(Default)]
 struct Buffer {
-    rows: Vec<Vec<Value>>,
+    rows: Batch,
     /// How many rows the consumer asked for: the reader hands over at that.
     want: usize,
 }
@@ -218,21 +221,23 @@ async fn read_rows(
         .exec_iter(&stmt, Params::Positional(values))
         .await
         .map_err(my_error)?;
+    let width = decoders.len();
     let mut want = lock(&buffer).want.max(1);
-    let mut batch = Vec::with_capacity(want);
-    while let Some(mut row) = result.next().await.map_err(my_error)? {
-        let mut cells = Vec::with_capacity(decoders.len());
-        for (i, d) in decoders.iter().enumerate() {
-            let raw = row
-                .take::<mysql_async::Value, _>(i)
-                .unwrap_or(mysql_async::Value::NULL);
-            cells.push(d.decode(raw).map_err(Error::Datasource)?);
-        }
-        batch.push(cells);
+    let mut batch = Batch::with_capacity(width, want);
+    while let Some(row) = result.next().await.map_err(my_error)? {
+        // The row's own cells, moved out in order (a missing one is short).
+        let cells = decoders.iter().zip(row.unwrap_raw()).map(|(d, raw)| {
+            d.decode(raw.unwrap_or(mysql_async::Value::NULL))
+                .map_err(Error::Datasource)
+        });
+        batch.try_push_row(cells, |n| {
+            Error::Internal(format!("mysql row decoded to {n} of {width} cells"))
+        })?;
         if batch.len() >= want {
             lock(&buffer).rows.append(&mut batch);
             Handoff(false).await;
             want = lock(&buffer).want.max(1);
+            batch = Batch::with_capacity(width, want);
         }
     }
     drop(result);
@@ -258,7 +263,7 @@ impl RowSource for MyRows {
         &self.columns
     }
 
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
         let max = max.max(1);
         lock(&self.buffer).want = max;
         if let Some(reader) = self.reader.as_mut() {
@@ -283,8 +288,7 @@ impl RowSource for MyRows {
         if buffer.rows.is_empty() {
             return Ok(None);
         }
-        let take = max.min(buffer.rows.len());
-        let rest = buffer.rows.split_off(take);
+        let rest = buffer.rows.split_off(max);
         Ok(Some(std::mem::replace(&mut buffer.rows, rest)))
     }
 }

@@ -15,6 +15,7 @@ use tokio_postgres::{NoTls, RowStream};
 
 use super::PgSettings;
 use super::codec::{Decoder, Param, Raw};
+use crate::batch::Batch;
 use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
@@ -212,25 +213,24 @@ impl RowSource for PgRows {
         &self.columns
     }
 
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
         if self.done {
             return Ok(None);
         }
         let width = self.decoders.len();
-        let mut out = Vec::with_capacity(max.min(4096));
+        let mut out = Batch::with_capacity(width, max.min(4096));
         while out.len() < max {
             match self.stream.next().await {
                 Some(Ok(row)) => {
-                    let mut cells = Vec::with_capacity(width);
-                    for (i, decoder) in self.decoders.iter().enumerate() {
-                        let cell = row
-                            .try_get::<_, Raw<'_>>(i)
+                    let cells = self.decoders.iter().enumerate().map(|(i, decoder)| {
+                        row.try_get::<_, Raw<'_>>(i)
                             .map_err(|e| e.into())
                             .and_then(|raw| decoder.decode(raw.0))
-                            .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))?;
-                        cells.push(cell);
-                    }
-                    out.push(cells);
+                            .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))
+                    });
+                    out.try_push_row(cells, |n| {
+                        Error::Internal(format!("postgres row decoded to {n} of {width} cells"))
+                    })?;
                 }
                 Some(Err(e)) => return Err(db_error(e)),
                 None => {
