@@ -180,19 +180,23 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     };
 
     let (mut sandboxed, mut baseline) = (Vec::new(), Vec::new());
+    let (mut sandboxed_cpu, mut baseline_cpu) = (Vec::new(), Vec::new());
     // One warm-up each, then alternate, swapping which goes first every run,
     // so drift and the database's caches favour neither.
     for run in 0..=opts.runs {
         let (mut s, mut b) = (Duration::ZERO, Duration::ZERO);
+        let (mut s_cpu, mut b_cpu) = (None, None);
         let (mut n, mut m) = (0, 0);
         for sandboxed_turn in [run % 2 == 0, run % 2 == 1] {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu());
             if sandboxed_turn {
                 n = sandboxed_fetch(&silo, &spec).await?;
                 s = t.elapsed();
+                s_cpu = cpu_since(cpu);
             } else {
                 m = plain.fetch().await?;
                 b = t.elapsed();
+                b_cpu = cpu_since(cpu);
             }
         }
         if n != u64::from(rows) || m != u64::from(rows) {
@@ -203,6 +207,8 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         if run > 0 {
             sandboxed.push(s);
             baseline.push(b);
+            sandboxed_cpu.extend(s_cpu);
+            baseline_cpu.extend(b_cpu);
         }
     }
     let (s, b) = (median(&mut sandboxed), median(&mut baseline));
@@ -220,6 +226,17 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         s.as_secs_f64() / b.as_secs_f64()
     )
     .map_err(io)?;
+    if !sandboxed_cpu.is_empty() && !baseline_cpu.is_empty() {
+        let (s, b) = (median(&mut sandboxed_cpu), median(&mut baseline_cpu));
+        writeln!(
+            out,
+            "  this process's CPU   : plain {:.1} ms, sandboxed {:.1} ms ({:.3}x; the database's own CPU is not counted)",
+            ms(b),
+            ms(s),
+            s.as_secs_f64() / b.as_secs_f64()
+        )
+        .map_err(io)?;
+    }
 
     let loaded = silo.runtime().load(builtin, kind)?;
     let mut times = Vec::with_capacity(opts.instantiations);
@@ -431,6 +448,27 @@ async fn sandboxed_fetch(silo: &Silo, spec: &FetchSpec) -> Result<u64> {
         n += batch.len() as u64;
     }
     Ok(n)
+}
+
+/// CPU time this process's live threads have run so far: the sum of each
+/// thread's scheduler run time (Linux `/proc/self/task/*/schedstat`, in
+/// nanoseconds; `None` elsewhere). Less noisy than wall time on a shared VM,
+/// and it leaves out the database server, which is another process.
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that exited since the listing is skipped.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// CPU time used since `start`, if both readings are there.
+fn cpu_since(start: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(start?))
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -224,11 +224,15 @@ async fn read_rows(
     let width = decoders.len();
     let mut want = lock(&buffer).want.max(1);
     let mut batch = Batch::with_capacity(width, want);
-    while let Some(row) = result.next().await.map_err(my_error)? {
-        // The row's own cells, moved out in order (a missing one is short).
-        let cells = decoders.iter().zip(row.unwrap_raw()).map(|(d, raw)| {
-            d.decode(raw.unwrap_or(mysql_async::Value::NULL))
-                .map_err(Error::Datasource)
+    while let Some(mut row) = result.next().await.map_err(my_error)? {
+        let cells = decoders.iter().enumerate().map(|(i, d)| {
+            // Moves the cell out; to a driver value it always converts.
+            let raw = match row.take_opt::<mysql_async::Value, _>(i) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => e.0,
+                None => mysql_async::Value::NULL,
+            };
+            d.decode(raw).map_err(Error::Datasource)
         });
         batch.try_push_row(cells, |n| {
             Error::Internal(format!("mysql row decoded to {n} of {width} cells"))
