@@ -139,9 +139,10 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let rows = opts.rows;
     let dir = std::env::temp_dir().join(format!("silo-bench-{:?}", opts.db).to_lowercase());
-    // The fetch must not hit the statement time limit on a slow server.
+    // The fetch must not hit the statement or connector-call time limit on
+    // a slow server (SecantusDB answers a 1 M-document `find` in about 30 s).
     let body = format!(
-        "[limits]\nmax_rows = {}\nstatement_timeout_ms = 600000\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
+        "[limits]\nmax_rows = {}\nstatement_timeout_ms = 600000\ntimeout_ms = 600000\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
          [users.u]\nattributes = {{ tenant = \"a\" }}\n",
         u64::from(rows) + 1
     );

@@ -226,7 +226,8 @@ async fn read_rows(
     let mut batch = Batch::with_capacity(width, want);
     while let Some(mut row) = result.next().await.map_err(my_error)? {
         let cells = decoders.iter().enumerate().map(|(i, d)| {
-            // Moves the cell out; to a driver value it always converts.
+            // Moves the cell out. Converting to the driver's own value type
+            // cannot fail, and its error would hold the value anyway.
             let raw = match row.take_opt::<mysql_async::Value, _>(i) {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => e.0,
