@@ -114,6 +114,69 @@ async fn describe_and_all_columns() {
 }
 
 #[tokio::test]
+async fn a_large_result_streams_in_bounded_batches_and_stops_at_the_limit() {
+    let mut fx = MyFixture::new("my_stream").await;
+    // 2,500 more rows for acme, interleaved with globex's, so one fetch spans
+    // several host batches and every batch drops globex rows at the source.
+    let values: Vec<String> = (1001..=6000)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+            format!("({i}, '{tenant}', 'c-{i}', 1.00, '2026-02-01')")
+        })
+        .collect();
+    fx.conn
+        .query_drop(format!(
+            "INSERT INTO {}.orders VALUES {}",
+            fx.db,
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+    let silo = fx.silo("mysql", "").await.unwrap();
+    let spec = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "tenant".into()]),
+        limit: None,
+    };
+    let mut fetch = silo.fetch("alice", &spec).await.unwrap();
+    let (mut ids, mut batches) = (Vec::new(), 0);
+    while let Some(batch) = fetch.next_batch().await.unwrap() {
+        batches += 1;
+        assert!(batch.len() <= silo_host::limits::BATCH_ROWS as usize);
+        // The filter also reads `customer`; the host added it and took it off.
+        assert_eq!(batch.width(), 2);
+        for row in &batch {
+            assert_eq!(row[1], silo_types::Value::Text("acme".into()));
+            match row[0] {
+                silo_types::Value::Int(i) => ids.push(i),
+                ref other => panic!("id {other:?}"),
+            }
+        }
+    }
+    ids.sort_unstable();
+    let expected: Vec<i64> = [1, 2, 3]
+        .into_iter()
+        .chain((1001..=6000).filter(|i| i % 2 == 0))
+        .collect();
+    assert_eq!(ids, expected);
+    assert!(batches >= 3, "{batches} batches");
+    assert_eq!(fetch.rows(), 2503);
+
+    let limited = silo_host::silo::FetchSpec {
+        limit: Some(2100),
+        ..spec
+    };
+    let rows = crate::support::fetch_rows(&silo, "alice", &limited)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2100);
+    assert!(
+        rows.iter()
+            .all(|r| r.len() == 2 && r[1] == silo_types::Value::Text("acme".into()))
+    );
+}
+
+#[tokio::test]
 async fn connector_that_ignores_the_filter_gets_only_permitted_rows() {
     let mut fx = MyFixture::new("my_ignore").await;
     let silo = fx.silo(connectors::IGNORE_FILTER, "").await.unwrap();
