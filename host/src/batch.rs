@@ -154,10 +154,14 @@ impl Batch {
     }
 
     /// Moves every row of `other` (of the same width) to the end of this one.
-    /// Into an empty batch the cells move without being copied.
+    /// Into an empty batch without room for them, the cells move without
+    /// being copied.
     pub fn append(&mut self, other: &mut Batch) {
         debug_assert_eq!(self.width, other.width);
-        if self.cells.is_empty() {
+        if other.rows == 0 {
+            return;
+        }
+        if self.cells.is_empty() && self.cells.capacity() < other.cells.len() {
             std::mem::swap(&mut self.cells, &mut other.cells);
         } else {
             self.cells.append(&mut other.cells);
@@ -323,6 +327,14 @@ mod tests {
         let mut batch = Batch::from_rows(3, int_rows(4, 3)).unwrap();
         let mut rest = batch.split_off(1);
         assert_eq!((batch.len(), rest.len()), (1, 3));
+        // Appending into an empty batch, or appending nothing, keeps every row.
+        let mut empty = Batch::with_capacity(3, 0);
+        empty.append(&mut Batch::with_capacity(3, 8));
+        assert!(empty.is_empty());
+        let mut roomy = Batch::with_capacity(3, 8);
+        roomy.append(&mut batch);
+        assert_eq!((roomy.len(), batch.len()), (1, 0));
+        batch.append(&mut roomy);
         rest.truncate(2);
         batch.append(&mut rest);
         assert!(rest.is_empty());
