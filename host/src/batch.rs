@@ -7,6 +7,8 @@
 //! memory.
 use silo_types::Value;
 
+use crate::error::Error;
+
 /// Rows of `width` cells each, laid out one after another.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
@@ -22,6 +24,17 @@ pub struct WidthMismatch {
     pub row: usize,
     /// How many cells it had.
     pub cells: usize,
+}
+
+/// A driver's decoded row that does not fit its own columns is a host bug.
+impl From<WidthMismatch> for Error {
+    fn from(m: WidthMismatch) -> Error {
+        Error::Internal(format!(
+            "row {} decoded to {} cells, not one per column",
+            m.row + 1,
+            m.cells
+        ))
+    }
 }
 
 impl Batch {
@@ -96,12 +109,11 @@ impl Batch {
     }
 
     /// Appends one row from cells that may fail to decode. On an error the
-    /// batch is left as it was; a row with the wrong number of cells is the
-    /// error `short` produces.
-    pub fn try_push_row<E>(
+    /// batch is left as it was; a row with the wrong number of cells is a
+    /// [`WidthMismatch`].
+    pub fn try_push_row<E: From<WidthMismatch>>(
         &mut self,
         cells: impl IntoIterator<Item = Result<Value, E>>,
-        short: impl FnOnce(usize) -> E,
     ) -> Result<(), E> {
         let start = self.cells.len();
         for cell in cells {
@@ -116,7 +128,11 @@ impl Batch {
         let pushed = self.cells.len() - start;
         if pushed != self.width {
             self.cells.truncate(start);
-            return Err(short(pushed));
+            return Err(WidthMismatch {
+                row: self.rows,
+                cells: pushed,
+            }
+            .into());
         }
         self.rows += 1;
         Ok(())
@@ -306,18 +322,18 @@ mod tests {
     #[test]
     fn a_failed_or_short_row_leaves_the_batch_whole() {
         let mut batch = Batch::with_capacity(2, 4);
-        let ok: [Result<Value, String>; 2] = [Ok(Value::Int(1)), Ok(Value::Int(2))];
-        batch.try_push_row(ok, |n| format!("{n} cells")).unwrap();
-        let failing = [Ok(Value::Int(3)), Err("bad cell".to_owned())];
-        assert_eq!(
-            batch.try_push_row(failing, |n| format!("{n} cells")),
-            Err("bad cell".to_owned())
-        );
-        let short = [Ok::<_, String>(Value::Int(3))];
-        assert_eq!(
-            batch.try_push_row(short, |n| format!("{n} cells")),
-            Err("1 cells".to_owned())
-        );
+        let ok: [Result<Value, Error>; 2] = [Ok(Value::Int(1)), Ok(Value::Int(2))];
+        batch.try_push_row(ok).unwrap();
+        let failing = [Ok(Value::Int(3)), Err(Error::Datasource("bad cell".into()))];
+        assert!(matches!(
+            batch.try_push_row(failing),
+            Err(Error::Datasource(m)) if m == "bad cell"
+        ));
+        let short = [Ok::<_, Error>(Value::Int(3))];
+        assert!(matches!(
+            batch.try_push_row(short),
+            Err(Error::Internal(m)) if m.contains("1 cells")
+        ));
         assert_eq!(batch.cells(), &[Value::Int(1), Value::Int(2)]);
         assert_eq!(batch.len(), 1);
     }

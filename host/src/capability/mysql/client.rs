@@ -235,9 +235,7 @@ async fn read_rows(
             };
             d.decode(raw).map_err(Error::Datasource)
         });
-        batch.try_push_row(cells, |n| {
-            Error::Internal(format!("mysql row decoded to {n} of {width} cells"))
-        })?;
+        batch.try_push_row(cells)?;
         if batch.len() >= want {
             lock(&buffer).rows.append(&mut batch);
             Handoff(false).await;

@@ -228,9 +228,7 @@ impl RowSource for PgRows {
                             .and_then(|raw| decoder.decode(raw.0))
                             .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))
                     });
-                    out.try_push_row(cells, |n| {
-                        Error::Internal(format!("postgres row decoded to {n} of {width} cells"))
-                    })?;
+                    out.try_push_row(cells)?;
                 }
                 Some(Err(e)) => return Err(db_error(e)),
                 None => {
