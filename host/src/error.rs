@@ -18,6 +18,10 @@ pub enum Error {
     /// A row, byte, time or memory limit was reached.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// Capacity is in use by other fetches (a datasource's connections, the
+    /// instance pool): retry later. Guests see it as `limit-exceeded`.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The connector failed or misbehaved (trap, bad output).
     #[error("connector failed: {0}")]
     Connector(String),
@@ -47,7 +51,7 @@ impl Error {
                 "caller"
             }
             Error::Policy(_) | Error::Connector(_) => "connector",
-            Error::Limit(_) => "limits",
+            Error::Limit(_) | Error::Busy(_) => "limits",
             Error::Datasource(_) => "datasource",
             Error::Internal(_) => "host",
         }
@@ -61,7 +65,7 @@ impl Error {
             Error::NotFound(_) => WitError::NotFound(msg),
             Error::Unauthorized(_) => WitError::Denied(msg),
             Error::Policy(_) => WitError::Denied(msg),
-            Error::Limit(_) => WitError::LimitExceeded(msg),
+            Error::Limit(_) | Error::Busy(_) => WitError::LimitExceeded(msg),
             Error::Datasource(_) => WitError::Datasource(msg),
             Error::Connector(_) | Error::Internal(_) => WitError::Connector(msg),
         }
@@ -78,7 +82,11 @@ impl Error {
             WitError::InvalidRequest(m) => Error::Connector(format!("invalid request: {m}")),
             WitError::NotFound(m) => Error::NotFound(bare(m, "not found: ")),
             WitError::Denied(m) => Error::Policy(bare(m, "policy violation: ")),
-            WitError::LimitExceeded(m) => Error::Limit(bare(m, "limit exceeded: ")),
+            WitError::LimitExceeded(m) => match m.strip_prefix("busy: ") {
+                // Passed on by the connector: still a capacity error.
+                Some(rest) => Error::Busy(rest.to_owned()),
+                None => Error::Limit(bare(m, "limit exceeded: ")),
+            },
             WitError::Datasource(m) => Error::Datasource(bare(m, "datasource failed: ")),
             WitError::Connector(m) => Error::Connector(bare(m, "connector failed: ")),
         }
@@ -95,6 +103,7 @@ mod tests {
             Error::Datasource("column \"x\" does not exist".into()),
             Error::Policy("GET /admin: not allowed".into()),
             Error::Limit("too big".into()),
+            Error::Busy("all 4 connections are in use".into()),
             Error::NotFound("dataset `d`".into()),
         ] {
             let text = e.to_string();

@@ -16,6 +16,15 @@ pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 /// Datasource-side statement timeout.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whole-fetch deadline: from the start of a fetch to its last row, idle time
+/// included, after which its statements are closed.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest row the host decodes (all its cells; so also the largest cell). A
+/// larger row is refused as it arrives on the wire, before it is buffered.
+pub const DEFAULT_MAX_ROW_BYTES: u64 = 16 << 20;
+/// Cell bytes a row source gathers into one batch before handing it over, so
+/// a batch stays small however wide its rows are.
+pub const BATCH_BYTES: u64 = 4 << 20;
 /// Rows per batch moved from a stream to the caller: amortises per-batch cost
 /// while keeping a batch a few hundred KiB.
 pub const BATCH_ROWS: u32 = 1024;
@@ -38,6 +47,11 @@ pub struct Limits {
     /// Datasource statement timeout, in milliseconds.
     #[serde(with = "millis", rename = "statement_timeout_ms")]
     pub statement_timeout: Duration,
+    /// Whole fetch, idle time included, in milliseconds.
+    #[serde(with = "millis", rename = "fetch_timeout_ms")]
+    pub fetch_timeout: Duration,
+    /// Largest row (and so cell) the host decodes, in bytes.
+    pub max_row_bytes: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +62,8 @@ impl Default for Limits {
             max_rows: DEFAULT_MAX_ROWS,
             max_bytes: DEFAULT_MAX_BYTES,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            max_row_bytes: DEFAULT_MAX_ROW_BYTES,
         }
     }
 }
@@ -56,12 +72,15 @@ impl std::fmt::Display for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "memory {} MiB, {} ms per call, {} rows, {} MiB, statement timeout {} ms",
+            "memory {} MiB, {} ms per call, {} rows, {} MiB, statement timeout {} ms, \
+             fetch timeout {} ms, rows up to {} MiB",
             self.memory_bytes >> 20,
             self.timeout.as_millis(),
             self.max_rows,
             self.max_bytes >> 20,
-            self.statement_timeout.as_millis()
+            self.statement_timeout.as_millis(),
+            self.fetch_timeout.as_millis(),
+            self.max_row_bytes >> 20
         )
     }
 }

@@ -9,7 +9,7 @@ use wasmtime::component::ResourceAny;
 
 use crate::batch::Batch;
 use crate::capability::files::Preopens;
-use crate::capability::{Backend, DocumentGrant, Grant, RowSource, SqlGrant};
+use crate::capability::{Backend, DocumentGrant, FetchShare, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
@@ -49,6 +49,25 @@ struct DatasetEntry {
     privacy: PrivacyPolicy,
 }
 
+/// What one user may read of one dataset: which rows, and which columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetAccess {
+    /// The rows.
+    pub filter: RowFilter,
+    /// The columns the user's grants allow; `None`: every column.
+    pub columns: Option<Vec<String>>,
+}
+
+impl DatasetAccess {
+    /// Every column of the rows `filter` admits.
+    pub fn rows(filter: RowFilter) -> DatasetAccess {
+        DatasetAccess {
+            filter,
+            columns: None,
+        }
+    }
+}
+
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
 pub struct FetchSpec {
@@ -86,8 +105,7 @@ impl Silo {
     pub fn with_runtime(runtime: Arc<Runtime>, config: &SiloConfig) -> Result<Silo> {
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let (backend, builtin) =
-                crate::capability::connect(name, ds, config.limits.statement_timeout)?;
+            let (backend, builtin) = crate::capability::connect(name, ds, &config.limits)?;
             let schema = backend.default_schema().to_owned();
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
             if let Some(pinned) = &ds.connector_sha256 {
@@ -244,7 +262,7 @@ impl Silo {
             return Ok(hit);
         }
         // Describe sees the catalog, and governed tables only as empty.
-        let grant = self.grant(ds, |_| RowFilter::NoRows, None)?;
+        let grant = self.grant(ds, |_| DatasetAccess::rows(RowFilter::NoRows), None)?;
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -275,20 +293,24 @@ impl Silo {
 
     /// Starts a fetch of `spec` as embed user `user` of the config.
     pub async fn fetch(&self, user: &str, spec: &FetchSpec) -> Result<Fetch> {
-        self.fetch_with(&|dataset| self.filter_for(user, dataset), spec)
-            .await
+        self.fetch_with(
+            &|dataset| self.filter_for(user, dataset).map(DatasetAccess::rows),
+            spec,
+        )
+        .await
     }
 
-    /// Starts a fetch of `spec` with the row filters `filters` gives for each
-    /// dataset (the control plane resolves them from a session's groups).
-    /// The connector's other governed tables get their filters too, or no
-    /// rows when `filters` refuses them.
+    /// Starts a fetch of `spec` with the rows and columns `access` gives for
+    /// each dataset (the control plane resolves them from a session's
+    /// groups). The connector's other governed tables get theirs too, or no
+    /// rows when `access` refuses them.
     pub async fn fetch_with(
         &self,
-        filters: &(dyn Fn(&str) -> Result<RowFilter> + Sync),
+        access: &(dyn Fn(&str) -> Result<DatasetAccess> + Sync),
         spec: &FetchSpec,
     ) -> Result<Fetch> {
-        let filter = filters(&spec.dataset)?;
+        let started = tokio::time::Instant::now();
+        let DatasetAccess { filter, .. } = access(&spec.dataset)?;
         filter.validate().map_err(Error::Policy)?;
         let entry = self
             .datasets
@@ -312,11 +334,52 @@ impl Silo {
         }
         let limits = *self.runtime.limits();
         let verifier = Verifier::new(&filter, &columns, requested.len(), &limits, spec.limit)?;
-        let grant = self.grant(
-            ds,
-            |t| filters(t).unwrap_or(RowFilter::NoRows),
-            Some(&spec.dataset),
-        )?;
+        // Inside the fence, only columns that exist and are granted; the
+        // columns the connector describes are the ones that exist (a lie
+        // only narrows the fence). Without a description, the request's.
+        let described = match self.describe(&ds.name).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::debug!(datasource = %ds.name, "describe failed, fencing to the request's columns: {e}");
+                None
+            }
+        };
+        let access = |name: &str| {
+            let Ok(granted) = access(name) else {
+                return DatasetAccess::rows(RowFilter::NoRows);
+            };
+            let mut existing: Vec<String> = described
+                .as_ref()
+                .and_then(|d| d.iter().find(|d| d.name == name))
+                .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
+            if name == spec.dataset {
+                // What the caller asked for (a sampled description may miss
+                // a rare field); the grants still decide.
+                for c in &columns {
+                    if !existing.contains(c) {
+                        existing.push(c.clone());
+                    }
+                }
+            }
+            let mut fenced: Vec<String> = existing
+                .into_iter()
+                .filter(|c| granted.columns.as_ref().is_none_or(|g| g.contains(c)))
+                .collect();
+            if name == spec.dataset {
+                // The filter's columns, for the re-check (removed before release).
+                for c in granted.filter.columns() {
+                    if !fenced.iter().any(|x| x == c) {
+                        fenced.push(c.to_owned());
+                    }
+                }
+            }
+            DatasetAccess {
+                filter: granted.filter,
+                columns: Some(fenced),
+            }
+        };
+        let grant = self.grant(ds, access, Some(&spec.dataset))?;
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -365,12 +428,14 @@ impl Silo {
             }
             FetchOutput::Produced(batches) => Source::Guest { instance, batches },
         };
-        Ok(Fetch {
-            source: Some(source),
+        Ok(Fetch::new(
+            source,
             verifier,
-            columns: requested,
+            requested,
             filter,
-        })
+            started + limits.fetch_timeout,
+            limits.fetch_timeout,
+        ))
     }
 
     async fn columns_of(&self, datasource: &str, dataset: &str) -> Result<Vec<String>> {
@@ -393,7 +458,7 @@ impl Silo {
     fn grant(
         &self,
         ds: &Datasource,
-        filter: impl Fn(&str) -> RowFilter,
+        access: impl Fn(&str) -> DatasetAccess,
         fetching: Option<&str>,
     ) -> Result<Grant> {
         let describing = fetching.is_none();
@@ -403,10 +468,14 @@ impl Silo {
                 .filter(|(_, e)| e.datasource == ds.name)
         };
         let tables: Arc<[GovernedTable]> = governed()
-            .map(|(name, e)| GovernedTable {
-                schema: e.schema.clone(),
-                name: e.table.clone(),
-                filter: filter(name),
+            .map(|(name, e)| {
+                let DatasetAccess { filter, columns } = access(name);
+                GovernedTable {
+                    schema: e.schema.clone(),
+                    name: e.table.clone(),
+                    filter,
+                    columns,
+                }
             })
             .collect();
         Ok(match &ds.backend {
@@ -414,29 +483,33 @@ impl Silo {
                 client: client.clone(),
                 tables,
                 readable: if describing { client.catalog() } else { &[] },
+                share: FetchShare::new(client.fetch_share()),
             }),
             Backend::Document(client) => Grant::Document(DocumentGrant {
                 client: client.clone(),
                 collections: tables,
                 describing,
+                share: FetchShare::new(client.fetch_share()),
             }),
             // Describing, every dataset has no rows: no request is admitted.
             Backend::Http(client) => Grant::Http(crate::capability::http::HttpGrant {
                 client: client.clone(),
                 datasets: tables,
             }),
-            Backend::Files(store) => Grant::Files(Preopens(match fetching {
-                None => {
-                    store.schema_dirs(&governed().map(|(_, e)| e.table.clone()).collect::<Vec<_>>())
-                }
+            Backend::Files(store) => Grant::Files(match fetching {
+                None => Preopens::stored(
+                    store
+                        .schema_dirs(&governed().map(|(_, e)| e.table.clone()).collect::<Vec<_>>()),
+                ),
                 Some(dataset) => {
                     let table = self
                         .datasets
                         .get(dataset)
                         .map_or(dataset, |e| e.table.as_str());
-                    store.visible_partitions(table, &filter(dataset))?
+                    let DatasetAccess { filter, columns } = access(dataset);
+                    store.visible_partitions(table, &filter, columns.as_deref())?
                 }
-            })),
+            }),
         })
     }
 }
@@ -465,14 +538,60 @@ enum Source {
 }
 
 /// A running fetch: batches of verified rows, in the caller's columns.
+///
+/// A fetch ends at its deadline (`fetch_timeout_ms`, counted from its start,
+/// idle time included): a watchdog then drops its source, which closes the
+/// statements and connections it holds even if nobody asks for another batch
+/// (a stalled HTTP client, an abandoned stream).
 pub struct Fetch {
-    source: Option<Source>,
+    source: Arc<tokio::sync::Mutex<Option<Source>>>,
+    watchdog: tokio::task::JoinHandle<()>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+    /// Whether the fetch ended on its own (finished or failed), rather than
+    /// at its deadline.
+    ended: bool,
     verifier: Verifier,
     columns: Vec<String>,
     filter: RowFilter,
 }
 
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
 impl Fetch {
+    fn new(
+        source: Source,
+        verifier: Verifier,
+        columns: Vec<String>,
+        filter: RowFilter,
+        deadline: tokio::time::Instant,
+        timeout: std::time::Duration,
+    ) -> Fetch {
+        let source = Arc::new(tokio::sync::Mutex::new(Some(source)));
+        let held = Arc::downgrade(&source);
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(source) = held.upgrade() {
+                let expired = source.lock().await.take();
+                drop(expired);
+            }
+        });
+        Fetch {
+            source,
+            watchdog,
+            deadline,
+            timeout,
+            ended: false,
+            verifier,
+            columns,
+            filter,
+        }
+    }
+
     /// The columns of every row.
     pub fn columns(&self) -> &[String] {
         &self.columns
@@ -496,41 +615,30 @@ impl Fetch {
     /// The next verified batch, or `None` at the end. After an error the
     /// fetch is over: nothing more is released.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>> {
-        let result = self.pull().await;
+        let source = self.source.clone();
+        let mut source = source.lock().await;
+        let expired = Error::Limit(format!(
+            "the fetch exceeded its time limit of {} ms",
+            self.timeout.as_millis()
+        ));
+        if source.is_none() {
+            // Finished, failed, or ended by the watchdog.
+            return if !self.ended && tokio::time::Instant::now() >= self.deadline {
+                Err(expired)
+            } else {
+                Ok(None)
+            };
+        }
+        let pulled = pull(&mut self.verifier, &mut source);
+        let result = match tokio::time::timeout_at(self.deadline, pulled).await {
+            Ok(result) => result,
+            Err(_) => Err(expired),
+        };
         if !matches!(result, Ok(Some(_))) {
-            self.source = None;
+            *source = None;
+            self.ended = true;
         }
         result
-    }
-
-    async fn pull(&mut self) -> Result<Option<Batch>> {
-        if self.verifier.satisfied() {
-            return Ok(None);
-        }
-        match &mut self.source {
-            None => Ok(None),
-            Some(Source::Host(source)) => {
-                let Some(mut batch) = source.next_batch(BATCH_ROWS as usize).await? else {
-                    return Ok(None);
-                };
-                self.verifier.check(&mut batch)?;
-                Ok(Some(batch))
-            }
-            Some(Source::Guest { instance, batches }) => {
-                let handle = *batches;
-                instance
-                    .call(async |c, store| {
-                        c.silo_connector_connector()
-                            .batches()
-                            .call_next(store, handle)
-                            .await
-                    })
-                    .await?
-                    .map_err(Error::from_wit)?
-                    .map(|rows| self.verifier.admit(rows, Value::from))
-                    .transpose()
-            }
-        }
     }
 
     /// All remaining rows, or the first error (and then no rows at all).
@@ -540,5 +648,36 @@ impl Fetch {
             rows.extend(batch);
         }
         Ok(rows)
+    }
+}
+
+/// One batch from `source`, verified.
+async fn pull(verifier: &mut Verifier, source: &mut Option<Source>) -> Result<Option<Batch>> {
+    if verifier.satisfied() {
+        return Ok(None);
+    }
+    match source {
+        None => Ok(None),
+        Some(Source::Host(source)) => {
+            let Some(mut batch) = source.next_batch(BATCH_ROWS as usize).await? else {
+                return Ok(None);
+            };
+            verifier.check(&mut batch)?;
+            Ok(Some(batch))
+        }
+        Some(Source::Guest { instance, batches }) => {
+            let handle = *batches;
+            instance
+                .call(async |c, store| {
+                    c.silo_connector_connector()
+                        .batches()
+                        .call_next(store, handle)
+                        .await
+                })
+                .await?
+                .map_err(Error::from_wit)?
+                .map(|rows| verifier.admit(rows, Value::from))
+                .transpose()
+        }
     }
 }

@@ -42,3 +42,6 @@ mod authoring;
 
 #[cfg(test)]
 mod http;
+
+#[cfg(test)]
+mod confinement;

@@ -116,6 +116,7 @@ impl From<Error> for ApiError {
             Error::Policy(_) => StatusCode::FORBIDDEN,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Limit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connector(_) | Error::Datasource(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -147,7 +148,14 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Capacity in use by other requests: worth a retry shortly.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -10,6 +10,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod registration;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -110,6 +111,8 @@ pub struct DocumentGrant {
     pub collections: Arc<[GovernedTable]>,
     /// Whether this instance only describes: sampling field names is allowed.
     pub describing: bool,
+    /// This fetch's share of the datasource's connections (open cursors).
+    pub share: FetchShare,
 }
 
 impl DocumentGrant {
@@ -187,6 +190,85 @@ pub trait RowSource: Send {
     async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>>;
 }
 
+/// Checks a datasource's pool settings, which an org may supply: the pool
+/// size (1 to [`postgres::MAX_POOL_SIZE`]) and how many of its connections one
+/// fetch may hold (default: a quarter, at least one; never the whole pool of
+/// more than one). Returns both.
+pub fn pool_bounds(pool_size: usize, fetch_connections: Option<usize>) -> Result<(usize, usize)> {
+    if !(1..=postgres::MAX_POOL_SIZE).contains(&pool_size) {
+        return Err(Error::Config(format!(
+            "pool_size must be between 1 and {}",
+            postgres::MAX_POOL_SIZE
+        )));
+    }
+    let share = fetch_connections.unwrap_or((pool_size / 4).max(1));
+    let most = if pool_size > 1 { pool_size - 1 } else { 1 };
+    if !(1..=most).contains(&share) {
+        return Err(Error::Config(format!(
+            "fetch_connections must be between 1 and {most} (pool_size {pool_size}): one fetch \
+             may not hold the whole pool"
+        )));
+    }
+    Ok((pool_size, share))
+}
+
+/// Statements one fetch holds open at once against its datasource, bounded
+/// by the datasource's `fetch_connections` so other fetches keep the rest of
+/// the pool. A statement's permit lives as long as its row stream.
+#[derive(Clone)]
+pub struct FetchShare(Arc<tokio::sync::Semaphore>, usize);
+
+impl FetchShare {
+    /// A share of `n` open statements.
+    pub fn new(n: usize) -> FetchShare {
+        FetchShare(Arc::new(tokio::sync::Semaphore::new(n)), n)
+    }
+
+    /// A permit for one more open statement, or a limit error.
+    pub fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().map_err(|_| {
+            Error::Limit(format!(
+                "a fetch may hold {} statements open at once against this datasource; \
+                 read or drop one first",
+                self.1
+            ))
+        })
+    }
+}
+
+/// A row source holding one of its fetch's [`FetchShare`] permits.
+pub struct Permitted {
+    source: Box<dyn RowSource>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Permitted {
+    /// Runs `open` under a permit of `share`, and keeps the permit with the
+    /// source it opens.
+    pub async fn open<F>(share: &FetchShare, open: F) -> Result<Box<dyn RowSource>>
+    where
+        F: Future<Output = Result<Box<dyn RowSource>>>,
+    {
+        let permit = share.take()?;
+        let source = open.await?;
+        Ok(Box::new(Permitted {
+            source,
+            _permit: permit,
+        }))
+    }
+}
+
+#[async_trait]
+impl RowSource for Permitted {
+    fn columns(&self) -> &[Column] {
+        self.source.columns()
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
+        self.source.next_batch(max).await
+    }
+}
+
 /// The driver behind the SQL capability (Postgres now, MySQL next).
 #[async_trait]
 pub trait SqlClient: Send + Sync {
@@ -196,6 +278,8 @@ pub trait SqlClient: Send + Sync {
     fn default_schema(&self) -> &str;
     /// Catalog relations a connector may read, unfiltered, while describing.
     fn catalog(&self) -> &'static [(&'static str, &'static str)];
+    /// Statements one fetch may hold open at once (`fetch_connections`).
+    fn fetch_share(&self) -> usize;
     /// Runs an already-enforced statement read-only and streams its rows.
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>>;
     /// What the configured credential may do beyond reading, one entry per
@@ -213,6 +297,8 @@ pub struct SqlGrant {
     pub tables: Arc<[GovernedTable]>,
     /// Relations readable without a filter (catalog views, for describe only).
     pub readable: &'static [(&'static str, &'static str)],
+    /// This fetch's share of the datasource's connections.
+    pub share: FetchShare,
 }
 
 /// The `row-stream` resource: a host row source the guest holds a handle to.
@@ -301,8 +387,9 @@ impl log::Host for State {
 pub fn connect(
     name: &str,
     ds: &crate::config::DatasourceConfig,
-    statement_timeout: std::time::Duration,
+    limits: &crate::limits::Limits,
 ) -> Result<(Backend, &'static str)> {
+    let statement_timeout = limits.statement_timeout;
     // A password the store supplies wins over one the config file names.
     let secret = |env: Option<&str>, file: Option<&std::path::Path>| match &ds.password {
         Some(p) => Ok(Some(p.clone())),
@@ -339,6 +426,8 @@ pub fn connect(
                 config: pg.clone(),
                 password,
                 statement_timeout,
+                fetch_timeout: limits.fetch_timeout,
+                max_row_bytes: limits.max_row_bytes,
             };
             Ok((
                 Backend::Sql(Arc::new(postgres::PgClient::new(settings)?)),
@@ -348,11 +437,7 @@ pub fn connect(
         (None, Some(my), None) => {
             let password = secret(my.password_env.as_deref(), my.password_file.as_deref())?;
             Ok((
-                Backend::Sql(Arc::new(mysql::MyClient::new(
-                    my,
-                    password,
-                    statement_timeout,
-                )?)),
+                Backend::Sql(Arc::new(mysql::MyClient::new(my, password, limits)?)),
                 "mysql",
             ))
         }

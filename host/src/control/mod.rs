@@ -33,7 +33,7 @@ use crate::metadata::llm::{LlmConfig, Summarizer, Summary};
 use crate::metadata::{Payload, PrivacyPolicy};
 use crate::policy::rule::{Attributes, Policy, json_attribute_values};
 use crate::runtime::Runtime;
-use crate::silo::{Fetch, FetchSpec, Silo};
+use crate::silo::{DatasetAccess, Fetch, FetchSpec, Silo};
 
 use audit::AuditEvent;
 use crypto::MasterKey;
@@ -349,6 +349,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::NotFound(_) => "not_found",
         Error::Policy(_) => "forbidden",
         Error::Limit(_) => "limit_exceeded",
+        Error::Busy(_) => "busy",
         Error::Connector(_) => "connector_failed",
         Error::Datasource(_) => "datasource_failed",
         Error::Unauthorized(_) => "unauthorized",
@@ -1749,11 +1750,11 @@ struct Plan {
 impl Plan {
     /// The filter of the dataset itself.
     fn filter(&self) -> Result<RowFilter> {
-        self.access.filter(&self.dataset.id, &self.columns)
+        Ok(self.access.dataset(&self.dataset.id, &self.columns)?.filter)
     }
 
     async fn run(&self, limit: Option<u64>) -> Result<Fetch> {
-        let filters = |name: &str| -> Result<RowFilter> {
+        let filters = |name: &str| -> Result<DatasetAccess> {
             let id = self
                 .names
                 .get(name)
@@ -1763,7 +1764,7 @@ impl Plan {
             } else {
                 &[]
             };
-            self.access.filter(id, cols)
+            self.access.dataset(id, cols)
         };
         let spec = FetchSpec {
             dataset: self.dataset.name.clone(),
@@ -1799,28 +1800,50 @@ impl Access {
             .collect()
     }
 
-    /// The OR of the row filters of the groups that grant `read` on
-    /// `dataset` and allow all of `columns`; no such group, no rows.
-    fn filter(&self, dataset: &str, columns: &[String]) -> Result<RowFilter> {
+    /// What a fetch may read of `dataset`: the OR of the row filters of the
+    /// groups that grant `read` on it and allow all of `columns` (no such
+    /// group, no rows), and the columns *every* one of those groups allows
+    /// (a fence holds one column set for all its rows, so a column only some
+    /// of them allow would show on the others' rows too).
+    fn dataset(&self, dataset: &str, columns: &[String]) -> Result<DatasetAccess> {
         let mut any = Vec::new();
+        let mut all_rows = false;
+        let mut allowed: Option<Vec<String>> = None;
         for g in self.of(dataset, Permission::Read) {
             if !columns.iter().all(|c| g.allows(c)) {
                 continue;
             }
-            if g.all_rows {
-                return Ok(RowFilter::AllRows);
+            if let Some(cols) = &g.columns {
+                allowed = Some(match allowed {
+                    None => cols.clone(),
+                    Some(mut a) => {
+                        a.retain(|c| cols.contains(c));
+                        a
+                    }
+                });
+            }
+            if all_rows || g.all_rows {
+                all_rows = true;
+                continue;
             }
             let policy = Policy::parse(&g.row_filter).map_err(Error::Config)?;
             match policy
                 .resolve(&self.attrs)
                 .map_err(|e| Error::Policy(format!("row filter: {e}")))?
             {
-                RowFilter::AllRows => return Ok(RowFilter::AllRows),
+                RowFilter::AllRows => all_rows = true,
                 RowFilter::AnyOf(c) => any.extend(c),
                 RowFilter::NoRows => {}
             }
         }
-        Ok(RowFilter::AnyOf(any))
+        Ok(DatasetAccess {
+            filter: if all_rows {
+                RowFilter::AllRows
+            } else {
+                RowFilter::AnyOf(any)
+            },
+            columns: allowed,
+        })
     }
 }
 

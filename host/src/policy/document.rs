@@ -7,6 +7,20 @@
 //! governed collection, whose own user filter is injected into it. Operators
 //! that write or run code are refused wherever they appear.
 //!
+//! The `$match` alone is no fence: MongoDB coalesces it with a connector's
+//! `$match` into one `$and` whose clauses it orders as it likes, and moves a
+//! connector's `$match` ahead of any stage that does not compute the fields
+//! it reads, so a connector expression (a `$convert`, a `$toInt`) would run
+//! on another tenant's document, and its error (or its absence) would tell.
+//! So right after the `$match` comes the *fence*: a `$replaceWith` whose new
+//! document holds only the granted fields, each only where the user's filter
+//! (as an expression) holds. Every field after it is computed, so nothing the
+//! connector writes can be placed before it, and whatever were evaluated
+//! early would see an empty document. `find`, `count` and `distinct` with a
+//! filter of the connector's own run as such a pipeline too; with none (or
+//! the user's filter sent back), no connector code runs and the plain query
+//! is used.
+//!
 //! `$graphLookup` is refused: its only hook for a filter,
 //! `restrictSearchWithMatch`, is silently ignored by some MongoDB-wire servers
 //! (SecantusDB 0.7 accepts it and traverses everything), so the host could not
@@ -50,8 +64,8 @@ const MAX_STAGES: usize = 64;
 /// Deepest nesting of documents and arrays in a filter or pipeline.
 const MAX_DEPTH: usize = 48;
 
-/// A governed `find`: the query (the user's filter, and the connector's if it
-/// adds anything), the projection, the limit.
+/// A governed `find`: the user's filter as the query, the projection, the
+/// limit. Used only when the connector's own filter adds nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Find {
     /// The query document.
@@ -60,6 +74,15 @@ pub struct Find {
     pub projection: Document,
     /// Most documents.
     pub limit: Option<i64>,
+}
+
+/// How a governed read runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// A plain query: no connector expression is evaluated.
+    Find(Find),
+    /// A pipeline behind the user's `$match` and the fence.
+    Aggregate(Vec<Document>),
 }
 
 /// Why a filter or pipeline was refused. Shown to the connector.
@@ -80,66 +103,112 @@ pub struct Governed<'a> {
 }
 
 impl Governed<'_> {
-    /// The user's filter on `collection` as a query document, or a refusal
-    /// if the collection is not governed.
-    pub fn user_match(&self, collection: &str) -> Result<Document, Refused> {
-        let table = self
-            .collections
+    fn table(&self, collection: &str) -> Result<&GovernedTable, Refused> {
+        self.collections
             .iter()
             .find(|t| t.schema == self.database && t.name == collection)
             .ok_or_else(|| {
                 Refused(format!(
                     "collection `{collection}` is not governed: a connector reads only its datasource's governed collections"
                 ))
-            })?;
-        let json = table.filter.to_mongo_query().map_err(Refused)?;
+            })
+    }
+
+    /// The user's filter on `collection` as a query document, or a refusal
+    /// if the collection is not governed.
+    pub fn user_match(&self, collection: &str) -> Result<Document, Refused> {
+        let json = self
+            .table(collection)?
+            .filter
+            .to_mongo_query()
+            .map_err(Refused)?;
         match Bson::try_from(json) {
             Ok(Bson::Document(d)) => Ok(d),
             _ => refuse(format!("the filter on `{collection}` has no document form")),
         }
     }
 
+    /// The stages every read of `collection` starts with: the user's
+    /// `$match`, then the fence (see the module docs).
+    pub fn fenced(&self, collection: &str) -> Result<Vec<Document>, Refused> {
+        let table = self.table(collection)?;
+        let guard = Bson::try_from(table.filter.to_mongo_guard().map_err(Refused)?)
+            .map_err(|_| Refused(format!("the filter on `{collection}` has no document form")))?;
+        let kept = match &table.columns {
+            None => Bson::String("$$ROOT".into()),
+            Some(columns) => {
+                let mut fields = Document::new();
+                for c in columns.iter().filter(|c| is_plain_field(c)) {
+                    fields.insert(c.clone(), format!("${c}"));
+                }
+                Bson::Document(fields)
+            }
+        };
+        Ok(vec![
+            doc! { "$match": self.user_match(collection)? },
+            doc! { "$replaceWith": { "$cond": [guard, kept, {}] } },
+        ])
+    }
+
+    /// Refuses a field the user's grants hide.
+    fn granted(&self, collection: &str, field: &str) -> Result<(), Refused> {
+        match &self.table(collection)?.columns {
+            Some(columns) if !columns.iter().any(|c| c == field) => {
+                refuse(format!("field `{field}` is not granted to this user"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// `pipeline` (the connector's stages) on `collection`, governed, behind
-    /// the user's `$match`.
+    /// the user's `$match` and the fence.
     pub fn pipeline(&self, collection: &str, pipeline: Bson) -> Result<Vec<Document>, Refused> {
         let Bson::Array(stages) = pipeline else {
             return refuse("a pipeline is a JSON array of stages");
         };
         let mut budget = MAX_STAGES;
-        let mut out = vec![doc! { "$match": self.user_match(collection)? }];
+        let mut out = self.fenced(collection)?;
         out.extend(self.stages(stages, &mut budget)?);
         Ok(out)
     }
 
     /// A `find`: the user's filter and the connector's, only `fields`
-    /// projected, at most `limit` documents.
+    /// returned, at most `limit` documents.
     pub fn find(
         &self,
         collection: &str,
         filter: Bson,
         fields: &[String],
         limit: Option<u64>,
-    ) -> Result<Find, Refused> {
-        let mut queries = self.queries(collection, filter)?;
-        let filter = match queries.len() {
-            1 => queries.remove(0),
-            _ => doc! { "$and": queries },
-        };
+    ) -> Result<Read, Refused> {
         let mut projection = Document::new();
         for f in fields {
             if !is_plain_field(f) {
                 return refuse(format!("`{f}` is not a top-level field name"));
             }
+            self.granted(collection, f)?;
             projection.insert(f.clone(), 1_i32);
         }
         if !fields.iter().any(|f| f == "_id") {
             projection.insert("_id", 0_i32);
         }
-        Ok(Find {
-            filter,
-            projection,
-            limit: limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-        })
+        let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        match self.own_filter(collection, filter)? {
+            None => Ok(Read::Find(Find {
+                filter: self.user_match(collection)?,
+                projection,
+                limit,
+            })),
+            Some(own) => {
+                let mut pipeline = self.fenced(collection)?;
+                pipeline.push(doc! { "$match": own });
+                if let Some(n) = limit {
+                    pipeline.push(doc! { "$limit": n });
+                }
+                pipeline.push(doc! { "$project": projection });
+                Ok(Read::Aggregate(pipeline))
+            }
+        }
     }
 
     /// A `count`: the matching documents, counted as `n`.
@@ -159,36 +228,35 @@ impl Governed<'_> {
         if !is_plain_field(field) {
             return refuse(format!("`{field}` is not a top-level field name"));
         }
+        self.granted(collection, field)?;
         let mut out = self.filtered(collection, filter)?;
         out.push(doc! { "$group": { "_id": format!("${field}") } });
         Ok(out)
     }
 
-    /// The query documents a read must pass: the user's filter, then the
-    /// connector's if it adds anything.
-    fn queries(&self, collection: &str, filter: Bson) -> Result<Vec<Document>, Refused> {
+    /// The connector's own filter, if it adds anything to the user's: a
+    /// connector that pushed the user's filter down sends it back as is, and
+    /// matching it twice would only cost the server time.
+    fn own_filter(&self, collection: &str, filter: Bson) -> Result<Option<Document>, Refused> {
         let Bson::Document(filter) = filter else {
             return refuse("a filter is a JSON object");
         };
         check_operators(&Bson::Document(filter.clone()), 0)?;
         let user = self.user_match(collection)?;
-        // A connector that pushed the user's filter down sends it back as is:
-        // matching it twice would only cost the server time.
-        let own = !filter.is_empty() && filter != user;
-        let mut out = vec![user];
-        if own {
-            out.push(filter);
-        }
-        Ok(out)
+        Ok((!filter.is_empty() && filter != user).then_some(filter))
     }
 
-    /// [`Governed::queries`] as leading `$match` stages.
+    /// The stages a `count` or `distinct` starts with: the user's `$match`,
+    /// and, when the connector adds a filter, the fence and that filter.
     fn filtered(&self, collection: &str, filter: Bson) -> Result<Vec<Document>, Refused> {
-        Ok(self
-            .queries(collection, filter)?
-            .into_iter()
-            .map(|q| doc! { "$match": q })
-            .collect())
+        Ok(match self.own_filter(collection, filter)? {
+            None => vec![doc! { "$match": self.user_match(collection)? }],
+            Some(own) => {
+                let mut out = self.fenced(collection)?;
+                out.push(doc! { "$match": own });
+                out
+            }
+        })
     }
 
     fn stages(&self, stages: Vec<Bson>, budget: &mut usize) -> Result<Vec<Document>, Refused> {
@@ -258,7 +326,20 @@ impl Governed<'_> {
             None => Vec::new(),
         };
         check_operators(&Bson::Document(spec.clone()), 0)?;
-        let mut pipeline = vec![Bson::Document(doc! { "$match": self.user_match(&from)? })];
+        // The join's own equality reads the foreign field of every document:
+        // only a granted one.
+        if let Some(Bson::String(field)) = spec.get("foreignField") {
+            let top = field.split('.').next().unwrap_or_default();
+            self.granted(&from, top)?;
+        }
+        // Always the pipeline form, behind the foreign collection's fence: a
+        // plain `$lookup` would join (and let MongoDB merge a later `$match`
+        // into the join) over every tenant's documents.
+        let mut pipeline: Vec<Bson> = self
+            .fenced(&from)?
+            .into_iter()
+            .map(Bson::Document)
+            .collect();
         pipeline.extend(inner.into_iter().map(Bson::Document));
         spec.insert("from", from);
         spec.insert("pipeline", pipeline);
@@ -281,7 +362,11 @@ impl Governed<'_> {
         if let Some(key) = spec.keys().next() {
             return refuse(format!("$unionWith option `{key}` is not allowed"));
         }
-        let mut pipeline = vec![Bson::Document(doc! { "$match": self.user_match(&coll)? })];
+        let mut pipeline: Vec<Bson> = self
+            .fenced(&coll)?
+            .into_iter()
+            .map(Bson::Document)
+            .collect();
         pipeline.extend(inner.into_iter().map(Bson::Document));
         Ok(Bson::Document(doc! { "coll": coll, "pipeline": pipeline }))
     }
@@ -293,7 +378,7 @@ impl Governed<'_> {
         }
         match spec.remove(key) {
             Some(Bson::String(name)) => {
-                self.user_match(&name)?;
+                self.table(&name)?;
                 Ok(name)
             }
             _ => refuse(format!("{stage} needs `{key}`: a collection name")),
@@ -345,6 +430,7 @@ mod tests {
                 schema: "test".into(),
                 name: (*n).into(),
                 filter: tenant("a"),
+                columns: None,
             })
             .collect()
     }
@@ -366,17 +452,24 @@ mod tests {
                 parse(r#"[{"$lookup": {"from": "customers", "localField": "c", "foreignField": "_id", "as": "x"}}, {"$limit": 5}]"#),
             )
             .unwrap();
+        // The user's match, then the fence, then the connector's stages.
+        let fenced = g.fenced("orders").unwrap();
         assert_eq!(p[0], doc! { "$match": g.user_match("orders").unwrap() });
-        let inner = p[1]
+        assert_eq!(p[..2], fenced[..]);
+        assert!(p[1].get_document("$replaceWith").is_ok(), "{:?}", p[1]);
+        let inner = p[2]
             .get_document("$lookup")
             .unwrap()
             .get_array("pipeline")
             .unwrap();
-        assert_eq!(
-            inner[0],
-            Bson::Document(doc! { "$match": g.user_match("customers").unwrap() })
-        );
-        assert_eq!(p[2], doc! { "$limit": 5_i32 });
+        let customers: Vec<Bson> = g
+            .fenced("customers")
+            .unwrap()
+            .into_iter()
+            .map(Bson::Document)
+            .collect();
+        assert_eq!(inner[..], customers[..]);
+        assert_eq!(p[3], doc! { "$limit": 5_i32 });
     }
 
     #[test]

@@ -208,11 +208,13 @@ mod tests {
                 schema: String::new(),
                 name: "orders".into(),
                 filter,
+                columns: None,
             },
             GovernedTable {
                 schema: String::new(),
                 name: "archive".into(),
                 filter: RowFilter::NoRows,
+                columns: None,
             },
         ]
     }

@@ -12,6 +12,8 @@ pub mod document;
 pub mod http;
 pub mod rule;
 pub mod sql;
+#[cfg(test)]
+mod sql_props;
 
 use silo_types::{CompiledFilter, RowFilter, Value};
 
@@ -36,7 +38,8 @@ pub async fn run_sql(
         grant.readable,
     )
     .map_err(|e| Error::Policy(e.to_string()))?;
-    client.query(&rewritten.sql, rewritten.params).await
+    crate::capability::Permitted::open(&grant.share, client.query(&rewritten.sql, rewritten.params))
+        .await
 }
 
 impl From<document::Refused> for Error {
@@ -162,7 +165,7 @@ impl Verifier {
 }
 
 /// Payload size of a cell, as counted against `max_bytes`.
-fn cell_bytes(v: &Value) -> u64 {
+pub(crate) fn cell_bytes(v: &Value) -> u64 {
     match v {
         Value::Null | Value::Boolean(_) => 1,
         Value::Int(_) | Value::Float(_) | Value::Timestamp(_) => 8,

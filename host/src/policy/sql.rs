@@ -2,10 +2,34 @@
 //!
 //! A connector is untrusted code: the SQL it sends is parsed here, checked
 //! against a deny-by-default policy, and every governed table it reads is
-//! replaced by `(SELECT * FROM <table> WHERE <filter>)`, the filter's values
-//! travelling as bind parameters. The database then only ever sees the rewritten
-//! text, re-rendered from the checked syntax tree, so nothing the connector wrote
-//! reaches the server unless this module understood it.
+//! replaced by a *fence*: a derived table holding only the rows the user's
+//! filter admits and only the columns the user's grants allow, the filter's
+//! values travelling as bind parameters. The database then only ever sees the
+//! rewritten text, re-rendered from the checked syntax tree, so nothing the
+//! connector wrote reaches the server unless this module understood it.
+//!
+//! The fence must hold against the server's optimizer too, which would
+//! otherwise merge the derived table into the connector's query and evaluate a
+//! connector expression on another tenant's row before the filter removed it
+//! (its error, or its absence, then tells the connector about that row):
+//!
+//! - **Postgres**: `(SELECT <granted columns> FROM t WHERE <filter> OFFSET 0)`.
+//!   A subquery with `OFFSET` is never pulled up and no outer condition is
+//!   pushed into it (doing either would change what `OFFSET` counts), so every
+//!   connector expression runs on the subquery's output only.
+//! - **MySQL / MariaDB** merge a derived table into the connector's query, or
+//!   push the connector's conditions into it, unless it has a `LIMIT`: with
+//!   one, doing either would change what the `LIMIT` counts, so neither
+//!   server does (MariaDB's `cond_pushdown_is_allowed`, MySQL's
+//!   `can_push_condition_to_derived`). A fence with `LIMIT
+//!   18446744073709551615` is therefore materialized, admitted rows only,
+//!   before any connector expression sees a row. That copy costs the server
+//!   about twice a plain scan, so a *plain* statement (see
+//!   [`plain_statement`]), whose only connector code is output columns and
+//!   plain comparisons with literals, gets the mergeable fence instead: such
+//!   a comparison cannot fail on a value (a mismatch only warns, and warnings
+//!   never reach a connector), and its only effect is to choose rows that
+//!   the filter must admit as well. SECURITY.md has the full argument.
 //!
 //! Deliberately refused in v0.1, because each would need scope or semantics
 //! tracking that is easy to get wrong: CTEs, `SELECT … INTO`, row locks, table
@@ -33,6 +57,11 @@ pub struct GovernedTable {
     pub name: String,
     /// The rows the current user may see.
     pub filter: RowFilter,
+    /// The only columns that exist inside the fence: those the user's grants
+    /// allow (plus, for the fetched dataset, the filter's own, which the host
+    /// re-checks and removes). `None`: every column, for a table whose filter
+    /// admits all rows or none (describe), or when no grant restricts columns.
+    pub columns: Option<Vec<String>>,
 }
 
 /// The statement to run and its bind values, connector's first.
@@ -84,10 +113,12 @@ const BACKSLASH_IN_STRING: &str = "a backslash in a string literal (pass the val
 
 type Result<T, E = SqlPolicyError> = std::result::Result<T, E>;
 
-/// Functions a connector may call, lower case. Everything else is refused:
-/// Postgres and MySQL both ship functions that read files, sleep, open
-/// connections or change settings, and a name list is the only robust fence.
-const ALLOWED_FUNCTIONS: &[&str] = &[
+/// Functions a Postgres connector may call, lower case. Everything else is
+/// refused: Postgres ships functions that read files, sleep, take locks, end
+/// other sessions, read settings or statistics of every tenant's rows, and a
+/// name list is the only robust fence. Names resolve in `pg_catalog` only: the
+/// client pins `search_path` to it for every statement.
+pub(super) const PG_FUNCTIONS: &[&str] = &[
     "count",
     "sum",
     "avg",
@@ -134,6 +165,59 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "stddev",
     "variance",
     "percentile_cont",
+    "current_date",
+];
+
+/// Functions a MySQL / MariaDB connector may call: built-ins only. An
+/// unqualified name that is not a built-in would resolve to a stored function
+/// of the datasource's database, which could do anything, so the list holds
+/// no name that is not a built-in on both servers.
+pub(super) const MYSQL_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "substring",
+    "substr",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "concat",
+    "concat_ws",
+    "replace",
+    "left",
+    "right",
+    "locate",
+    "instr",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "truncate",
+    "mod",
+    "power",
+    "pow",
+    "sqrt",
+    "greatest",
+    "least",
+    "coalesce",
+    "nullif",
+    "ifnull",
+    "if",
+    "date_format",
+    "year",
+    "month",
+    "dayofmonth",
+    "group_concat",
+    "stddev",
+    "variance",
     "current_date",
 ];
 
@@ -195,11 +279,13 @@ pub fn rewrite(
         }
     }
 
+    let materialize = dialect == SqlDialect::MySql && !plain_statement(&statement);
     let mut policy = Policy {
         dialect,
         default_schema,
         tables,
         readable,
+        materialize,
         connector_params: params.len(),
         statements: 0,
         expect_relation: false,
@@ -267,6 +353,9 @@ struct Policy<'a> {
     default_schema: &'a str,
     tables: &'a [GovernedTable],
     readable: &'a [(&'a str, &'a str)],
+    /// MySQL: whether fences must be materialized (the statement is not
+    /// [`plain_statement`]).
+    materialize: bool,
     connector_params: usize,
     /// Statements seen; only the top-level query is allowed.
     statements: usize,
@@ -418,8 +507,8 @@ impl Policy<'_> {
         }
     }
 
-    /// The filtered subquery for `tables[index]`, with placeholders numbered
-    /// after the connector's.
+    /// The fence for `tables[index]`, with placeholders numbered after the
+    /// connector's and the filter's already used.
     fn filtered_query(&mut self, index: usize) -> Result<Query> {
         if let Some(query) = self.filtered.get(&index) {
             return Ok(query.clone());
@@ -432,16 +521,33 @@ impl Policy<'_> {
 
         let next = self.connector_params + self.filter_params.len() + 1;
         let clause = table.filter.to_sql_where(self.dialect, next);
+        let quote = |name: &str| quote_ident(self.dialect, name);
+        let items = match &table.columns {
+            None => "*".to_owned(),
+            Some(columns) if columns.is_empty() => {
+                format!("NULL AS {}", quote("silo_no_granted_column"))
+            }
+            Some(columns) => columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let fence = match self.dialect {
+            SqlDialect::Postgres => " OFFSET 0",
+            SqlDialect::MySql if self.materialize => " LIMIT 18446744073709551615",
+            SqlDialect::MySql => "",
+        };
         let text = format!(
-            "SELECT * FROM {}.{} WHERE {}",
-            quote_ident(self.dialect, &table.schema),
-            quote_ident(self.dialect, &table.name),
+            "SELECT {items} FROM {}.{} WHERE {}{fence}",
+            quote(&table.schema),
+            quote(&table.name),
             clause.sql
         );
         let Ok(Statement::Query(mut query)) = parse_one(self.dialect, &text) else {
             return Err(invalid());
         };
-        qualify_filter_columns(self.dialect, &mut query, &table.schema, &table.name)
+        qualify_columns(self.dialect, &mut query, &table.schema, &table.name)
             .ok_or_else(invalid)?;
         if self.dialect == SqlDialect::MySql {
             let found = number_placeholders(&mut *query, next).map_err(|_| invalid())?;
@@ -496,6 +602,179 @@ impl Policy<'_> {
                 "this kind of literal (use a plain quoted string or a parameter)".into(),
             )),
         }
+    }
+}
+
+/// Whether a MySQL statement may read its fences merged: its only connector
+/// code is what every fetch sends. That is, top-level `SELECT`s (or set
+/// operations of them) over governed tables and plain joins, whose output
+/// items are columns, literals or parameters, whose `WHERE` and join `ON` are
+/// `AND`/`OR`/`NOT` trees of plain comparisons (`=`, `<>`, `<`, `<=`, `>`,
+/// `>=`, `<=>`, `IS [NOT] NULL`, `[NOT] IN (literals)`, `[NOT] BETWEEN
+/// literals`) of a column with literals or parameters, ordered by columns,
+/// with no grouping, `HAVING`, window, subquery or derived table. Such a
+/// comparison cannot fail on a value, and whatever it decides on a row the
+/// filter rejects never shows: the row does not come out. Anything else
+/// (a function, arithmetic, a subquery, a `HAVING` MariaDB may move into
+/// `WHERE`, a derived table whose items MySQL may move into `WHERE`) could be
+/// evaluated on another tenant's row, so the fences are materialized.
+fn plain_statement(statement: &Statement) -> bool {
+    match statement {
+        Statement::Query(query) => plain_query(query),
+        _ => false,
+    }
+}
+
+fn plain_query(query: &Query) -> bool {
+    let order_ok = match &query.order_by {
+        None => true,
+        Some(ast::OrderBy {
+            kind: ast::OrderByKind::Expressions(exprs),
+            interpolate: None,
+        }) => exprs
+            .iter()
+            .all(|e| is_column(&e.expr) || is_literal(&e.expr)),
+        Some(_) => false,
+    };
+    let limit_ok = match &query.limit_clause {
+        None => true,
+        Some(ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            limit.as_ref().is_none_or(is_literal)
+                && offset.as_ref().is_none_or(|o| is_literal(&o.value))
+                && limit_by.is_empty()
+        }
+        Some(ast::LimitClause::OffsetCommaLimit { offset, limit }) => {
+            is_literal(offset) && is_literal(limit)
+        }
+    };
+    query.with.is_none() && order_ok && limit_ok && plain_body(&query.body)
+}
+
+fn plain_body(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => {
+            let items_ok = select.projection.iter().all(|item| match item {
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => is_column(e) || is_literal(e),
+                ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => true,
+            });
+            let grouped = match &select.group_by {
+                ast::GroupByExpr::All(_) => true,
+                ast::GroupByExpr::Expressions(exprs, modifiers) => {
+                    !exprs.is_empty() || !modifiers.is_empty()
+                }
+            };
+            items_ok
+                && !grouped
+                && select.having.is_none()
+                && select.named_window.is_empty()
+                && select.selection.as_ref().is_none_or(plain_condition)
+                && select.from.iter().all(plain_from)
+        }
+        SetExpr::Query(query) => plain_query(query),
+        SetExpr::SetOperation { left, right, .. } => plain_body(left) && plain_body(right),
+        _ => false,
+    }
+}
+
+fn plain_from(from: &ast::TableWithJoins) -> bool {
+    let factor_ok = |factor: &TableFactor| match factor {
+        TableFactor::Table { .. } => true,
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => plain_from(table_with_joins),
+        _ => false,
+    };
+    factor_ok(&from.relation)
+        && from.joins.iter().all(|join| {
+            use ast::JoinOperator as J;
+            let constraint = match &join.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c)
+                | J::StraightJoin(c) => c,
+                J::CrossJoin(_) => &ast::JoinConstraint::None,
+                _ => return false,
+            };
+            factor_ok(&join.relation)
+                && match constraint {
+                    ast::JoinConstraint::On(on) => plain_condition(on),
+                    ast::JoinConstraint::Using(_)
+                    | ast::JoinConstraint::Natural
+                    | ast::JoinConstraint::None => true,
+                }
+        })
+}
+
+/// An `AND`/`OR`/`NOT` tree of plain comparisons (see [`plain_statement`]).
+fn plain_condition(expr: &Expr) -> bool {
+    let literal_or_column = |l: &Expr, r: &Expr| {
+        (is_column(l) && is_literal(r))
+            || (is_literal(l) && is_column(r))
+            || (is_literal(l) && is_literal(r))
+    };
+    match expr {
+        Expr::Nested(inner) => plain_condition(inner),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => plain_condition(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And | BinaryOperator::Or,
+            right,
+        } => plain_condition(left) && plain_condition(right),
+        Expr::BinaryOp { left, op, right } => {
+            matches!(
+                op,
+                BinaryOperator::Eq
+                    | BinaryOperator::NotEq
+                    | BinaryOperator::Lt
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Gt
+                    | BinaryOperator::GtEq
+                    | BinaryOperator::Spaceship
+            ) && literal_or_column(left, right)
+        }
+        Expr::IsNull(e) | Expr::IsNotNull(e) => is_column(e),
+        Expr::InList { expr, list, .. } => is_column(expr) && list.iter().all(is_literal),
+        Expr::Between {
+            expr, low, high, ..
+        } => is_column(expr) && is_literal(low) && is_literal(high),
+        e => is_literal(e),
+    }
+}
+
+/// A bare column reference.
+fn is_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+/// A literal or a placeholder (a signed number counts).
+fn is_literal(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(v) => matches!(
+            v.value,
+            ast::Value::Number(..)
+                | ast::Value::SingleQuotedString(_)
+                | ast::Value::Boolean(_)
+                | ast::Value::Null
+                | ast::Value::Placeholder(_)
+        ),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus | ast::UnaryOperator::Plus,
+            expr,
+        } => matches!(&**expr, Expr::Value(v) if matches!(v.value, ast::Value::Number(..))),
+        Expr::Nested(inner) => is_literal(inner),
+        _ => false,
     }
 }
 
@@ -648,6 +927,12 @@ fn check_expr(dialect: SqlDialect, expr: &Expr) -> Result<()> {
     let unsupported = |what: &str| Err(SqlPolicyError::Unsupported(what.into()));
     match expr {
         Expr::Identifier(ident) => check_ident(dialect, ident, true),
+        // `a.b` is a column of a table; longer names are schema- or
+        // field-qualified, and Postgres resolves `a.b.c` forms it cannot
+        // match to a column as calls.
+        Expr::CompoundIdentifier(idents) if idents.len() > 2 => unsupported(
+            "a column name with more than two parts (qualify a column by its table or alias only)",
+        ),
         Expr::CompoundIdentifier(idents) => idents
             .iter()
             .try_for_each(|ident| check_ident(dialect, ident, false)),
@@ -656,10 +941,27 @@ fn check_expr(dialect: SqlDialect, expr: &Expr) -> Result<()> {
         Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => {
             check_operator(compare_op)
         }
+        // Postgres reads `(x).f` as the call `f(x)` when `x` has no field `f`:
+        // a function call that names no function. Subscripts stay.
+        Expr::CompoundFieldAccess { access_chain, .. } => {
+            if access_chain
+                .iter()
+                .all(|a| matches!(a, ast::AccessExpr::Subscript(_)))
+            {
+                Ok(())
+            } else {
+                unsupported("field selection `(expr).name` (it can call a function by name)")
+            }
+        }
+        Expr::JsonAccess { .. } => unsupported("the `:` path operator"),
+        Expr::Cast { data_type, .. } => check_type(data_type),
+        Expr::TypedString(typed) => check_type(&typed.data_type),
+        Expr::Convert {
+            data_type: Some(data_type),
+            ..
+        } => check_type(data_type),
         Expr::Overlay { .. } => Err(SqlPolicyError::FunctionNotAllowed("overlay".into())),
-        Expr::CompoundFieldAccess { .. }
-        | Expr::JsonAccess { .. }
-        | Expr::IsFalse(_)
+        Expr::IsFalse(_)
         | Expr::IsNotFalse(_)
         | Expr::IsTrue(_)
         | Expr::IsNotTrue(_)
@@ -679,7 +981,6 @@ fn check_expr(dialect: SqlDialect, expr: &Expr) -> Result<()> {
         | Expr::RLike { .. }
         | Expr::UnaryOp { .. }
         | Expr::Convert { .. }
-        | Expr::Cast { .. }
         | Expr::AtTimeZone { .. }
         | Expr::Extract { .. }
         | Expr::Ceil { .. }
@@ -691,7 +992,6 @@ fn check_expr(dialect: SqlDialect, expr: &Expr) -> Result<()> {
         | Expr::Nested(_)
         | Expr::Value(_)
         | Expr::Prefixed { .. }
-        | Expr::TypedString(_)
         | Expr::Case { .. }
         | Expr::Exists { .. }
         | Expr::Subquery(_)
@@ -754,8 +1054,87 @@ fn check_operator(op: &BinaryOperator) -> Result<()> {
     }
 }
 
-/// A call is allowed when its name is on [`ALLOWED_FUNCTIONS`], optionally
-/// qualified by `pg_catalog` on Postgres.
+/// The function allow-list of `dialect`.
+fn allowed_functions(dialect: SqlDialect) -> &'static [&'static str] {
+    match dialect {
+        SqlDialect::Postgres => PG_FUNCTIONS,
+        SqlDialect::MySql => MYSQL_FUNCTIONS,
+    }
+}
+
+/// Types a value may be cast to (or a typed literal written as): plain
+/// built-in scalar types. A cast runs the target type's input function or a
+/// cast function: Postgres' `reg*` types read the catalog (`'x'::regclass`,
+/// `::regrole`, …), and a named type may be a user-defined one whose cast
+/// runs any function its owner chose.
+pub(super) fn check_type(data_type: &ast::DataType) -> Result<()> {
+    use ast::DataType as T;
+    let allowed = match data_type {
+        T::Character(_)
+        | T::Char(_)
+        | T::CharacterVarying(_)
+        | T::CharVarying(_)
+        | T::Varchar(_)
+        | T::Nvarchar(_)
+        | T::Text
+        | T::TinyText
+        | T::MediumText
+        | T::LongText
+        | T::Uuid
+        | T::Binary(_)
+        | T::Varbinary(_)
+        | T::Blob(_)
+        | T::Bytea
+        | T::Numeric(_)
+        | T::Decimal(_)
+        | T::Dec(_)
+        | T::Float(_)
+        | T::Float4
+        | T::Float8
+        | T::Real
+        | T::Double(_)
+        | T::DoublePrecision
+        | T::TinyInt(_)
+        | T::SmallInt(_)
+        | T::MediumInt(_)
+        | T::Int(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_)
+        | T::Integer(_)
+        | T::BigInt(_)
+        | T::Signed
+        | T::SignedInteger
+        | T::Unsigned
+        | T::UnsignedInteger
+        | T::Bool
+        | T::Boolean
+        | T::Date
+        | T::Time(..)
+        | T::Datetime(_)
+        | T::Timestamp(..)
+        | T::Interval { .. }
+        | T::JSON
+        | T::JSONB => true,
+        T::Array(ast::ArrayElemTypeDef::AngleBracket(inner))
+        | T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _))
+        | T::Array(ast::ArrayElemTypeDef::Parenthesis(inner)) => {
+            return check_type(inner);
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(SqlPolicyError::Unsupported(format!(
+            "the type `{data_type}` (cast to a plain built-in type: text, integer, numeric, \
+             double precision, boolean, date, timestamp, interval, json, bytea, uuid)"
+        )))
+    }
+}
+
+/// A call is allowed when its name is on the dialect's list ([`PG_FUNCTIONS`],
+/// [`MYSQL_FUNCTIONS`]), optionally qualified by `pg_catalog` on Postgres.
 fn check_function(dialect: SqlDialect, function: &Function) -> Result<()> {
     let refuse = || SqlPolicyError::FunctionNotAllowed(function.name.to_string());
     let parts: Vec<&Ident> = function
@@ -781,7 +1160,7 @@ fn check_function(dialect: SqlDialect, function: &Function) -> Result<()> {
         _ => None,
     };
     match name {
-        Some(name) if ALLOWED_FUNCTIONS.contains(&name.as_str()) => {}
+        Some(name) if allowed_functions(dialect).contains(&name.as_str()) => {}
         _ => return Err(refuse()),
     }
     if !matches!(function.parameters, FunctionArguments::None) {
@@ -792,10 +1171,11 @@ fn check_function(dialect: SqlDialect, function: &Function) -> Result<()> {
     Ok(())
 }
 
-/// Qualifies every column of the filter with its table, so that a filter
-/// column missing from the table is an error instead of silently resolving to
-/// a column of an enclosing query (which could make the filter always true).
-fn qualify_filter_columns(
+/// Qualifies every column the fence reads (its items and its filter) with its
+/// table, so that a column missing from the table is an error instead of
+/// silently resolving to a column of an enclosing query (which could make the
+/// filter always true).
+fn qualify_columns(
     dialect: SqlDialect,
     query: &mut Query,
     schema: &str,
@@ -816,9 +1196,9 @@ fn qualify_filter_columns(
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    let selection = select.selection.as_mut()?;
+    select.selection.as_ref()?;
     let quote = ident_quote(dialect);
-    let _ = selection.visit(&mut Qualify(vec![
+    let _ = select.visit(&mut Qualify(vec![
         Ident::with_quote(quote, schema),
         Ident::with_quote(quote, table),
     ]));
@@ -1023,11 +1403,16 @@ mod tests {
         Value::Text(s.into())
     }
 
+    fn cols(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     fn governed(name: &str, filter: RowFilter) -> GovernedTable {
         GovernedTable {
             schema: "public".into(),
             name: name.into(),
             filter,
+            columns: None,
         }
     }
 
@@ -1050,8 +1435,7 @@ mod tests {
         )
     }
 
-    const ORDERS: &str =
-        r#"(SELECT * FROM "public"."orders" WHERE (("public"."orders"."tenant" = $1))) AS orders"#;
+    const ORDERS: &str = r#"(SELECT * FROM "public"."orders" WHERE (("public"."orders"."tenant" = $1)) OFFSET 0) AS orders"#;
 
     #[test]
     fn governed_table_is_replaced_by_its_filtered_form() {
@@ -1082,8 +1466,8 @@ mod tests {
         assert_eq!(
             out.sql,
             concat!(
-                r#"SELECT o.name FROM (SELECT * FROM "public"."orders" WHERE (("public"."orders"."tenant" = $1))) o "#,
-                r#"JOIN (SELECT * FROM "public"."customers" WHERE (("public"."customers"."region" = $2))) c ON c.id = o.cid"#
+                r#"SELECT o.name FROM (SELECT * FROM "public"."orders" WHERE (("public"."orders"."tenant" = $1)) OFFSET 0) o "#,
+                r#"JOIN (SELECT * FROM "public"."customers" WHERE (("public"."customers"."region" = $2)) OFFSET 0) c ON c.id = o.cid"#
             )
         );
         assert_eq!(out.params, vec![text("acme"), text("eu")]);
@@ -1467,7 +1851,7 @@ mod tests {
             out.sql,
             concat!(
                 r#"SELECT "name", "amount" FROM (SELECT * FROM "public"."orders" WHERE "#,
-                r#"(("public"."orders"."tenant" = $2))) AS "orders" WHERE (("region" = $1)) LIMIT 10"#
+                r#"(("public"."orders"."tenant" = $2)) OFFSET 0) AS "orders" WHERE (("region" = $1)) LIMIT 10"#
             )
         );
         assert_eq!(out.params, vec![text("eu"), text("acme")]);
@@ -1487,7 +1871,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out.sql,
-            r#"SELECT * FROM (SELECT * FROM "public"."orders" WHERE (false)) AS orders"#
+            r#"SELECT * FROM (SELECT * FROM "public"."orders" WHERE (false) OFFSET 0) AS orders"#
         );
         assert!(out.params.is_empty());
     }
@@ -1542,6 +1926,7 @@ mod tests {
                 schema: "shop".into(),
                 name: "orders".into(),
                 filter: eq("tenant", text("acme")),
+                columns: Some(cols(&["id", "cid", "x", "amount", "tenant"])),
             },
             GovernedTable {
                 schema: "shop".into(),
@@ -1551,6 +1936,7 @@ mod tests {
                     op: Op::In,
                     values: vec![text("eu"), text("uk")],
                 }]]),
+                columns: Some(cols(&["id", "k", "region"])),
             },
         ];
         rewrite(SqlDialect::MySql, sql, params, "shop", &tables, &[])
@@ -1561,7 +1947,11 @@ mod tests {
         let out = my("SELECT * FROM orders WHERE amount > ?", vec![Value::Int(5)]).unwrap();
         assert_eq!(
             out.sql,
-            "SELECT * FROM (SELECT * FROM `shop`.`orders` WHERE ((`shop`.`orders`.`tenant` = ?))) AS orders WHERE amount > ?"
+            concat!(
+                "SELECT * FROM (SELECT `shop`.`orders`.`id`, `shop`.`orders`.`cid`, `shop`.`orders`.`x`, ",
+                "`shop`.`orders`.`amount`, `shop`.`orders`.`tenant` FROM `shop`.`orders` ",
+                "WHERE ((`shop`.`orders`.`tenant` = ?))) AS orders WHERE amount > ?"
+            )
         );
         assert_eq!(out.params, vec![text("acme"), Value::Int(5)]);
     }
@@ -1594,6 +1984,13 @@ mod tests {
                 Value::Int(4),
                 Value::Int(5),
             ]
+        );
+        // A subquery: not a plain statement, so every fence is materialized.
+        assert_eq!(
+            out.sql.matches("LIMIT 18446744073709551615").count(),
+            3,
+            "{}",
+            out.sql
         );
         assert!(out.sql.ends_with("LIMIT ?, ?"), "{}", out.sql);
     }
@@ -1654,5 +2051,153 @@ mod tests {
             my(r"SELECT 'a\\' FROM orders", vec![]),
             Err(SqlPolicyError::Unsupported(_))
         ));
+    }
+
+    fn fenced(dialect: SqlDialect, sql: &str) -> Result<Rewritten> {
+        let schema = match dialect {
+            SqlDialect::Postgres => "public",
+            SqlDialect::MySql => "shop",
+        };
+        let tables = [GovernedTable {
+            schema: schema.into(),
+            name: "orders".into(),
+            filter: eq("tenant", text("acme")),
+            // `secret` exists in the table but is not granted.
+            columns: Some(cols(&["id", "note", "amount", "tenant"])),
+        }];
+        rewrite(dialect, sql, vec![], schema, &tables, &[])
+    }
+
+    #[test]
+    fn postgres_fence_is_an_offset_subquery_of_granted_columns() {
+        let out = fenced(
+            SqlDialect::Postgres,
+            "SELECT id, note FROM orders WHERE note::int > 0",
+        )
+        .unwrap();
+        assert_eq!(
+            out.sql,
+            concat!(
+                r#"SELECT id, note FROM (SELECT "public"."orders"."id", "public"."orders"."note", "#,
+                r#""public"."orders"."amount", "public"."orders"."tenant" FROM "public"."orders" "#,
+                r#"WHERE (("public"."orders"."tenant" = $1)) OFFSET 0) AS orders WHERE note::INT > 0"#
+            )
+        );
+        // A hidden column is simply not there to be read, under any name.
+        let out = fenced(SqlDialect::Postgres, "SELECT secret AS note FROM orders").unwrap();
+        assert!(
+            !out.sql.contains("secret\"") && !out.sql.contains(".\"secret"),
+            "{}",
+            out.sql
+        );
+        assert!(!out.sql.contains("SELECT *"), "{}", out.sql);
+    }
+
+    #[test]
+    fn mysql_fences_are_materialized_unless_the_statement_is_plain() {
+        const MATERIALIZED: &str = "LIMIT 18446744073709551615)";
+        // What fetches send: plain output and plain comparisons, merged.
+        for sql in [
+            "SELECT `id`, `tenant` FROM `orders` WHERE ((`tenant` = 'acme')) AND id > 3 AND note IS NOT NULL ORDER BY id LIMIT 5",
+            "SELECT * FROM orders WHERE id IN (1, 2) OR NOT (id BETWEEN 3 AND 4)",
+            "SELECT o.id, 1 AS one FROM orders o JOIN orders p USING (id) WHERE p.tenant <=> 'x'",
+            "SELECT id FROM orders UNION SELECT id FROM orders WHERE id = -1",
+        ] {
+            let out = fenced(SqlDialect::MySql, sql).unwrap();
+            assert!(!out.sql.contains(MATERIALIZED), "{sql}: {}", out.sql);
+        }
+        // Any expression a planner could evaluate on another tenant's row.
+        for sql in [
+            "SELECT id FROM orders WHERE LENGTH(note) > 2",
+            "SELECT id FROM orders WHERE (note LIKE 'E%') * 9223372036854775807 * 2 = 0",
+            "SELECT id FROM orders WHERE note >= 'ze' AND COALESCE(amount, 1) * 2 > 0",
+            "SELECT id FROM orders WHERE id IN (SELECT id FROM orders)",
+            "SELECT id FROM orders o WHERE o.id = (SELECT p.id FROM orders p WHERE p.note = o.note)",
+            "SELECT note, count(*) FROM orders GROUP BY note",
+            "SELECT note AS n FROM orders HAVING n >= 'z'",
+            "SELECT id FROM orders ORDER BY length(note)",
+            "SELECT a.id FROM orders a JOIN orders b ON a.id = b.amount + 1",
+            "SELECT a.id FROM orders a JOIN orders b ON a.id = b.id",
+            "SELECT x FROM (SELECT note * 2 AS x FROM orders) d WHERE x > 1",
+            "SELECT note * 2 FROM orders",
+            "SELECT id FROM orders WHERE note LIKE 'E%'",
+        ] {
+            let out = fenced(SqlDialect::MySql, sql).unwrap();
+            let governed = sql.matches("orders").count();
+            assert_eq!(
+                out.sql.matches(MATERIALIZED).count(),
+                governed,
+                "{sql}: {}",
+                out.sql
+            );
+        }
+    }
+
+    #[test]
+    fn every_call_form_is_checked() {
+        let refused = |dialect, sql: &str| {
+            let result = fenced(dialect, sql);
+            assert!(
+                matches!(
+                    result,
+                    Err(SqlPolicyError::Unsupported(_) | SqlPolicyError::FunctionNotAllowed(_))
+                ),
+                "{sql}: {result:?}"
+            );
+        };
+        for sql in [
+            // Field-selection notation calls the function.
+            "SELECT (amount).pg_sleep FROM orders",
+            "SELECT (1).current_setting FROM orders",
+            "SELECT ('x').pg_advisory_lock FROM orders",
+            "SELECT (id).pg_terminate_backend FROM orders",
+            "SELECT (((note))).pg_stat_get_live_tuples FROM orders",
+            "SELECT (orders.id).pg_sleep FROM orders",
+            // Catalog-reading and user-defined types.
+            "SELECT 'orders'::regclass FROM orders",
+            "SELECT CAST('x' AS regrole) FROM orders",
+            "SELECT note::regproc FROM orders",
+            "SELECT note::text::regnamespace FROM orders",
+            "SELECT regclass 'pg_class' FROM orders",
+            "SELECT id::evil_type FROM orders",
+            "SELECT id::public.evil_type FROM orders",
+            "SELECT ARRAY[id]::regclass[] FROM orders",
+            // Operators by name, schema-qualified names, three-part columns.
+            "SELECT 1 FROM orders WHERE id OPERATOR(pg_catalog.+) 1 = 2",
+            "SELECT public.orders.id FROM orders",
+            "SELECT orders.id.pg_sleep FROM orders",
+            "SELECT pg_catalog.pg_sleep(1) FROM orders",
+            "SELECT current_setting('x') FROM orders",
+            "SELECT current_user FROM orders",
+        ] {
+            refused(SqlDialect::Postgres, sql);
+        }
+        for sql in [
+            // Not a MySQL built-in: it would resolve to a stored function.
+            "SELECT strpos(note, 'a') FROM orders",
+            "SELECT date_trunc('day', note) FROM orders",
+            "SELECT shop.leak(id) FROM orders",
+            "SELECT CAST(id AS evil) FROM orders",
+            "SELECT shop.orders.id FROM orders",
+            "SELECT @@version FROM orders",
+        ] {
+            refused(SqlDialect::MySql, sql);
+        }
+        // What stays: casts to plain types, subscripts, qualified columns.
+        for sql in [
+            "SELECT note::int, CAST(amount AS numeric(10, 2)), DATE '2024-01-01', id::text FROM orders",
+            "SELECT orders.id, o.note FROM orders, orders o WHERE o.id = orders.id",
+            "SELECT (ARRAY[id, 2])[1] FROM orders",
+            "SELECT to_char(amount, '999'), lower(note) FROM orders",
+        ] {
+            assert!(fenced(SqlDialect::Postgres, sql).is_ok(), "{sql}");
+        }
+        assert!(
+            fenced(
+                SqlDialect::MySql,
+                "SELECT CAST(id AS SIGNED), ifnull(note, 'x') FROM orders"
+            )
+            .is_ok()
+        );
     }
 }

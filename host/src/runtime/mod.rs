@@ -297,7 +297,7 @@ impl Runtime {
         };
         let state = State {
             table: ResourceTable::new(),
-            wasi: wasi::ctx(&preopens.0)?,
+            wasi: wasi::ctx(&preopens.dirs)?,
             limiter: Limiter {
                 max_memory: self.limits.memory_bytes,
                 memory_refused: false,

@@ -47,6 +47,69 @@ impl RowFilter {
     }
 }
 
+impl RowFilter {
+    /// This filter as an aggregation *expression* that holds (at least) for
+    /// every document [`RowFilter::to_mongo_query`] admits: the host's
+    /// document fence keeps a field's value only where it holds. It never
+    /// fails on a value (comparisons and `$type` only), is never a constant
+    /// the server could fold away, and quotes every value with `$literal`, so
+    /// a value that looks like `$field` stays a value.
+    pub fn to_mongo_guard(&self) -> Result<Json, String> {
+        let any = match self {
+            // True for every document, but not a constant.
+            RowFilter::AllRows => return Ok(json!({ "$ne": [{ "$type": "$$ROOT" }, "missing"] })),
+            RowFilter::NoRows => return Ok(json!({ "$eq": [{ "$type": "$$ROOT" }, "missing"] })),
+            RowFilter::AnyOf(any) => any,
+        };
+        let mut branches = Vec::with_capacity(any.len());
+        for conjunction in any {
+            let all = conjunction
+                .iter()
+                .map(guard)
+                .collect::<Result<Vec<_>, _>>()?;
+            branches.push(json!({ "$and": all }));
+        }
+        Ok(json!({ "$or": branches }))
+    }
+}
+
+/// One predicate as an aggregation expression, at least as wide as its query
+/// clause (the query narrows types and arrays; the guard need not).
+fn guard(p: &Predicate) -> Result<Json, String> {
+    if !is_plain_field(&p.column) {
+        return Err(format!(
+            "`{}` cannot be filtered in a document datasource: use a top-level field name",
+            p.column
+        ));
+    }
+    let field = format!("${}", p.column);
+    let literal = |v: &Value| -> Result<Json, String> {
+        Ok(match operand(v, p.op)? {
+            Some(j) => json!({ "$literal": j }),
+            None => Json::Null,
+        })
+    };
+    let first = || p.values.first().map_or(Ok(Json::Null), literal);
+    let list = || -> Result<Json, String> {
+        Ok(Json::Array(
+            p.values.iter().map(literal).collect::<Result<_, _>>()?,
+        ))
+    };
+    let absent = json!({ "$in": [{ "$type": &field }, ["null", "missing"]] });
+    Ok(match p.op {
+        Op::Eq => json!({ "$eq": [&field, first()?] }),
+        Op::Ne => json!({ "$ne": [&field, first()?] }),
+        Op::Lt => json!({ "$lt": [&field, first()?] }),
+        Op::Le => json!({ "$lte": [&field, first()?] }),
+        Op::Gt => json!({ "$gt": [&field, first()?] }),
+        Op::Ge => json!({ "$gte": [&field, first()?] }),
+        Op::In => json!({ "$in": [&field, list()?] }),
+        Op::NotIn => json!({ "$not": [{ "$in": [&field, list()?] }] }),
+        Op::IsNull => absent,
+        Op::NotNull => json!({ "$not": [absent] }),
+    })
+}
+
 /// One predicate as a query clause on its field: the comparison, and the
 /// guard that keeps arrays out (both operators on the one field, ANDed).
 fn predicate(p: &Predicate) -> Result<Json, String> {

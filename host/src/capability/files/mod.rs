@@ -1,11 +1,24 @@
 //! The files capability: uploaded datasets on local disk, segregated by
 //! directory (`<data_dir>/<org>/<dataset>/<partition>/`). A connector reads
-//! them through WASI, and the host preopens, read-only, only the partitions
-//! the embed user's filter can admit: isolation is physical first, and the
-//! rows are still re-checked like any other.
+//! them through WASI, and never a byte of a row the embed user's filter does
+//! not admit, nor of a column the user's grants hide:
+//!
+//! - a partition the filter admits *wholly* (its partition value satisfies a
+//!   branch of the filter that says nothing else), with no column hidden, is
+//!   preopened read-only as it is stored: the fast path;
+//! - a partition the filter admits only in part (a branch also tests other
+//!   columns), or any partition when a column is hidden, is served as a
+//!   *view*: the host reads it, keeps the rows the filter admits and the
+//!   columns the user may see (plus the filter's, which the host re-checks),
+//!   writes that to an owner-only directory of this fetch, and preopens that
+//!   instead, at the same guest path. The view is removed with the fetch;
+//! - a partition the filter cannot admit is not there at all.
+//!
+//! Rows are still re-checked like any other.
 pub mod upload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use silo_types::{Column, RowFilter};
@@ -102,16 +115,29 @@ impl FilesStore {
         })
     }
 
-    /// The partitions of `dataset` that `filter` can admit rows from, as
-    /// (host directory, guest path) pairs to preopen.
+    /// What a fetch of `dataset` with `filter` and the `granted` columns
+    /// (`None`: all) may read, as directories to preopen: each partition the
+    /// filter can admit, as stored or as a view (see the module docs), and
+    /// the dataset's schema (as a view too when a column is hidden).
     pub fn visible_partitions(
         &self,
         dataset: &str,
         filter: &RowFilter,
-    ) -> Result<Vec<(PathBuf, String)>> {
+        granted: Option<&[String]>,
+    ) -> Result<Preopens> {
         let layout = self.layout(dataset)?;
         let dir = self.dataset_dir(dataset)?;
-        let mut out = Vec::new();
+        // The columns a view keeps: granted ones, and the filter's.
+        let kept: Vec<&Column> = layout
+            .columns
+            .iter()
+            .filter(|c| {
+                granted.is_none_or(|g| g.contains(&c.name))
+                    || filter.columns().contains(&c.name.as_str())
+            })
+            .collect();
+        let hiding = kept.len() < layout.columns.len();
+        let mut names = Vec::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
         for entry in entries {
@@ -124,13 +150,36 @@ impl FilesStore {
             if name == SCHEMA_DIR || !is_dir || !upload::is_safe_name(&name) {
                 continue;
             }
-            if admits(filter, &layout, &name) {
-                out.push((dir.join(&name), format!("/data/{name}")));
+            names.push(name);
+        }
+        names.sort();
+        let mut out = Preopens::default();
+        for name in names {
+            let guest = format!("/data/{name}");
+            match exposure(filter, &layout, &name) {
+                Exposure::None => {}
+                Exposure::Whole if !hiding => out.dirs.push((dir.join(&name), guest)),
+                Exposure::Whole | Exposure::Part => {
+                    let view = out.view_dir()?.join(&name);
+                    write_view(&dir.join(&name), &view, &layout.columns, &kept, filter)?;
+                    out.dirs.push((view, guest));
+                }
             }
         }
-        out.sort();
         // Its own schema too: the connector types cells by it.
-        out.extend(self.schema_dirs(&[dataset.to_owned()]));
+        if hiding {
+            let view = out.view_dir()?.join(SCHEMA_DIR);
+            create_private_dir(&view)?;
+            let columns: Vec<Column> = kept.into_iter().cloned().collect();
+            std::fs::write(
+                view.join("columns.json"),
+                silo_types::text::schema_json(&columns).to_string(),
+            )
+            .map_err(|e| Error::Internal(format!("schema view: {e}")))?;
+            out.dirs.push((view, format!("/schema/{dataset}")));
+        } else {
+            out.dirs.extend(self.schema_dirs(&[dataset.to_owned()]));
+        }
         Ok(out)
     }
 
@@ -146,51 +195,184 @@ impl FilesStore {
     }
 }
 
-/// Whether partition `name` may hold rows `filter` admits: some conjunction
-/// whose predicates on the partition column all hold for the partition's
-/// value (predicates on other columns are decided row by row later).
-fn admits(filter: &RowFilter, layout: &Layout, name: &str) -> bool {
-    let Some(column) = &layout.partition_by else {
-        return match filter {
-            RowFilter::AllRows => true,
-            RowFilter::NoRows => false,
-            RowFilter::AnyOf(any) => !any.is_empty(),
-        };
-    };
-    let any = match filter {
-        RowFilter::AllRows => return true,
-        RowFilter::NoRows => return false,
-        RowFilter::AnyOf(any) => any,
-    };
-    let kind = layout
-        .columns
-        .iter()
-        .find(|c| &c.name == column)
-        .map_or(silo_types::ColumnType::Text, |c| c.kind);
-    let Ok(value) = silo_types::text::parse_cell(kind, name) else {
-        return false;
-    };
-    any.iter().any(|conjunction| {
-        let on_column: Vec<_> = conjunction
-            .iter()
-            .filter(|p| &p.column == column)
-            .cloned()
-            .collect();
-        RowFilter::AnyOf(vec![on_column])
-            .compile(&[column.as_str()])
-            .is_ok_and(|f| f.matches(std::slice::from_ref(&value)))
-    })
+/// How much of a partition a filter admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// No row: the partition is not shown.
+    None,
+    /// Every row: a branch of the filter holds for the partition's value and
+    /// tests nothing else.
+    Whole,
+    /// Some rows, decided row by row.
+    Part,
 }
 
-/// What a files grant preopens.
+/// What `filter` admits of partition `name` of a dataset laid out as `layout`.
+fn exposure(filter: &RowFilter, layout: &Layout, name: &str) -> Exposure {
+    let any = match filter {
+        RowFilter::AllRows => return Exposure::Whole,
+        RowFilter::NoRows => return Exposure::None,
+        RowFilter::AnyOf(any) => any,
+    };
+    let value = match &layout.partition_by {
+        None => None,
+        Some(column) => {
+            let kind = layout
+                .columns
+                .iter()
+                .find(|c| &c.name == column)
+                .map_or(silo_types::ColumnType::Text, |c| c.kind);
+            match silo_types::text::parse_cell(kind, name) {
+                Ok(v) => Some((column, v)),
+                Err(_) => return Exposure::None,
+            }
+        }
+    };
+    let mut seen = Exposure::None;
+    for conjunction in any {
+        let (on_column, others): (Vec<_>, Vec<_>) = conjunction
+            .iter()
+            .cloned()
+            .partition(|p| value.as_ref().is_some_and(|(c, _)| &p.column == *c));
+        let holds = match &value {
+            None => true,
+            Some((column, v)) => RowFilter::AnyOf(vec![on_column])
+                .compile(&[column.as_str()])
+                .is_ok_and(|f| f.matches(std::slice::from_ref(v))),
+        };
+        if holds && others.is_empty() {
+            return Exposure::Whole;
+        }
+        if holds {
+            seen = Exposure::Part;
+        }
+    }
+    seen
+}
+
+/// Writes `<view>/data.csv`: the rows of `<partition>/data.csv` that `filter`
+/// admits, with the `kept` columns only. Streams: memory is one record.
+fn write_view(
+    partition: &Path,
+    view: &Path,
+    columns: &[Column],
+    kept: &[&Column],
+    filter: &RowFilter,
+) -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("partition view: {e}"));
+    create_private_dir(view)?;
+    let mut reader = csv::Reader::from_path(partition.join("data.csv")).map_err(|e| failed(&e))?;
+    let header = reader.headers().map_err(|e| failed(&e))?.clone();
+    // Every column of the schema, by its position in this file.
+    let positions: Vec<usize> = columns
+        .iter()
+        .map(|c| header.iter().position(|h| h == c.name))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::Internal("partition header does not match its schema".into()))?;
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let check = filter.compile(&names).map_err(|e| failed(&e))?;
+    // Only the filter's cells need typing; the rest are copied as text.
+    let tested: Vec<bool> = names.iter().map(|n| filter.columns().contains(n)).collect();
+    let keep: Vec<usize> = kept
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| c.name == k.name))
+        .collect();
+    let file = std::fs::File::create(view.join("data.csv")).map_err(|e| failed(&e))?;
+    let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    writer
+        .write_record(keep.iter().map(|&i| names[i]))
+        .map_err(|e| failed(&e))?;
+    let mut record = csv::StringRecord::new();
+    let mut cells = Vec::with_capacity(columns.len());
+    while reader.read_record(&mut record).map_err(|e| failed(&e))? {
+        cells.clear();
+        for ((column, &at), &tested) in columns.iter().zip(&positions).zip(&tested) {
+            cells.push(if tested {
+                let text = record.get(at).unwrap_or_default();
+                silo_types::text::parse_cell(column.kind, text).map_err(|e| failed(&e))?
+            } else {
+                silo_types::Value::Null
+            });
+        }
+        if check.matches(&cells) {
+            writer
+                .write_record(
+                    keep.iter()
+                        .map(|&i| record.get(positions[i]).unwrap_or_default()),
+                )
+                .map_err(|e| failed(&e))?;
+        }
+    }
+    writer.flush().map_err(|e| failed(&e))?;
+    Ok(())
+}
+
+/// What a files grant preopens, and the views it owns.
 #[derive(Debug, Clone, Default)]
-pub struct Preopens(pub Vec<(PathBuf, String)>);
+pub struct Preopens {
+    /// (host directory, guest path), each preopened read-only.
+    pub dirs: Vec<(PathBuf, String)>,
+    /// This fetch's views, removed when the last holder drops.
+    views: Option<Arc<Views>>,
+}
 
 impl Preopens {
+    /// Directories preopened as they are stored.
+    pub fn stored(dirs: Vec<(PathBuf, String)>) -> Preopens {
+        Preopens { dirs, views: None }
+    }
+
     /// The guest paths, for `files.directories`.
     pub fn guest_paths(&self) -> Vec<String> {
-        self.0.iter().map(|(_, g)| g.clone()).collect()
+        self.dirs.iter().map(|(_, g)| g.clone()).collect()
     }
+
+    /// The (created on first use) owner-only directory of this fetch's views.
+    fn view_dir(&mut self) -> Result<PathBuf> {
+        if let Some(v) = &self.views {
+            return Ok(v.0.clone());
+        }
+        let views = Views::create()?;
+        let path = views.0.clone();
+        self.views = Some(Arc::new(views));
+        Ok(path)
+    }
+}
+
+/// A fetch's partition views on disk.
+#[derive(Debug)]
+struct Views(PathBuf);
+
+impl Views {
+    fn create() -> Result<Views> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "silo-views-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        create_private_dir(&dir)?;
+        Ok(Views(dir))
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), "could not remove a fetch's views: {e}");
+        }
+    }
+}
+
+/// A directory only this user can read, or an error.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::Internal(format!("view {}: {e}", dir.display())))
 }
 
 impl files::Host for State {

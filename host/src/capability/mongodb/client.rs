@@ -19,7 +19,7 @@ use crate::capability::RowSource;
 use crate::capability::driver::{self, ServerFailure};
 use crate::error::{Error, Result};
 use crate::limits::BATCH_ROWS;
-use crate::policy::document::Find;
+use crate::policy::document::{Find, Read};
 
 /// How long to look for a reachable server before calling it unavailable.
 const SELECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +33,7 @@ pub struct MongoClient {
     client: Client,
     database: String,
     max_time: Duration,
+    fetch_share: usize,
 }
 
 impl MongoClient {
@@ -52,7 +53,9 @@ impl MongoClient {
                     .unwrap_or_else(|| config.database.clone()),
             )
             .build();
-        let pool = u32::try_from(config.pool_size.max(1))
+        let (pool, fetch_share) =
+            crate::capability::pool_bounds(config.pool_size, config.fetch_connections)?;
+        let pool = u32::try_from(pool)
             .map_err(|_| Error::Config("mongodb pool_size is too large".into()))?;
         let options = ClientOptions::builder()
             .hosts(vec![ServerAddress::Tcp {
@@ -79,7 +82,13 @@ impl MongoClient {
             client,
             database: config.database.clone(),
             max_time,
+            fetch_share,
         })
+    }
+
+    /// Cursors one fetch may hold open at once.
+    pub fn fetch_share(&self) -> usize {
+        self.fetch_share
     }
 
     /// The database holding the governed collections.
@@ -98,8 +107,20 @@ impl MongoClient {
         stream(cursor, fields).await
     }
 
-    /// Runs an already-governed `find`; rows are the top-level `fields`.
-    pub async fn find(
+    /// Runs an already-governed read; rows are the top-level `fields`.
+    pub async fn read(
+        &self,
+        collection: &str,
+        read: Read,
+        fields: Vec<String>,
+    ) -> Result<Box<dyn RowSource>> {
+        match read {
+            Read::Find(find) => self.find(collection, find, fields).await,
+            Read::Aggregate(pipeline) => self.aggregate(collection, pipeline, fields).await,
+        }
+    }
+
+    async fn find(
         &self,
         collection: &str,
         find: Find,
@@ -245,9 +266,7 @@ fn failure(e: mongodb::error::Error) -> Error {
     use mongodb::error::ErrorKind;
     match &*e.kind {
         ErrorKind::Command(c) if c.code == MAX_TIME_EXPIRED => ServerFailure::Timeout.into(),
-        ErrorKind::Command(c) if c.code == UNAUTHORIZED => {
-            ServerFailure::ReadOnly(&c.message).into()
-        }
+        ErrorKind::Command(c) if c.code == UNAUTHORIZED => ServerFailure::ReadOnly.into(),
         ErrorKind::Command(c) => ServerFailure::Other {
             message: &c.message,
             code: &c.code_name,

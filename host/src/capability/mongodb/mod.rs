@@ -33,9 +33,13 @@ pub struct MongoConfig {
     /// Connect with TLS (required for any server not on loopback).
     #[serde(default)]
     pub tls: bool,
-    /// Pool size.
+    /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Cursors one fetch may hold open at once (default: a quarter of the
+    /// pool, at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_connections: Option<usize>,
 }
 
 fn default_port() -> u16 {
@@ -48,7 +52,7 @@ fn default_pool_size() -> usize {
 
 use wasmtime::component::Resource;
 
-use super::{DocumentGrant, Grant, HostRowStream};
+use super::{DocumentGrant, Grant, HostRowStream, Permitted};
 use crate::error::{Error, Result};
 use crate::runtime::State;
 use crate::runtime::bindings::silo::connector::{document, types};
@@ -121,8 +125,8 @@ impl document::Host for State {
         let result = async {
             let grant = self.document_call(filter.len() + text_len(&fields), fields.len())?;
             let filter = client::parse_json(&filter)?;
-            let find = grant.governed().find(&collection, filter, &fields, limit)?;
-            grant.client.find(&collection, find, fields).await
+            let read = grant.governed().find(&collection, filter, &fields, limit)?;
+            Permitted::open(&grant.share, grant.client.read(&collection, read, fields)).await
         }
         .await;
         self.push_stream(result)
@@ -138,7 +142,11 @@ impl document::Host for State {
             let grant = self.document_call(pipeline.len() + text_len(&fields), fields.len())?;
             let pipeline = client::parse_json(&pipeline)?;
             let pipeline = grant.governed().pipeline(&collection, pipeline)?;
-            grant.client.aggregate(&collection, pipeline, fields).await
+            Permitted::open(
+                &grant.share,
+                grant.client.aggregate(&collection, pipeline, fields),
+            )
+            .await
         }
         .await;
         self.push_stream(result)

@@ -23,6 +23,7 @@ use crate::batch::Batch;
 use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
+use crate::limits::{BATCH_BYTES, Limits};
 
 /// Which statement-timeout variable the server understands.
 const FLAVOR_UNKNOWN: u8 = 0;
@@ -35,8 +36,11 @@ const CATALOG: &[(&str, &str)] = &[("information_schema", "columns")];
 /// A MySQL datasource's connection pool.
 pub struct MyClient {
     pool: Pool,
+    pool_size: usize,
+    fetch_share: usize,
     database: String,
     statement_timeout: Duration,
+    max_row_bytes: u64,
     flavor: AtomicU8,
 }
 
@@ -45,30 +49,45 @@ impl MyClient {
     pub fn new(
         config: &MysqlConfig,
         password: Option<SecretString>,
-        statement_timeout: Duration,
+        limits: &Limits,
     ) -> Result<MyClient> {
-        let constraints = PoolConstraints::new(0, config.pool_size.max(1))
+        let (pool_size, fetch_share) =
+            crate::capability::pool_bounds(config.pool_size, config.fetch_connections)?;
+        let constraints = PoolConstraints::new(0, pool_size)
             .ok_or_else(|| Error::Config("mysql pool_size must be at least 1".into()))?;
+        // The driver refuses a packet over this from its header, before
+        // buffering it: a row is never larger than max_row_bytes in memory.
+        let max_packet = usize::try_from(limits.max_row_bytes).unwrap_or(usize::MAX);
         let opts = OptsBuilder::default()
             .ip_or_hostname(config.host.clone())
             .tcp_port(config.port)
             .db_name(Some(config.database.clone()))
             .user(Some(config.user.clone()))
             .pass(password.as_ref().map(|p| p.expose_secret().to_owned()))
+            .max_allowed_packet(Some(max_packet))
             .pool_opts(PoolOpts::default().with_constraints(constraints));
         Ok(MyClient {
             pool: Pool::new(opts),
+            pool_size,
+            fetch_share,
             database: config.database.clone(),
-            statement_timeout,
+            statement_timeout: limits.statement_timeout,
+            max_row_bytes: limits.max_row_bytes,
             flavor: AtomicU8::new(FLAVOR_UNKNOWN),
         })
     }
 
+    /// A pooled connection; waits for one at most a statement's time, then
+    /// reports the datasource busy.
     async fn connection(&self) -> Result<Conn> {
-        self.pool
-            .get_conn()
-            .await
-            .map_err(|e| driver::unavailable("mysql", e))
+        match tokio::time::timeout(self.statement_timeout, self.pool.get_conn()).await {
+            Ok(conn) => conn.map_err(|e| self.error(e)),
+            Err(_) => Err(driver::busy(self.pool_size)),
+        }
+    }
+
+    fn error(&self, e: mysql_async::Error) -> Error {
+        my_error(e, self.max_row_bytes)
     }
 
     /// Sets the session's statement time limit, learning once which variable
@@ -82,14 +101,14 @@ impl MyClient {
         );
         let mysql = format!("SET SESSION max_execution_time = {ms}");
         match self.flavor.load(Ordering::Relaxed) {
-            FLAVOR_MARIADB => conn.query_drop(mariadb).await.map_err(my_error),
-            FLAVOR_MYSQL => conn.query_drop(mysql).await.map_err(my_error),
+            FLAVOR_MARIADB => conn.query_drop(mariadb).await.map_err(|e| self.error(e)),
+            FLAVOR_MYSQL => conn.query_drop(mysql).await.map_err(|e| self.error(e)),
             _ => {
                 if conn.query_drop(mariadb).await.is_ok() {
                     self.flavor.store(FLAVOR_MARIADB, Ordering::Relaxed);
                     Ok(())
                 } else {
-                    conn.query_drop(mysql).await.map_err(my_error)?;
+                    conn.query_drop(mysql).await.map_err(|e| self.error(e))?;
                     self.flavor.store(FLAVOR_MYSQL, Ordering::Relaxed);
                     Ok(())
                 }
@@ -112,9 +131,13 @@ impl SqlClient for MyClient {
         CATALOG
     }
 
+    fn fetch_share(&self) -> usize {
+        self.fetch_share
+    }
+
     async fn write_privileges(&self) -> Result<Vec<String>> {
         let mut conn = self.connection().await?;
-        let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(my_error)?;
+        let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(|e| self.error(e))?;
         Ok(crate::capability::registration::mysql_offending(
             &grants,
             &self.database,
@@ -126,8 +149,8 @@ impl SqlClient for MyClient {
         self.limit_time(&mut conn).await?;
         conn.query_drop("START TRANSACTION READ ONLY")
             .await
-            .map_err(my_error)?;
-        let stmt = conn.prep(statement).await.map_err(my_error)?;
+            .map_err(|e| self.error(e))?;
+        let stmt = conn.prep(statement).await.map_err(|e| self.error(e))?;
         driver::check_bound(usize::from(stmt.num_params()), params.len())?;
         let mut decoders = Vec::new();
         let mut columns = Vec::new();
@@ -147,7 +170,14 @@ impl SqlClient for MyClient {
             rows: Batch::with_capacity(decoders.len(), 0),
             want: 0,
         }));
-        let reader = read_rows(Lease(Some(conn)), stmt, values, decoders, buffer.clone());
+        let reader = read_rows(
+            Lease(Some(conn)),
+            stmt,
+            values,
+            decoders,
+            buffer.clone(),
+            self.max_row_bytes,
+        );
         Ok(Box::new(MyRows {
             columns,
             reader: Some(Box::pin(reader)),
@@ -212,7 +242,9 @@ async fn read_rows(
     values: Vec<mysql_async::Value>,
     decoders: Vec<Decoder>,
     buffer: Arc<Mutex<Buffer>>,
+    max_row_bytes: u64,
 ) -> Result<()> {
+    let my_error = |e| my_error(e, max_row_bytes);
     let conn = lease
         .0
         .as_mut()
@@ -224,6 +256,7 @@ async fn read_rows(
     let width = decoders.len();
     let mut want = lock(&buffer).want.max(1);
     let mut batch = Batch::with_capacity(width, want);
+    let mut bytes = 0u64;
     while let Some(mut row) = result.next().await.map_err(my_error)? {
         let cells = decoders.iter().enumerate().map(|(i, d)| {
             // Moves the cell out. Converting to the driver's own value type
@@ -233,10 +266,16 @@ async fn read_rows(
                 Some(Err(e)) => e.0,
                 None => mysql_async::Value::NULL,
             };
+            bytes += match &raw {
+                mysql_async::Value::Bytes(b) => b.len() as u64,
+                _ => 8,
+            };
             d.decode(raw).map_err(Error::Datasource)
         });
         batch.try_push_row(cells)?;
-        if batch.len() >= want {
+        // A batch is handed over at the rows asked for or at BATCH_BYTES.
+        if batch.len() >= want || bytes >= BATCH_BYTES {
+            bytes = 0;
             lock(&buffer).rows.append(&mut batch);
             Handoff(false).await;
             want = lock(&buffer).want.max(1);
@@ -296,21 +335,32 @@ impl RowSource for MyRows {
     }
 }
 
-/// Maps a driver error for the connector: SQL errors keep the server's own
-/// message; connection failures say only that the database is unavailable.
-fn my_error(e: mysql_async::Error) -> Error {
+/// Maps a driver error for the connector: the server's failures by their
+/// SQLSTATE and error number only (see [`driver`]); an oversized row, as the
+/// limit it is; connection failures say only that the database is
+/// unavailable.
+fn my_error(e: mysql_async::Error, max_row_bytes: u64) -> Error {
     match e {
         mysql_async::Error::Server(s) => match s.code {
             // MariaDB ER_STATEMENT_TIMEOUT, MySQL ER_QUERY_TIMEOUT.
             1969 | 3024 => ServerFailure::Timeout.into(),
             // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-            1792 => ServerFailure::ReadOnly(&s.message).into(),
+            1792 => ServerFailure::ReadOnly.into(),
             _ => ServerFailure::Other {
                 message: &s.message,
                 code: &s.state,
             }
             .into(),
         },
+        mysql_async::Error::Io(mysql_async::IoError::Io(io))
+            if io.get_ref().is_some_and(|inner| {
+                // mysql_common's PacketCodecError::PacketTooLarge, refused
+                // from the packet header.
+                inner.to_string().contains("max_allowed_packet")
+            }) =>
+        {
+            driver::row_too_large(max_row_bytes)
+        }
         other => driver::unavailable("mysql", other),
     }
 }

@@ -27,9 +27,13 @@ pub struct MysqlConfig {
     /// File holding the password (first line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
-    /// Pool size.
+    /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Statements one fetch may hold open at once (default: a quarter of the
+    /// pool, at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_connections: Option<usize>,
 }
 
 fn default_port() -> u16 {

@@ -1,24 +1,32 @@
 //! The pooled driver. Every statement runs inside `BEGIN READ ONLY` with a
-//! `statement_timeout`, as one prepared statement whose parameters are bound
-//! with the types Postgres inferred. A connection that did not end its
-//! transaction cleanly is closed, never returned to the pool.
+//! `statement_timeout` and `search_path` pinned to `pg_catalog` (so a function
+//! name can only mean a built-in), as one prepared statement whose parameters
+//! are bound with the types Postgres inferred. A connection that did not end
+//! its transaction cleanly is closed, never returned to the pool. Connections
+//! are opened through [`super::wire`], which caps every message's size.
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use silo_types::{Column, SqlDialect, Value};
+use tokio_postgres::RowStream;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, RowStream};
 
 use super::PgSettings;
 use super::codec::{Decoder, Param, Raw};
+use super::wire::{self, GuardedConnect};
 use crate::batch::Batch;
 use crate::capability::driver::{self, ServerFailure};
 use crate::capability::{RowSource, SqlClient};
 use crate::error::{Error, Result};
+use crate::limits::BATCH_BYTES;
 
 /// Catalog views a Postgres connector may read while describing (metadata of
 /// what its role can select; governed tables stay filtered, to no rows).
@@ -55,14 +63,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A Postgres datasource's connection pool.
 pub struct PgClient {
     pool: Pool,
+    pool_size: usize,
+    fetch_share: usize,
     schema: String,
     statement_timeout: Duration,
+    fetch_timeout: Duration,
+    faults: Faults,
 }
 
 impl PgClient {
     /// Builds the pool; connections are opened lazily, on first use.
     pub fn new(settings: PgSettings) -> Result<PgClient> {
         let c = &settings.config;
+        let (pool_size, fetch_share) = c.pool_bounds()?;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&c.host)
             .port(c.port)
@@ -73,15 +86,23 @@ impl PgClient {
         if let Some(password) = &settings.password {
             pg.password(password.expose_secret());
         }
-        let manager = Manager::from_config(
+        let oversized = Arc::new(AtomicU64::new(0));
+        let connect = GuardedConnect {
+            host: c.host.clone(),
+            port: c.port,
+            timeout: CONNECT_TIMEOUT,
+            max_message: settings.max_row_bytes,
+            oversized: oversized.clone(),
+        };
+        let manager = Manager::from_connect(
             pg,
-            NoTls,
+            connect,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(c.pool_size.max(1))
+            .max_size(pool_size)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CONNECT_TIMEOUT))
             .wait_timeout(Some(settings.statement_timeout))
@@ -89,17 +110,29 @@ impl PgClient {
             .map_err(|e| Error::Config(format!("postgres pool: {e}")))?;
         Ok(PgClient {
             pool,
+            pool_size,
+            fetch_share,
             schema: c.schema.clone(),
             statement_timeout: settings.statement_timeout,
+            fetch_timeout: settings.fetch_timeout,
+            faults: Faults {
+                max_row_bytes: settings.max_row_bytes,
+                oversized,
+                seen: 0,
+            },
         })
     }
 
     /// A pooled connection, for host-side administration (registration checks, tests).
     pub async fn connection(&self) -> Result<Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| driver::unavailable("postgres", e))
+        self.pool.get().await.map_err(|e| match e {
+            // Every connection stayed in use for as long as we wait.
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                driver::busy(self.pool_size)
+            }
+            PoolError::Backend(e) => self.faults.map(e),
+            other => driver::unavailable("postgres", other),
+        })
     }
 }
 
@@ -117,25 +150,36 @@ impl SqlClient for PgClient {
         CATALOG
     }
 
+    fn fetch_share(&self) -> usize {
+        self.fetch_share
+    }
+
     async fn write_privileges(&self) -> Result<Vec<String>> {
         let conn = self.connection().await?;
-        let rows = conn.query(WRITE_PRIVILEGES, &[]).await.map_err(db_error)?;
+        let failed = |e| self.faults.map(e);
+        let rows = conn.query(WRITE_PRIVILEGES, &[]).await.map_err(failed)?;
         rows.iter()
-            .map(|r| r.try_get::<_, String>(0).map_err(db_error))
+            .map(|r| r.try_get::<_, String>(0).map_err(failed))
             .collect()
     }
 
     async fn query(&self, statement: &str, params: Vec<Value>) -> Result<Box<dyn RowSource>> {
-        let lease = Lease(Some(self.connection().await?));
+        let lease = Lease(Some(self.connection().await?), self.faults.now());
         let client = lease.client()?;
+        let failed = |e| lease.1.map(e);
         let timeout_ms = self.statement_timeout.as_millis();
+        let idle_ms = self.fetch_timeout.as_millis();
+        // A transaction left idle past the whole-fetch deadline is ended by
+        // the server too, should the host somehow keep one open.
         client
             .batch_execute(&format!(
-                "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
+                "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
+                 SET LOCAL idle_in_transaction_session_timeout = {idle_ms}; \
+                 SET LOCAL search_path = pg_catalog"
             ))
             .await
-            .map_err(db_error)?;
-        let stmt = client.prepare(statement).await.map_err(db_error)?;
+            .map_err(failed)?;
+        let stmt = client.prepare(statement).await.map_err(failed)?;
         driver::check_bound(stmt.params().len(), params.len())?;
         let decoders = stmt
             .columns()
@@ -158,7 +202,7 @@ impl SqlClient for PgClient {
         let stream = client
             .query_raw(&stmt, params.iter().map(Param))
             .await
-            .map_err(db_error)?;
+            .map_err(failed)?;
         Ok(Box::new(PgRows {
             lease,
             stream: Box::pin(stream),
@@ -171,7 +215,7 @@ impl SqlClient for PgClient {
 
 /// A pooled connection inside a read-only transaction. Unless released after
 /// a clean end of the transaction, it is closed on drop rather than reused.
-struct Lease(Option<Object>);
+struct Lease(Option<Object>, Faults);
 
 impl Lease {
     fn client(&self) -> Result<&Object> {
@@ -182,7 +226,9 @@ impl Lease {
 
     async fn release(&mut self) -> Result<()> {
         if let Some(conn) = self.0.as_ref() {
-            conn.batch_execute("COMMIT").await.map_err(db_error)?;
+            conn.batch_execute("COMMIT")
+                .await
+                .map_err(|e| self.1.map(e))?;
         }
         // Back to the pool, transaction closed.
         self.0 = None;
@@ -219,18 +265,24 @@ impl RowSource for PgRows {
         }
         let width = self.decoders.len();
         let mut out = Batch::with_capacity(width, max.min(4096));
-        while out.len() < max {
+        // Rows are capped on the wire; the batch is capped here, so one batch
+        // holds at most BATCH_BYTES plus one row.
+        let mut bytes = 0u64;
+        while out.len() < max && bytes < BATCH_BYTES {
             match self.stream.next().await {
                 Some(Ok(row)) => {
                     let cells = self.decoders.iter().enumerate().map(|(i, decoder)| {
                         row.try_get::<_, Raw<'_>>(i)
                             .map_err(|e| e.into())
-                            .and_then(|raw| decoder.decode(raw.0))
+                            .and_then(|raw| {
+                                bytes += raw.0.map_or(1, |b| b.len() as u64);
+                                decoder.decode(raw.0)
+                            })
                             .map_err(|e| Error::Datasource(format!("decoding column {i}: {e}")))
                     });
                     out.try_push_row(cells)?;
                 }
-                Some(Err(e)) => return Err(db_error(e)),
+                Some(Err(e)) => return Err(self.lease.1.map(e)),
                 None => {
                     self.done = true;
                     self.lease.release().await?;
@@ -242,20 +294,56 @@ impl RowSource for PgRows {
     }
 }
 
-/// Maps a driver error for the connector: SQL errors keep Postgres' own
-/// message (about the statement the connector wrote); connection failures say
-/// only that the database is unavailable, with details in the host log.
-fn db_error(e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(db) if *db.code() == SqlState::QUERY_CANCELED => ServerFailure::Timeout.into(),
-        Some(db) if *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION => {
-            ServerFailure::ReadOnly(db.message()).into()
+/// What a driver error means, for one statement: the server's failures by
+/// their SQLSTATE only (see [`driver`]); a parameter the statement cannot
+/// take, as the connector's error; an oversized row, as the limit it is;
+/// connection failures say only that the database is unavailable, with
+/// details in the host log.
+#[derive(Clone)]
+struct Faults {
+    max_row_bytes: u64,
+    /// Rows the wire guard refused, on any connection of the pool.
+    oversized: Arc<AtomicU64>,
+    /// That count when the statement began.
+    seen: u64,
+}
+
+impl Faults {
+    /// A copy for a statement starting now.
+    fn now(&self) -> Faults {
+        Faults {
+            seen: self.oversized.load(Ordering::Relaxed),
+            ..self.clone()
         }
-        Some(db) => ServerFailure::Other {
-            message: db.message(),
-            code: db.code().code(),
+    }
+
+    fn map(&self, e: tokio_postgres::Error) -> Error {
+        match e.as_db_error() {
+            Some(db) if *db.code() == SqlState::QUERY_CANCELED => ServerFailure::Timeout.into(),
+            Some(db) if *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION => {
+                ServerFailure::ReadOnly.into()
+            }
+            Some(db) => ServerFailure::Other {
+                message: db.message(),
+                code: db.code().code(),
+            }
+            .into(),
+            // The guard ends the connection; the driver then reports it
+            // closed. (Another statement's refusal at the same moment could
+            // be taken for this one's: the wording, not the bound, is off.)
+            None if wire::is_row_too_large(&e)
+                || (e.is_closed() && self.oversized.load(Ordering::Relaxed) > self.seen) =>
+            {
+                driver::row_too_large(self.max_row_bytes)
+            }
+            // Binding a value of the wrong type fails in the driver, before
+            // anything is sent; its text names the types only.
+            None if !e.is_closed()
+                && std::error::Error::source(&e).is_some_and(|s| !s.is::<std::io::Error>()) =>
+            {
+                Error::Connector(format!("type mismatch: {e}"))
+            }
+            None => driver::unavailable("postgres", e),
         }
-        .into(),
-        None => driver::unavailable("postgres", e),
     }
 }

@@ -3,6 +3,7 @@
 //! codec between Postgres' binary format and Silo values.
 mod client;
 mod codec;
+mod wire;
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub use client::PgClient;
 /// Connections a datasource's pool may open: enough for concurrent fetches on
 /// one host, few enough that a busy host cannot exhaust the database.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Largest pool a datasource may ask for (an org supplies this number).
+pub const MAX_POOL_SIZE: usize = 128;
 
 /// `[datasources.<name>.postgres]` in `silo.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -37,9 +40,20 @@ pub struct PostgresConfig {
     /// Schema an unqualified table name means.
     #[serde(default = "default_schema")]
     pub schema: String,
-    /// Pool size.
+    /// Pool size (1 to [`MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Statements one fetch may hold open at once (default: a quarter of the
+    /// pool, at least one), so one fetch cannot take every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_connections: Option<usize>,
+}
+
+impl PostgresConfig {
+    /// The pool size and each fetch's share of it, checked.
+    pub fn pool_bounds(&self) -> crate::error::Result<(usize, usize)> {
+        crate::capability::pool_bounds(self.pool_size, self.fetch_connections)
+    }
 }
 
 fn default_port() -> u16 {
@@ -62,6 +76,10 @@ pub struct PgSettings {
     pub password: Option<SecretString>,
     /// Per-statement timeout.
     pub statement_timeout: Duration,
+    /// Whole-fetch deadline (the server ends a transaction idle this long).
+    pub fetch_timeout: Duration,
+    /// Largest message (row) accepted from the server.
+    pub max_row_bytes: u64,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -70,6 +88,8 @@ impl std::fmt::Debug for PgSettings {
             .field("config", &self.config)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("statement_timeout", &self.statement_timeout)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .field("max_row_bytes", &self.max_row_bytes)
             .finish()
     }
 }

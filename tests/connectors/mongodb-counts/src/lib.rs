@@ -6,7 +6,7 @@
 use silo_sdk::{Batches, FetchOutput, Producer, Value, document};
 
 silo_guest_common::hostile_connector!(MongodbCounts, |request| {
-    let count = document::count(&request.dataset, r#"{"amount": {"$gte": 0}}"#)?;
+    let count = document::count(&request.dataset, r#"{"id": {"$gte": 0}}"#)?;
     let mut row = Vec::with_capacity(request.columns.len());
     for column in &request.columns {
         row.push(if column == "id" {

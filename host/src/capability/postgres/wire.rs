@@ -1,0 +1,229 @@
+//! The connection to Postgres, opened by the host itself so that it can watch
+//! the protocol: every message the server sends is framed (a type byte and a
+//! length), and a message longer than `max_row_bytes` is refused from its
+//! header, before the driver buffers it. A connector that computes a huge
+//! value (`repeat`, nested `replace`, `string_agg` of everything) therefore
+//! costs the host at most one row's cap, not the value.
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use deadpool_postgres::Connect;
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The error a guarded stream fails with; found again by [`is_row_too_large`].
+#[derive(Debug, thiserror::Error)]
+#[error("the server sent a message larger than {0} bytes")]
+pub(crate) struct RowTooLarge(pub u64);
+
+/// Whether a driver error is the guard refusing an oversized message.
+pub(crate) fn is_row_too_large(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && io.get_ref().is_some_and(|i| i.is::<RowTooLarge>())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Tracks message boundaries in the bytes the server sends.
+#[derive(Debug)]
+struct Framing {
+    max: u64,
+    /// Counts refusals, for the pool's error mapping.
+    refused: Arc<AtomicU64>,
+    header: [u8; 5],
+    have: usize,
+    /// Payload bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl Framing {
+    fn new(max: u64, refused: Arc<AtomicU64>) -> Framing {
+        Framing {
+            max,
+            refused,
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Consumes `bytes`; fails at the header of a message over the cap.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), RowTooLarge> {
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                bytes = &bytes[n..];
+                self.remaining -= n as u64;
+                continue;
+            }
+            let n = (5 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == 5 {
+                self.have = 0;
+                let [_, a, b, c, d] = self.header;
+                let payload = u64::from(u32::from_be_bytes([a, b, c, d])).saturating_sub(4);
+                if payload > self.max {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(RowTooLarge(self.max));
+                }
+                self.remaining = payload;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection stream whose incoming messages are capped, or the error
+/// opening it failed with (reported through the driver, which has no other
+/// way to take one).
+enum Guarded {
+    Open(TcpStream, Framing),
+    Failed(Option<io::Error>),
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Guarded::Open(stream, framing) => {
+                let before = buf.filled().len();
+                match Pin::new(stream).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => match framing.feed(&buf.filled()[before..]) {
+                        Ok(()) => Poll::Ready(Ok(())),
+                        Err(e) => Poll::Ready(Err(io::Error::other(e))),
+                    },
+                    other => other,
+                }
+            }
+            Guarded::Failed(e) => Poll::Ready(Err(failed(e))),
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Guarded::Open(stream, _) => Pin::new(stream).poll_write(cx, data),
+            Guarded::Failed(e) => Poll::Ready(Err(failed(e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Guarded::Open(stream, _) => Pin::new(stream).poll_flush(cx),
+            Guarded::Failed(e) => Poll::Ready(Err(failed(e))),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Guarded::Open(stream, _) => Pin::new(stream).poll_shutdown(cx),
+            Guarded::Failed(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+fn failed(e: &mut Option<io::Error>) -> io::Error {
+    e.take()
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection failed"))
+}
+
+/// Opens pooled connections: TCP to the configured host, the guard, then the
+/// driver's own handshake.
+pub(crate) struct GuardedConnect {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub max_message: u64,
+    pub oversized: Arc<AtomicU64>,
+}
+
+impl Connect for GuardedConnect {
+    fn connect(
+        &self,
+        config: &Config,
+    ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
+        let config = config.clone();
+        Box::pin(async move {
+            let address = (self.host.as_str(), self.port);
+            let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await
+            {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    Guarded::Open(
+                        stream,
+                        Framing::new(self.max_message, self.oversized.clone()),
+                    )
+                }
+                Ok(Err(e)) => Guarded::Failed(Some(e)),
+                Err(_) => Guarded::Failed(Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connecting timed out",
+                ))),
+            };
+            let (client, connection) = config.connect_raw(stream, NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("postgres connection ended: {e}");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: u8, payload: usize) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&u32::try_from(payload + 4).unwrap().to_be_bytes());
+        m.extend(std::iter::repeat_n(b'x', payload));
+        m
+    }
+
+    #[test]
+    fn messages_are_tracked_across_reads_and_an_oversized_one_is_refused() {
+        let count = Arc::new(AtomicU64::new(0));
+        let framing = |max| Framing::new(max, count.clone());
+        let mut f = framing(100);
+        let mut stream = message(b'T', 10);
+        stream.extend(message(b'D', 100));
+        stream.extend(message(b'C', 3));
+        // Fed one byte at a time and in one piece, the framing agrees.
+        for b in &stream {
+            f.feed(std::slice::from_ref(b)).unwrap();
+        }
+        framing(100).feed(&stream).unwrap();
+        let mut f = framing(100);
+        let big = message(b'D', 101);
+        // Refused at the header, before any of the payload.
+        assert!(f.feed(&big[..5]).is_err());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert!(framing(1 << 30).feed(&big).is_ok());
+    }
+}
