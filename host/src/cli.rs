@@ -127,6 +127,10 @@ enum Command {
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Let HTTP datasources reach loopback, private and link-local
+        /// addresses (off: an org cannot aim one at this host's network).
+        #[arg(long)]
+        allow_private_network: bool,
         #[command(flatten)]
         llm: LlmArgs,
     },
@@ -402,9 +406,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             token_alg,
             tls_cert,
             tls_key,
+            allow_private_network,
             llm,
         } => {
-            let cp = store.open_with(token_alg, llm.config()?).await?;
+            let cp = store
+                .open_with(token_alg, llm.config()?, allow_private_network)
+                .await?;
             if let Some(path) = bootstrap {
                 let seeded = cp.bootstrap(&SiloConfig::load(&path)?, &org).await?;
                 eprintln!(
@@ -515,6 +522,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     described.len()
                 )
                 .map_err(io)?;
+                let http = cfg.datasources.get(&name).and_then(|d| d.http.as_ref());
+                for warning in http.map(|h| h.warnings()).unwrap_or_default() {
+                    writeln!(out, "  warning: {warning}").map_err(io)?;
+                }
                 for d in described.iter() {
                     let spec = FetchSpec {
                         dataset: d.name.clone(),

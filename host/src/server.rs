@@ -80,14 +80,20 @@ impl StoreArgs {
 
     /// Opens the control plane.
     pub async fn open(&self, alg: TokenAlg) -> Result<ControlPlane> {
-        self.open_with(alg, None).await
+        self.open_with(alg, None, false).await
     }
 
     /// Opens the control plane with an LLM endpoint for summaries.
-    pub async fn open_with(&self, alg: TokenAlg, llm: Option<LlmConfig>) -> Result<ControlPlane> {
+    pub async fn open_with(
+        &self,
+        alg: TokenAlg,
+        llm: Option<LlmConfig>,
+        allow_private_network: bool,
+    ) -> Result<ControlPlane> {
         let mut config = self.config(self.master_key()?)?;
         config.token_alg = alg;
         config.llm = llm;
+        config.allow_private_network = allow_private_network;
         ControlPlane::open(config).await
     }
 }

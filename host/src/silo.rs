@@ -9,6 +9,7 @@ use wasmtime::component::ResourceAny;
 
 use crate::batch::Batch;
 use crate::capability::files::Preopens;
+use crate::capability::http::{RequestLog, RequestRecord};
 use crate::capability::{Backend, DocumentGrant, FetchShare, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
@@ -344,15 +345,39 @@ impl Silo {
                 None
             }
         };
+        let described_columns = |name: &str| -> Vec<String> {
+            described
+                .as_ref()
+                .and_then(|d| d.iter().find(|d| d.name == name))
+                .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        // An HTTP connector receives raw response bodies, which the host
+        // cannot strip of a column: a grant hiding one is refused, for the
+        // fetched dataset with an error, for the others as no rows.
+        let http = matches!(ds.backend, Backend::Http(_));
+        let hides = |name: &str, granted: &DatasetAccess| {
+            granted
+                .columns
+                .as_ref()
+                .is_some_and(|g| described_columns(name).iter().any(|c| !g.contains(c)))
+        };
+        if http && hides(&spec.dataset, &access(&spec.dataset)?) {
+            return Err(Error::Policy(format!(
+                "a group hides columns of `{}`, an HTTP dataset: the connector reads the API's \
+                 raw answers, so column grants cannot be enforced there; grant every column, \
+                 or serve the hidden ones from another dataset",
+                spec.dataset
+            )));
+        }
         let access = |name: &str| {
             let Ok(granted) = access(name) else {
                 return DatasetAccess::rows(RowFilter::NoRows);
             };
-            let mut existing: Vec<String> = described
-                .as_ref()
-                .and_then(|d| d.iter().find(|d| d.name == name))
-                .map(|d| d.columns.iter().map(|c| c.name.clone()).collect())
-                .unwrap_or_default();
+            if http && hides(name, &granted) {
+                return DatasetAccess::rows(RowFilter::NoRows);
+            }
+            let mut existing = described_columns(name);
             if name == spec.dataset {
                 // What the caller asked for (a sampled description may miss
                 // a rare field); the grants still decide.
@@ -380,6 +405,10 @@ impl Silo {
             }
         };
         let grant = self.grant(ds, access, Some(&spec.dataset))?;
+        let requests = match &grant {
+            Grant::Http(g) => Some(g.log.clone()),
+            _ => None,
+        };
         let mut instance = self
             .runtime
             .instantiate(&ds.connector, &ds.name, Some(grant))
@@ -428,14 +457,16 @@ impl Silo {
             }
             FetchOutput::Produced(batches) => Source::Guest { instance, batches },
         };
-        Ok(Fetch::new(
+        let mut fetch = Fetch::new(
             source,
             verifier,
             requested,
             filter,
             started + limits.fetch_timeout,
             limits.fetch_timeout,
-        ))
+        );
+        fetch.requests = requests;
+        Ok(fetch)
     }
 
     async fn columns_of(&self, datasource: &str, dataset: &str) -> Result<Vec<String>> {
@@ -495,6 +526,7 @@ impl Silo {
             Backend::Http(client) => Grant::Http(crate::capability::http::HttpGrant {
                 client: client.clone(),
                 datasets: tables,
+                log: RequestLog::default(),
             }),
             Backend::Files(store) => Grant::Files(match fetching {
                 None => Preopens::stored(
@@ -551,6 +583,8 @@ pub struct Fetch {
     /// Whether the fetch ended on its own (finished or failed), rather than
     /// at its deadline.
     ended: bool,
+    /// HTTP datasources: the requests the connector made.
+    requests: Option<RequestLog>,
     verifier: Verifier,
     columns: Vec<String>,
     filter: RowFilter,
@@ -586,6 +620,7 @@ impl Fetch {
             deadline,
             timeout,
             ended: false,
+            requests: None,
             verifier,
             columns,
             filter,
@@ -610,6 +645,20 @@ impl Fetch {
     /// Bytes released so far.
     pub fn bytes(&self) -> u64 {
         self.verifier.bytes()
+    }
+
+    /// The HTTP requests the connector made so far (empty for other kinds),
+    /// as the audit records them.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests
+            .as_ref()
+            .map(RequestLog::records)
+            .unwrap_or_default()
+    }
+
+    /// A handle on the requests, for a record written when the fetch ends.
+    pub fn request_log(&self) -> Option<RequestLog> {
+        self.requests.clone()
     }
 
     /// The next verified batch, or `None` at the end. After an error the

@@ -78,6 +78,8 @@ impl StoreSpec {
     pub fn config(&self, key: &MasterKey) -> ControlConfig {
         let mut c = ControlConfig::new(self.url.clone(), self.dir.join("uploads"), key.clone());
         c.cache_dir = Some(std::env::temp_dir().join("silo-test-compile-cache"));
+        // The test APIs listen on loopback.
+        c.allow_private_network = true;
         c
     }
 }

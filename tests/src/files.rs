@@ -384,3 +384,104 @@ mod over_the_api {
         server.stop().await;
     }
 }
+
+/// Everything a hostile connector read, for `user` (or with `access`).
+async fn read_everything(
+    silo: &Silo,
+    user: &str,
+    access: Option<silo_host::silo::DatasetAccess>,
+) -> Vec<String> {
+    let spec = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "tenant".into(), "customer".into()]),
+        limit: None,
+    };
+    let fetch = match access {
+        Some(a) => silo.fetch_with(&|_| Ok(a.clone()), &spec).await,
+        None => silo.fetch(user, &spec).await,
+    };
+    let rows = fetch.unwrap().collect().await.unwrap();
+    rows.iter()
+        .map(|r| match r.last() {
+            Some(silo_types::Value::Text(t)) => t.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// A partition the filter admits only in part is served as the host's view
+/// of it: the connector reads every byte it is given, and those bytes hold
+/// the admitted rows only.
+#[tokio::test]
+async fn a_partly_admitted_partition_is_served_filtered() {
+    let fx = FilesFixture::new("files_partial");
+    let silo = fx.silo(connectors::FILES_READER).await;
+    // carol: tenant initech (no partition) or customer c-4: part of globex's
+    // partition, and possibly of acme's.
+    let seen = read_everything(&silo, "carol", None).await;
+    let rows: Vec<&String> = seen.iter().filter(|l| l.contains("/data/")).collect();
+    assert!(
+        rows.iter().any(|l| l.ends_with("4,globex,c-4")),
+        "{seen:#?}"
+    );
+    for other in ["c-1", "c-2", "c-3", "c-5", "c-6"] {
+        assert!(
+            !seen.iter().any(|l| l.contains(other)),
+            "carol's connector read {other}'s row: {seen:#?}"
+        );
+    }
+    // alice's filter admits her whole partition: it is read as stored.
+    let seen = read_everything(&silo, "alice", None).await;
+    assert!(seen.iter().any(|l| l.contains("3,acme,c-3")), "{seen:#?}");
+    assert!(!seen.iter().any(|l| l.contains("globex")), "{seen:#?}");
+}
+
+/// A hidden column is not in the bytes the connector is given: partitions
+/// and the schema are served as views without it.
+#[tokio::test]
+async fn a_hidden_column_is_not_in_the_files_a_connector_reads() {
+    let fx = FilesFixture::new("files_hidden");
+    let silo = fx.silo(connectors::FILES_READER).await;
+    let access = silo_host::silo::DatasetAccess {
+        filter: silo_types::RowFilter::AnyOf(vec![vec![silo_types::Predicate {
+            column: "tenant".into(),
+            op: silo_types::Op::Eq,
+            values: vec![silo_types::Value::Text("acme".into())],
+        }]]),
+        columns: Some(vec!["id".into(), "tenant".into(), "customer".into()]),
+    };
+    let seen = read_everything(&silo, "alice", Some(access)).await;
+    assert!(seen.iter().any(|l| l.ends_with("1,acme,c-1")), "{seen:#?}");
+    for hidden in ["amount", "ordered_on", "10.50", "2026-01-0"] {
+        assert!(
+            !seen.iter().any(|l| l.contains(hidden)),
+            "the connector read hidden {hidden}: {seen:#?}"
+        );
+    }
+    // The built-in connector still fetches from the views.
+    let honest = fx.silo("files").await;
+    let spec = silo_host::silo::FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "customer".into()]),
+        limit: None,
+    };
+    let access = silo_host::silo::DatasetAccess {
+        filter: silo_types::RowFilter::AnyOf(vec![vec![silo_types::Predicate {
+            column: "customer".into(),
+            op: silo_types::Op::In,
+            values: vec![
+                silo_types::Value::Text("c-2".into()),
+                silo_types::Value::Text("c-5".into()),
+            ],
+        }]]),
+        columns: Some(vec!["id".into(), "customer".into()]),
+    };
+    let rows = honest
+        .fetch_with(&|_| Ok(access.clone()), &spec)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(crate::support::ids(&rows), [2, 5]);
+}

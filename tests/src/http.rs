@@ -96,6 +96,19 @@ async fn handle(
     if auth.as_deref() != Some(&format!("Bearer {token}")) {
         return (StatusCode::UNAUTHORIZED, "no").into_response();
     }
+    if let Some(org) = uri
+        .path()
+        .strip_prefix("/v2/orgs/")
+        .and_then(|p| p.strip_suffix("/tickets"))
+    {
+        // One company-wide key answers any org's tickets.
+        let tickets: Vec<J> = orders()
+            .into_iter()
+            .filter(|o| o["tenant"] == org)
+            .map(|o| json!({"id": o["id"], "org": o["tenant"], "subject": format!("ticket of {org}")}))
+            .collect();
+        return axum::Json(json!({ "data": tickets })).into_response();
+    }
     match uri.path() {
         "/api/orders" => {
             let tenant = query.iter().find(|(k, _)| k == "tenant").map(|(_, v)| v);
@@ -142,6 +155,7 @@ statement_timeout_ms = 1000
 connector = {connector:?}
 [datasources.api.http]
 base_url = "{base}"
+allow_private_network = true
 token_file = {token_file:?}
 bind_params = {{ tenant = "tenant" }}
 max_response_bytes = 1048576
@@ -368,13 +382,13 @@ async fn a_hostile_connector_cannot_leave_its_allow_list_or_read_the_token() {
     assert!(!refusals.contains("ACCEPTED"), "{refusals}");
     assert_eq!(refusals.lines().count(), 11, "{refusals}");
     for expected in [
-        "not under one this datasource allows",
+        "matches none this datasource allows",
         "a path starts with `/`",
         "`.` or `..` segment",
-        "escape for a separator",
+        "an escape of a reserved",
         "outside the URL path alphabet",
         "`tenant` is required",
-        "`tenant=globex` is outside",
+        "`tenant` = `globex` is outside",
     ] {
         assert!(refusals.contains(expected), "{expected}: {refusals}");
     }
@@ -522,6 +536,59 @@ async fn a_backend_registers_an_api_and_embed_users_fetch_their_tenant() {
         assert_eq!(ids, want, "{user}: {body}");
     }
     assert!(api.every_request_carried_the_token());
+    // Each fetch's audit record lists its requests: the path template, a
+    // fingerprint of the bound tenant, the status; never the tenant itself.
+    let audit = http.ok("GET", "/v1/audit", &key, None, 200).await;
+    let fetches: Vec<&J> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "fetch")
+        .collect();
+    assert_eq!(fetches.len(), 2, "{audit}");
+    for record in &fetches {
+        let detail: J = serde_json::from_str(record["detail"].as_str().unwrap()).unwrap();
+        let requests = detail["requests"].as_array().unwrap();
+        // Two pages each.
+        assert_eq!(requests.len(), 2, "{detail}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r["template"] == "/api/orders" && r["status"] == "200")
+        );
+        let text = detail.to_string();
+        assert!(!text.contains("acme") && !text.contains("globex"), "{text}");
+    }
+    // A grant that hides a column of an HTTP dataset is refused, saying why.
+    let hiding = json!({"grants": [{"dataset_id": dataset, "permission": "read",
+        "row_filter": ["tenant = {{user.tenant}}"], "columns": ["id"]}]});
+    let (status, body) = http
+        .call("PUT", "/v1/groups/narrow", Some(&key), Some(hiding))
+        .await;
+    assert_eq!(status.as_u16(), 400, "{body}");
+    assert!(body.to_string().contains("HTTP dataset"), "{body}");
+    // Paths that bind no column are flagged when registered.
+    let mut loose = settings.clone();
+    loose["paths"] = json!({"/api/orders": "orders"});
+    loose["bind_params"] = json!({});
+    let flagged = http
+        .ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(
+                json!({"name": "loose", "kind": "http", "settings": loose, "password": api.token}),
+            ),
+            201,
+        )
+        .await;
+    assert!(
+        flagged["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("binds no column"),
+        "{flagged}"
+    );
     server.stop().await;
 }
 
@@ -559,4 +626,170 @@ async fn silo_toml_bootstraps_an_api_with_its_token_sealed() {
     assert_eq!(api.seen().len(), 4);
     assert!(api.every_request_carried_the_token());
     server.stop().await;
+}
+
+/// An API with the tenant in the path, one key for every tenant.
+fn tickets_config(api: &Api, name: &str, connector: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("silo-http-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("api.token"), &api.token).unwrap();
+    let cache = std::env::temp_dir().join("silo-test-compile-cache");
+    let text = format!(
+        r#"cache_dir = {cache:?}
+[datasources.api]
+connector = {connector:?}
+[datasources.api.http]
+base_url = "{base}"
+allow_private_network = true
+token_file = "api.token"
+[datasources.api.http.paths]
+"/v2/orgs/{{org}}/tickets" = "tickets"
+"/v2/status" = "status"
+[datasources.api.http.settings.datasets.tickets]
+path = "/v2/orgs/{{org}}/tickets"
+rows = "/data"
+columns = [
+  {{ name = "id", type = "int", nullable = false }},
+  {{ name = "org", type = "text" }},
+  {{ name = "subject", type = "text" }},
+]
+
+[datasets.tickets]
+datasource = "api"
+row_filter = ["org = {{{{user.tenant}}}}"]
+
+[users.alice]
+attributes = {{ tenant = "acme" }}
+[users.bob]
+attributes = {{ tenant = "globex" }}
+"#,
+        cache = cache.display().to_string(),
+        base = api.base,
+    );
+    let path = dir.join("silo.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The tenant in an API's path is bound like a query parameter: `http-json`
+/// fills the template with the user's org; a connector that asks for
+/// another org's path, however spelled, is refused before anything is sent.
+#[tokio::test]
+async fn a_tenant_in_the_path_is_bound_to_the_users_filter() {
+    let api = Api::start(&token()).await;
+    let silo =
+        Silo::open(&SiloConfig::load(&tickets_config(&api, "tickets", "http-json")).unwrap())
+            .await
+            .unwrap();
+    let rows = fetch(&silo, "alice", &spec("tickets", &["id", "org", "subject"]))
+        .await
+        .unwrap();
+    assert_eq!(ints(&rows), [1, 2, 3]);
+    let paths: Vec<String> = api.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/v2/orgs/acme/tickets"]);
+    // The requests a fetch made are listed for its audit record: the
+    // template, a fingerprint of the bound value (never the value), the status.
+    let mut fetch_ = silo
+        .fetch("bob", &spec("tickets", &["id", "org"]))
+        .await
+        .unwrap();
+    while fetch_.next_batch().await.unwrap().is_some() {}
+    let requests = fetch_.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].template.as_deref(),
+        Some("/v2/orgs/{org}/tickets")
+    );
+    assert_eq!(requests[0].status, "200");
+    assert_eq!(requests[0].bound[0].0, "org");
+    assert!(!format!("{requests:?}").contains("globex"), "{requests:?}");
+
+    api.clear();
+    let hostile = Silo::open(
+        &SiloConfig::load(&tickets_config(
+            &api,
+            "tickets-hostile",
+            connectors::HTTP_PATH_TENANT,
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let err = fetch(&hostile, "alice", &spec("tickets", &["id", "org"]))
+        .await
+        .unwrap_err();
+    let Error::Policy(report) = &err else {
+        panic!("expected the connector's refusal report, got {err}")
+    };
+    assert!(!report.contains("ACCEPTED"), "{report}");
+    assert_eq!(report.lines().count(), 12, "{report}");
+    assert!(
+        report.contains("outside the embed user's row filter"),
+        "{report}"
+    );
+    assert!(report.contains("`;`"), "{report}");
+    assert!(
+        api.seen().is_empty(),
+        "requests reached the API: {:?}",
+        api.seen()
+    );
+}
+
+/// A datasource whose paths can bind nothing is flagged; a path template
+/// that is not whole-segment says what is wrong with it.
+#[test]
+fn unbindable_paths_are_flagged_and_bad_templates_named() {
+    let config: silo_host::capability::http::HttpConfig = serde_json::from_value(json!({
+        "base_url": "https://api.example.com",
+        "paths": {"/v2/orgs/{org}/tickets": "tickets", "/v2/everything": "all"},
+    }))
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("/v2/everything") && warnings[0].contains("binds no column"));
+    let bad: silo_host::capability::http::HttpConfig = serde_json::from_value(json!({
+        "base_url": "https://api.example.com",
+        "paths": {"/v2/orgs/x{org}": "tickets"},
+    }))
+    .unwrap();
+    assert!(
+        bad.warnings()[0].contains("whole path segment"),
+        "{:?}",
+        bad.warnings()
+    );
+}
+
+/// Without the operator's allowance, an HTTP datasource cannot reach this
+/// host's own network: an address literal is refused when the config is
+/// loaded, a name that resolves there when a request would connect.
+#[tokio::test]
+async fn private_addresses_are_refused_unless_the_operator_allows_them() {
+    let api = Api::start(&token()).await;
+    let path = tickets_config(&api, "private", "http-json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("allow_private_network = true\n", "");
+    std::fs::write(&path, &text).unwrap();
+    let err = Silo::open(&SiloConfig::load(&path).unwrap())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("loopback, private or link-local"),
+        "{err}"
+    );
+    // By name: `localhost` resolves to loopback, and is refused as it is.
+    let port = api.base.rsplit(':').next().unwrap();
+    std::fs::write(
+        &path,
+        text.replace(&api.base, &format!("http://localhost:{port}")),
+    )
+    .unwrap();
+    let silo = Silo::open(&SiloConfig::load(&path).unwrap()).await.unwrap();
+    let err = fetch(&silo, "alice", &spec("tickets", &["id", "org"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Datasource(_)), "{err}");
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
 }

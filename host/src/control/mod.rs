@@ -73,6 +73,9 @@ pub struct ControlConfig {
     pub cache_dir: Option<PathBuf>,
     /// The LLM endpoint for summaries (default: the built-in summarizer).
     pub llm: Option<LlmConfig>,
+    /// Let HTTP datasources reach loopback, private and link-local
+    /// addresses (an operator's choice; an org can never set it).
+    pub allow_private_network: bool,
 }
 
 impl ControlConfig {
@@ -88,6 +91,7 @@ impl ControlConfig {
             limits: Limits::default(),
             cache_dir: None,
             llm: None,
+            allow_private_network: false,
         }
     }
 }
@@ -294,6 +298,8 @@ pub struct PendingAudit {
     store: Store,
     event: Option<AuditEvent>,
     started: Instant,
+    /// HTTP datasources: the requests made, listed in the record's detail.
+    requests: Option<crate::capability::http::RequestLog>,
 }
 
 impl PendingAudit {
@@ -310,6 +316,12 @@ impl PendingAudit {
         e.bytes = Some(bytes as i64);
         e.outcome = outcome.to_owned();
         e.duration_ms = Some(self.started.elapsed().as_millis() as i64);
+        if let Some(log) = &self.requests {
+            let requests = log.records();
+            if !requests.is_empty() {
+                e.detail = serde_json::to_string(&serde_json::json!({ "requests": requests })).ok();
+            }
+        }
         Some(e)
     }
 }
@@ -369,6 +381,7 @@ pub struct ControlPlane {
     engines: Engines,
     data_dir: PathBuf,
     summarizer: Summarizer,
+    allow_private_network: bool,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -435,6 +448,7 @@ impl ControlPlane {
             engines: Mutex::default(),
             data_dir: config.data_dir,
             summarizer: Summarizer::new(config.llm)?,
+            allow_private_network: config.allow_private_network,
         })
     }
 
@@ -628,6 +642,7 @@ impl ControlPlane {
             accept_write_privileges: input.accept_write_privileges,
             has_credential: password.is_some(),
             created_at: now(),
+            warnings: Vec::new(),
         };
         self.register(p, ds, password.as_deref()).await
     }
@@ -664,7 +679,7 @@ impl ControlPlane {
             .then(|| "registered with accept_write_privileges".to_owned());
         self.audit(p, "datasource.create", Some(&ds.id), detail)
             .await;
-        let mut out = ds;
+        let mut out = ds.checked();
         out.has_credential = sealed.is_some();
         Ok(out)
     }
@@ -740,6 +755,20 @@ impl ControlPlane {
                 .map_err(|e| Error::Config(format!("grant of `{}`: {e}", g.dataset_id)))?;
             for c in g.columns.iter().flatten() {
                 valid_name("a column name", c)?;
+            }
+            if g.columns.is_some() {
+                // An HTTP connector reads the API's raw answers: the host
+                // cannot take a column out of them.
+                let d = self.store.dataset(org, &g.dataset_id).await?;
+                let (ds, _, _) = self.store.datasource(org, &d.datasource_id).await?;
+                if ds.kind == DatasourceKind::Http {
+                    return Err(Error::Config(format!(
+                        "grant of `{}`: column grants cannot be enforced on an HTTP dataset (its \
+                         connector reads the API's raw answers); grant every column, or leave \
+                         `columns` out",
+                        g.dataset_id
+                    )));
+                }
             }
         }
         let group = Group {
@@ -1012,12 +1041,14 @@ impl ControlPlane {
             store: self.store.clone(),
             event: Some(event),
             started,
+            requests: None,
         };
         match result {
             Ok(fetch) => {
                 if let Some(ev) = audit.event.as_mut() {
                     ev.filter_fingerprint = Some(audit::fingerprint(fetch.filter()));
                 }
+                audit.requests = fetch.request_log();
                 Ok(EmbedFetch { fetch, audit })
             }
             Err(err) => {
@@ -1325,6 +1356,7 @@ impl ControlPlane {
                 ..e.event("profile", &plan.dataset.id)
             }),
             started,
+            requests: None,
         };
         let profiled = match plan.run(Some(limit)).await {
             Ok(fetch) => {
@@ -1565,7 +1597,10 @@ impl ControlPlane {
                 c.mongodb = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
             }
             DatasourceKind::Http => {
-                c.http = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
+                let mut http: crate::capability::http::HttpConfig =
+                    serde_json::from_value(ds.settings.clone()).map_err(bad)?;
+                http.allow_private_network |= self.allow_private_network;
+                c.http = Some(http)
             }
             DatasourceKind::Files => {
                 // Bootstrapped from silo.toml: the operator's directory;
@@ -1646,6 +1681,7 @@ impl ControlPlane {
                 accept_write_privileges: dc.accept_write_privileges,
                 has_credential: password.is_some(),
                 created_at: now(),
+                warnings: Vec::new(),
             };
             let password = password
                 .map(|s| Zeroizing::new(secrecy::ExposeSecret::expose_secret(&s).to_owned()));
@@ -1885,6 +1921,13 @@ fn api_settings(kind: DatasourceKind, settings: serde_json::Value) -> Result<ser
                 return Err(Error::Config(
                     "settings: token_env and token_file are for silo.toml; give the token as \
                      `password`"
+                        .into(),
+                ));
+            }
+            if c.allow_private_network {
+                return Err(Error::Config(
+                    "settings: allow_private_network is the operator's (silo.toml, or \
+                     `silo serve --allow-private-network`)"
                         .into(),
                 ));
             }

@@ -115,6 +115,25 @@ pub struct Datasource {
     pub has_credential: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// What about its settings weakens what it can serve, and why (an HTTP
+    /// path that can bind no column to a user's rows); empty when nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Datasource {
+    /// The warnings its settings call for (see [`Datasource::warnings`]).
+    pub fn checked(mut self) -> Datasource {
+        self.warnings = match self.kind {
+            DatasourceKind::Http => {
+                serde_json::from_value::<crate::capability::http::HttpConfig>(self.settings.clone())
+                    .map(|c| c.warnings())
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        self
+    }
 }
 
 /// A governed table, collection or upload of a datasource.

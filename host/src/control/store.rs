@@ -1186,7 +1186,9 @@ fn datasource_row(r: &AnyRow) -> Result<Datasource> {
         accept_write_privileges: r.try_get::<i64, _>(6).map_err(db)? != 0,
         has_credential: r.try_get::<i64, _>(8).map_err(db)? != 0,
         created_at: r.try_get(7).map_err(db)?,
-    })
+        warnings: Vec::new(),
+    }
+    .checked())
 }
 
 fn dataset_row(r: &AnyRow) -> Result<Dataset> {

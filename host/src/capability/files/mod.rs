@@ -380,3 +380,80 @@ impl files::Host for State {
         Ok(self.preopens.guest_paths())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silo_types::{ColumnType, Op, Predicate, Value};
+
+    fn layout(partition_by: Option<&str>) -> Layout {
+        let column = |name: &str| Column {
+            name: name.into(),
+            kind: ColumnType::Text,
+            nullable: false,
+        };
+        Layout {
+            columns: vec![column("tenant"), column("customer")],
+            partition_by: partition_by.map(str::to_owned),
+        }
+    }
+
+    fn pred(column: &str, op: Op, values: &[&str]) -> Predicate {
+        Predicate {
+            column: column.into(),
+            op,
+            values: values.iter().map(|v| Value::Text((*v).into())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_partition_is_whole_only_when_a_branch_says_nothing_else() {
+        let by_tenant = layout(Some("tenant"));
+        // README's filter: the user's tenant, or customers shared with them.
+        let readme = RowFilter::AnyOf(vec![
+            vec![pred("tenant", Op::Eq, &["acme"])],
+            vec![pred("customer", Op::In, &["c-4"])],
+        ]);
+        assert_eq!(exposure(&readme, &by_tenant, "acme"), Exposure::Whole);
+        assert_eq!(exposure(&readme, &by_tenant, "globex"), Exposure::Part);
+        let narrow = RowFilter::AnyOf(vec![vec![
+            pred("tenant", Op::Eq, &["acme"]),
+            pred("customer", Op::Eq, &["c-1"]),
+        ]]);
+        assert_eq!(exposure(&narrow, &by_tenant, "acme"), Exposure::Part);
+        assert_eq!(exposure(&narrow, &by_tenant, "globex"), Exposure::None);
+        assert_eq!(
+            exposure(&RowFilter::NoRows, &by_tenant, "acme"),
+            Exposure::None
+        );
+        assert_eq!(
+            exposure(&RowFilter::AllRows, &by_tenant, "acme"),
+            Exposure::Whole
+        );
+        // Without partitions, only a branch with no condition admits all.
+        let whole = layout(None);
+        assert_eq!(exposure(&readme, &whole, WHOLE), Exposure::Part);
+        assert_eq!(
+            exposure(&RowFilter::AnyOf(vec![vec![]]), &whole, WHOLE),
+            Exposure::Whole
+        );
+        assert_eq!(
+            exposure(&RowFilter::AnyOf(vec![]), &whole, WHOLE),
+            Exposure::None
+        );
+    }
+
+    #[test]
+    fn views_are_owner_only_and_removed_with_the_fetch() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut preopens = Preopens::default();
+        let dir = preopens.view_dir().unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let copy = preopens.clone();
+        drop(preopens);
+        assert!(dir.exists(), "a holder is left");
+        drop(copy);
+        assert!(!dir.exists());
+    }
+}

@@ -1,6 +1,7 @@
 //! The HTTP driver: one base URL, the token as a sensitive header, no
 //! redirects, no proxy, no decompression, and a size and time cap on every
 //! response.
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -9,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::HttpConfig;
 use crate::error::{Error, Result};
-use crate::policy::http::Rules;
+use crate::policy::http::{Admitted, Rules};
 use crate::policy::sql::GovernedTable;
 
 /// An answer as the connector receives it.
@@ -78,9 +79,11 @@ impl HttpClient {
         if c.paths.is_empty() {
             return Err(bad("paths must allow at least one path prefix".into()));
         }
-        for prefix in c.paths.keys() {
-            Rules::check_prefix(prefix).map_err(|e| bad(format!("paths: {e}")))?;
-        }
+        let rules = Rules::new(
+            c.paths.clone().into_iter().collect(),
+            c.bind_params.clone().into_iter().collect(),
+        )
+        .map_err(|e| bad(format!("paths: {e}")))?;
         let auth = match &s.token {
             Some(token) => {
                 let name = HeaderName::from_bytes(c.token_header.as_bytes())
@@ -112,7 +115,22 @@ impl HttpClient {
                     .into(),
             ));
         }
+        if let Some(ip) = base
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+            && !c.allow_private_network
+            && !is_public(ip)
+        {
+            return Err(bad(format!(
+                "base_url is a loopback, private or link-local address ({ip}); an operator may \
+                 allow that with allow_private_network in silo.toml"
+            )));
+        }
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(Resolver {
+                allow_private: c.allow_private_network,
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .https_only(base.scheme() == "https")
@@ -123,10 +141,7 @@ impl HttpClient {
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
         Ok(HttpClient {
             base,
-            rules: Rules {
-                paths: c.paths.clone().into_iter().collect(),
-                bind: c.bind_params.clone().into_iter().collect(),
-            },
+            rules,
             auth,
             max_bytes: c.max_response_bytes,
             max_requests: c.max_requests,
@@ -146,6 +161,12 @@ impl HttpClient {
         self.max_requests
     }
 
+    /// Why some governed paths can never be bound to one user's rows (see
+    /// [`Rules::unbindable`]); empty when every one can.
+    pub fn warnings(&self) -> Vec<String> {
+        self.rules.unbindable()
+    }
+
     /// `GET path?query` if the policy admits it for `datasets`, with the
     /// token added here and the answer read within the caps.
     pub async fn get(
@@ -153,8 +174,8 @@ impl HttpClient {
         path: &str,
         query: &[(String, String)],
         datasets: &[GovernedTable],
-    ) -> Result<Answer> {
-        self.rules.admit(path, query, datasets)?;
+    ) -> Result<(Admitted, Answer)> {
+        let admitted = self.rules.admit(path, query, datasets)?;
         let mut url = self.base.clone();
         url.set_path(path);
         if !query.is_empty() {
@@ -206,10 +227,104 @@ impl HttpClient {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer {
-            status: status.as_u16(),
-            content_type,
-            body,
+        Ok((
+            admitted,
+            Answer {
+                status: status.as_u16(),
+                content_type,
+                body,
+            },
+        ))
+    }
+}
+
+/// Resolves the base URL's name for every new connection, and keeps only the
+/// addresses the datasource may reach: public ones, unless the operator
+/// allowed private networks. A name that resolves (or rebinds) to loopback,
+/// a private range or link-local is refused, so an org cannot aim a
+/// datasource at the host's own network.
+struct Resolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no address this datasource may reach (loopback, private and \
+                     link-local addresses are refused)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
         })
+    }
+}
+
+/// Whether an address is on the public internet: not loopback, private
+/// (RFC 1918, unique local), link-local, shared (100.64/10), unspecified,
+/// multicast or broadcast, in IPv4, IPv6 or IPv4 mapped into IPv6.
+pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b))
+                || a == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_public;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 }

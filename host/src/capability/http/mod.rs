@@ -5,7 +5,7 @@ mod client;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +27,10 @@ pub const DEFAULT_MAX_REQUESTS: usize = 32;
 pub struct HttpConfig {
     /// `http(s)://host[:port]`: every request goes there and nowhere else.
     pub base_url: String,
-    /// Path prefixes a connector may GET, each mapped to the governed
-    /// dataset whose row filter binds requests under it.
+    /// Path templates a connector may GET (and paths below them), each
+    /// mapped to the governed dataset whose row filter binds requests under
+    /// it. A `{column}` segment binds that filter column, as `bind_params`
+    /// does for a query parameter: `"/v2/orgs/{org}/tickets" = "tickets"`.
     pub paths: BTreeMap<String, String>,
     /// Query parameters the host binds to filter columns (parameter →
     /// column): a request must carry them, with values the filter pins.
@@ -55,6 +57,24 @@ pub struct HttpConfig {
     /// Non-secret settings for the connector (`http.settings`), as JSON.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub settings: serde_json::Value,
+    /// Operator only (refused over the API): let the base URL's name
+    /// resolve to a loopback, private or link-local address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_network: bool,
+}
+
+impl HttpConfig {
+    /// Why some of its paths can never be bound to one user's rows (see
+    /// [`crate::policy::http::Rules::unbindable`]), or why its paths are bad.
+    pub fn warnings(&self) -> Vec<String> {
+        match crate::policy::http::Rules::new(
+            self.paths.clone().into_iter().collect(),
+            self.bind_params.clone().into_iter().collect(),
+        ) {
+            Ok(rules) => rules.unbindable(),
+            Err(e) => vec![e.0],
+        }
+    }
 }
 
 fn default_token_header() -> String {
@@ -81,6 +101,47 @@ pub struct HttpGrant {
     pub client: Arc<HttpClient>,
     /// Governed datasets with this user's filters.
     pub datasets: Arc<[GovernedTable]>,
+    /// The requests this fetch made, for its audit record.
+    pub log: RequestLog,
+}
+
+/// One request a connector asked for, as the audit records it: the template
+/// it matched and a fingerprint of each value it bound (never the values),
+/// and the answer's status, or why it was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// The path template (`None`: refused before any matched).
+    pub template: Option<String>,
+    /// Each bound filter column and a fingerprint of its value.
+    pub bound: Vec<(String, String)>,
+    /// The HTTP status, or `refused` / `failed`.
+    pub status: String,
+}
+
+/// The requests of one fetch, shared by its instance and the fetch.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<RequestRecord>>>);
+
+impl RequestLog {
+    fn push(&self, record: RequestRecord) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+
+    /// What was requested so far.
+    pub fn records(&self) -> Vec<RequestRecord> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A value's fingerprint for the audit: the first 16 hex digits of its
+/// SHA-256, enough to tell requests apart, not to print the value.
+fn fingerprint(value: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+    digest[..16].to_owned()
 }
 
 impl http::Host for State {
@@ -99,7 +160,28 @@ impl http::Host for State {
         let result = match self.grant.clone() {
             Some(crate::capability::Grant::Http(grant)) => {
                 if self.charge_query(grant.client.max_requests()) {
-                    grant.client.get(&path, &query, &grant.datasets).await
+                    let sent = grant.client.get(&path, &query, &grant.datasets).await;
+                    grant.log.push(match &sent {
+                        Ok((admitted, answer)) => RequestRecord {
+                            template: Some(admitted.template.clone()),
+                            bound: admitted
+                                .bound
+                                .iter()
+                                .map(|(c, v)| (c.clone(), fingerprint(v)))
+                                .collect(),
+                            status: answer.status.to_string(),
+                        },
+                        Err(e) => RequestRecord {
+                            template: None,
+                            bound: Vec::new(),
+                            status: if matches!(e, Error::Policy(_)) {
+                                "refused".into()
+                            } else {
+                                "failed".into()
+                            },
+                        },
+                    });
+                    sent.map(|(_, answer)| answer)
                 } else {
                     Err(Error::Limit(format!(
                         "at most {} HTTP requests per fetch",
