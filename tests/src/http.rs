@@ -101,13 +101,20 @@ async fn handle(
         .strip_prefix("/v2/orgs/")
         .and_then(|p| p.strip_suffix("/tickets"))
     {
-        // One company-wide key answers any org's tickets.
+        // One company-wide key answers any org's tickets, one per page
+        // (`page` from 1), then an empty page.
         let tickets: Vec<J> = orders()
             .into_iter()
             .filter(|o| o["tenant"] == org)
             .map(|o| json!({"id": o["id"], "org": o["tenant"], "subject": format!("ticket of {org}")}))
             .collect();
-        return axum::Json(json!({ "data": tickets })).into_response();
+        let page = query
+            .iter()
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        let one: Vec<J> = tickets.into_iter().skip(page - 1).take(1).collect();
+        return axum::Json(json!({ "data": one })).into_response();
     }
     match uri.path() {
         "/api/orders" => {
@@ -649,6 +656,7 @@ token_file = "api.token"
 [datasources.api.http.settings.datasets.tickets]
 path = "/v2/orgs/{{org}}/tickets"
 rows = "/data"
+page = {{ param = "page", first = 1 }}
 columns = [
   {{ name = "id", type = "int", nullable = false }},
   {{ name = "org", type = "text" }},
@@ -686,8 +694,16 @@ async fn a_tenant_in_the_path_is_bound_to_the_users_filter() {
         .await
         .unwrap();
     assert_eq!(ints(&rows), [1, 2, 3]);
-    let paths: Vec<String> = api.seen().iter().map(|s| s.path.clone()).collect();
-    assert_eq!(paths, ["/v2/orgs/acme/tickets"]);
+    // Page numbers, until an empty page; always acme's path.
+    let seen: Vec<String> = api
+        .seen()
+        .iter()
+        .map(|s| format!("{}?{}", s.path, s.query))
+        .collect();
+    assert_eq!(
+        seen,
+        [1, 2, 3, 4].map(|n| format!("/v2/orgs/acme/tickets?page={n}"))
+    );
     // The requests a fetch made are listed for its audit record: the
     // template, a fingerprint of the bound value (never the value), the status.
     let mut fetch_ = silo
@@ -696,7 +712,7 @@ async fn a_tenant_in_the_path_is_bound_to_the_users_filter() {
         .unwrap();
     while fetch_.next_batch().await.unwrap().is_some() {}
     let requests = fetch_.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests.len(), 4, "{requests:?}");
     assert_eq!(
         requests[0].template.as_deref(),
         Some("/v2/orgs/{org}/tickets")
@@ -791,5 +807,34 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Datasource(_)), "{err}");
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+}
+
+/// A connector reads an API's raw answers, so a grant hiding a column of an
+/// HTTP dataset cannot be enforced: the fetch is refused, saying so, before
+/// any request.
+#[tokio::test]
+async fn a_grant_hiding_a_column_of_an_http_dataset_is_refused() {
+    let api = Api::start(&token()).await;
+    let silo = silo(&api, "hidden", "http-json", true, "").await;
+    let access = silo_host::silo::DatasetAccess {
+        filter: silo_types::RowFilter::AnyOf(vec![vec![silo_types::Predicate {
+            column: "tenant".into(),
+            op: silo_types::Op::Eq,
+            values: vec![Value::Text("acme".into())],
+        }]]),
+        columns: Some(vec!["id".into(), "tenant".into()]),
+    };
+    let err = match silo
+        .fetch_with(&|_| Ok(access.clone()), &spec("orders", &["id", "tenant"]))
+        .await
+    {
+        Ok(_) => panic!("a hidden HTTP column was served"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Policy(m) if m.contains("HTTP dataset")),
+        "{err}"
+    );
     assert!(api.seen().is_empty(), "{:?}", api.seen());
 }

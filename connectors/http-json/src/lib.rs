@@ -16,10 +16,14 @@
 //!       { "name": "amount", "type": "decimal", "from": "/amount/value" } ] } } }
 //! ```
 //!
+//! For an API that numbers its pages instead, give
+//! `"page": { "param": "page", "first": 1 }` in place of `next`.
+//!
 //! A fetch asks the API once per combination of the values the embed user's
 //! filter pins for the path's `{column}` placeholders and the `params`
 //! columns (a parameter whose column the filter leaves free is left out),
-//! follows `next` cursors, takes the array at the JSON pointer `rows`, and
+//! follows `next` cursors (or asks for `page` numbers from `first` until a
+//! page comes back empty), takes the array at the JSON pointer `rows`, and
 //! types each field the pointer `from` (default `/<name>`) selects. It
 //! applies the filter, projection and limit itself; the host binds the
 //! parameters it requires and re-checks every row anyway.
@@ -48,6 +52,7 @@ struct Mapping {
     static_params: Vec<(String, String)>,
     rows: String,
     next: Option<(String, String)>,
+    page: Option<(String, u64)>,
     columns: Vec<(Column, String)>,
 }
 
@@ -82,7 +87,12 @@ fn settings() -> Result<BTreeMap<String, Mapping>, Error> {
                         .ok_or_else(|| bad(format!("a column of `{name}` has no name")))?;
                     let kind =
                         silo_types::text::kind_named(text(c, "type").as_deref().unwrap_or("text"))
-                            .ok_or_else(|| bad(format!("`{name}.{column}` has an unknown type")))?;
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "`{name}.{column}` has an unknown type; the types are \
+                                     boolean, int, float, decimal, text, bytes, date, timestamp, json"
+                                ))
+                            })?;
                     let from = text(c, "from").unwrap_or_else(|| format!("/{column}"));
                     let nullable = c.get("nullable").and_then(Json::as_bool).unwrap_or(true);
                     Ok((
@@ -98,6 +108,13 @@ fn settings() -> Result<BTreeMap<String, Mapping>, Error> {
             let next = d
                 .get("next")
                 .and_then(|n| Some((text(n, "param")?, text(n, "from")?)));
+            let page = d.get("page").and_then(|p| {
+                let first = p.get("first").and_then(Json::as_u64).unwrap_or(1);
+                Some((text(p, "param")?, first))
+            });
+            if next.is_some() && page.is_some() {
+                return Err(bad(format!("`{name}` has both `next` and `page`: pick one")));
+            }
             Ok((
                 name.clone(),
                 Mapping {
@@ -106,6 +123,7 @@ fn settings() -> Result<BTreeMap<String, Mapping>, Error> {
                     static_params: pairs(d, "static_params"),
                     rows: text(d, "rows").unwrap_or_default(),
                     next,
+                    page,
                     columns,
                 },
             ))
@@ -144,7 +162,12 @@ impl Connector for HttpJson {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let filter = RowFilter::from(request.filter.clone());
-        let requests = plan_requests(&mapping, &filter)?;
+        let mut requests = plan_requests(&mapping, &filter)?;
+        if let Some((param, first)) = &mapping.page {
+            for (_, query) in requests.iter_mut() {
+                query.push((param.clone(), first.to_string()));
+            }
+        }
         let compiled = filter
             .compile(&request.columns)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
@@ -153,6 +176,7 @@ impl Connector for HttpJson {
             page: VecDeque::new(),
             rows_at: mapping.rows,
             next: mapping.next,
+            page_param: mapping.page.map(|(param, _)| param),
             plan,
             filter: compiled,
             left: request.limit.unwrap_or(u64::MAX),
@@ -241,6 +265,8 @@ struct Reader {
     page: VecDeque<Json>,
     rows_at: String,
     next: Option<(String, String)>,
+    /// The page-number parameter: the next request asks for one more.
+    page_param: Option<String>,
     plan: Vec<(String, ColumnType)>,
     filter: CompiledFilter,
     left: u64,
@@ -297,6 +323,19 @@ impl Reader {
             let mut next = query;
             next.retain(|(k, _)| k != param);
             next.push((param.clone(), silo_types::text::json_cell(cursor)));
+            self.requests.push_front((path, next));
+        } else if let Some(param) = &self.page_param
+            && !rows.is_empty()
+        {
+            // Page numbers: the next one, until a page comes back empty.
+            let mut next = query;
+            let current = next
+                .iter()
+                .find(|(k, _)| k == param)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            next.retain(|(k, _)| k != param);
+            next.push((param.clone(), (current + 1).to_string()));
             self.requests.push_front((path, next));
         }
         Ok(())
