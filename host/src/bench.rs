@@ -27,6 +27,9 @@ pub enum Db {
     Mysql,
     /// MongoDB, plain loop on the mongodb crate.
     Mongodb,
+    /// Uploaded files: a partition preopened as stored, and the same
+    /// partition served as a host view, against a plain CSV read.
+    Files,
 }
 
 /// The admin the test harness provisions on the local MongoDB-wire server.
@@ -136,13 +139,16 @@ impl Plain {
 
 /// Runs the benchmarks and prints a report.
 pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
+    if opts.db == Db::Files {
+        return run_files(opts, out).await;
+    }
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let rows = opts.rows;
     let dir = std::env::temp_dir().join(format!("silo-bench-{:?}", opts.db).to_lowercase());
     // The fetch must not hit the statement or connector-call time limit on
     // a slow server (SecantusDB answers a 1 M-document `find` in about 30 s).
     let body = format!(
-        "[limits]\nmax_rows = {}\nstatement_timeout_ms = 600000\ntimeout_ms = 600000\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
+        "[limits]\nmax_rows = {}\nstatement_timeout_ms = 600000\ntimeout_ms = 600000\nfetch_timeout_ms = 600000\n\n[datasets.facts]\ndatasource = \"main\"\nrow_filter = [\"tenant = {{{{user.tenant}}}}\"]\n\n\
          [users.u]\nattributes = {{ tenant = \"a\" }}\n",
         u64::from(rows) + 1
     );
@@ -164,6 +170,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
             let (p, c) = seed_mongodb(opts, &dir, &body).await?;
             (p, c, crate::builtin::MONGODB, "mongodb")
         }
+        Db::Files => return Err(Error::Internal("files are measured by run_files".into())),
     };
     let kind = match opts.db {
         Db::Mongodb => crate::capability::Kind::Document,
@@ -439,6 +446,168 @@ async fn seed_facts(
         start = end + 1;
     }
     facts.insert_many((1..=1000).map(|i| fact(i, "b"))).await?;
+    Ok(())
+}
+
+/// Files: `rows` rows of tenant `a` uploaded partitioned by tenant (and
+/// 1,000 of `b`), fetched with the built-in files connector as stored (the
+/// filter admits the partition wholly: `tenant = 'a'`) and as a host view
+/// (`tenant = 'a' and amount >= 0` admits it only in part, so the host
+/// filters it first), against a plain loop reading and typing the CSV.
+async fn run_files(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
+    use crate::capability::files::upload::{Upload, upload};
+    use crate::capability::files::{FilesConfig, FilesStore};
+    use crate::silo::DatasetAccess;
+    use silo_types::{Op, Predicate, RowFilter, Value};
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    let rows = opts.rows;
+    let dir = std::env::temp_dir().join("silo-bench-files");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    writeln!(
+        out,
+        "seeding {rows} rows x 4 columns (plus 1000 rows of another tenant)..."
+    )
+    .map_err(io)?;
+    let csv = dir.join("facts.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).map_err(io)?);
+        writeln!(w, "id,tenant,amount,label").map_err(io)?;
+        for i in 1..=u64::from(rows) {
+            writeln!(w, "{i},a,{}.5,label-{}", i / 2, i % 1000).map_err(io)?;
+        }
+        for i in 1..=1000u64 {
+            writeln!(w, "{i},b,{}.5,label-{}", i / 2, i % 1000).map_err(io)?;
+        }
+        w.flush().map_err(io)?;
+    }
+    let data = dir.join("data");
+    let store = FilesStore::new(&FilesConfig {
+        data_dir: data.clone(),
+        org: "default".into(),
+    })?;
+    upload(
+        &store,
+        &Upload {
+            dataset: "facts",
+            file: &csv,
+            partition_by: Some("tenant"),
+            max_bytes: u64::MAX,
+            progress: None,
+        },
+    )?;
+    let config = dir.join("silo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_rows = {}\ntimeout_ms = 600000\nfetch_timeout_ms = 600000\n\n\
+             [datasources.main]\nconnector = \"files\"\n[datasources.main.files]\ndata_dir = {:?}\n\n\
+             [datasets.facts]\ndatasource = \"main\"\nall_rows = true\n",
+            u64::from(rows) + 1,
+            data.display().to_string()
+        ),
+    )
+    .map_err(io)?;
+    let silo = Silo::open(&SiloConfig::load(&config)?).await?;
+    let spec = FetchSpec {
+        dataset: "facts".into(),
+        columns: Some(
+            ["id", "tenant", "amount", "label"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        limit: None,
+    };
+    let tenant = Predicate {
+        column: "tenant".into(),
+        op: Op::Eq,
+        values: vec![Value::Text("a".into())],
+    };
+    let whole = DatasetAccess::rows(RowFilter::AnyOf(vec![vec![tenant.clone()]]));
+    let part = DatasetAccess::rows(RowFilter::AnyOf(vec![vec![
+        tenant,
+        Predicate {
+            column: "amount".into(),
+            op: Op::Ge,
+            values: vec![Value::Float(0.0)],
+        },
+    ]]));
+    let partition = data.join("default/facts/a/data.csv");
+    let plain = || -> Result<u64> {
+        let mut reader =
+            csv::Reader::from_path(&partition).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut n = 0u64;
+        for record in reader.records() {
+            let r = record.map_err(|e| Error::Internal(e.to_string()))?;
+            let typed: (i64, String, f64, String) = (
+                r.get(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
+                r.get(1).unwrap_or_default().to_owned(),
+                r.get(2).and_then(|v| v.parse().ok()).unwrap_or_default(),
+                r.get(3).unwrap_or_default().to_owned(),
+            );
+            std::hint::black_box(typed);
+            n += 1;
+        }
+        Ok(n)
+    };
+    let fetch = async |access: &DatasetAccess| -> Result<u64> {
+        let mut fetch = silo.fetch_with(&|_| Ok(access.clone()), &spec).await?;
+        let mut n = 0u64;
+        while let Some(batch) = fetch.next_batch().await? {
+            n += batch.len() as u64;
+        }
+        Ok(n)
+    };
+    let (mut t_plain, mut t_whole, mut t_part) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..=opts.runs {
+        let t = Instant::now();
+        let a = plain()?;
+        let d_plain = t.elapsed();
+        let t = Instant::now();
+        let b = fetch(&whole).await?;
+        let d_whole = t.elapsed();
+        let t = Instant::now();
+        let c = fetch(&part).await?;
+        let d_part = t.elapsed();
+        if [a, b, c] != [u64::from(rows); 3] {
+            return Err(Error::Internal(format!(
+                "expected {rows} rows: plain {a}, as stored {b}, view {c}"
+            )));
+        }
+        if run > 0 {
+            t_plain.push(d_plain);
+            t_whole.push(d_whole);
+            t_part.push(d_part);
+        }
+    }
+    let (p, w, v) = (
+        median(&mut t_plain),
+        median(&mut t_whole),
+        median(&mut t_part),
+    );
+    writeln!(
+        out,
+        "fetch {rows} rows x 4 columns from an upload (median of {} runs):",
+        opts.runs
+    )
+    .map_err(io)?;
+    writeln!(out, "  plain CSV read and typing    : {:>8.1} ms", ms(p)).map_err(io)?;
+    writeln!(
+        out,
+        "  partition as stored (whole)  : {:>8.1} ms  ({:.2}x plain)",
+        ms(w),
+        w.as_secs_f64() / p.as_secs_f64()
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  partition as a view (part)   : {:>8.1} ms  ({:.2}x plain, {:.2}x as stored)",
+        ms(v),
+        v.as_secs_f64() / p.as_secs_f64(),
+        v.as_secs_f64() / w.as_secs_f64()
+    )
+    .map_err(io)?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -764,6 +764,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 crate::bench::Db::Postgres => crate::demo::DEFAULT_ADMIN.to_owned(),
                 crate::bench::Db::Mysql => "mysql://root@127.0.0.1:3306/test".to_owned(),
                 crate::bench::Db::Mongodb => crate::bench::DEFAULT_MONGO_ADMIN.to_owned(),
+                crate::bench::Db::Files => String::new(),
             });
             let opts = crate::bench::BenchOptions {
                 db,

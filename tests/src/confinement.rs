@@ -260,18 +260,32 @@ fn assert_nothing_foreign(seen: &[String], also: &str) {
 async fn error_oracles_see_only_the_users_rows(mut fx: Fixture) {
     let silo = fx.silo(connectors::SQL_ERROR_ORACLE, "").await.unwrap();
     for dataset in ["orders", "shared"] {
-        let before = observed(&silo, "alice", dataset).await;
-        assert_nothing_foreign(&before, HIDDEN);
-        // The attacks ran: most were accepted and answered from alice's rows.
-        let answered = before.iter().filter(|l| l.contains("=> rows")).count();
-        assert!(answered >= 8, "{before:#?}");
-        fx.change_foreign_rows(NUMBER_NOTES).await;
-        let after = observed(&silo, "alice", dataset).await;
-        assert_eq!(
-            before, after,
-            "what the connector saw depends on another tenant's rows"
+        // A difference must repeat to count: an oracle answers the same
+        // every time, a database busy with other tests does not.
+        let mut changed = Vec::new();
+        for _ in 0..2 {
+            let before = observed(&silo, "alice", dataset).await;
+            assert_nothing_foreign(&before, HIDDEN);
+            // The attacks ran: most were accepted and answered from alice's rows.
+            let answered = before.iter().filter(|l| l.contains("=> rows")).count();
+            assert!(answered >= 8, "{before:#?}");
+            fx.change_foreign_rows(NUMBER_NOTES).await;
+            let after = observed(&silo, "alice", dataset).await;
+            fx.change_foreign_rows(TEXT_NOTES).await;
+            changed = before
+                .into_iter()
+                .zip(after)
+                .filter(|(b, a)| b != a)
+                .collect::<Vec<_>>();
+            if changed.is_empty() {
+                break;
+            }
+            eprintln!("{dataset}: observations differed once: {changed:#?}");
+        }
+        assert!(
+            changed.is_empty(),
+            "what the connector saw depends on another tenant's rows: {changed:#?}"
         );
-        fx.change_foreign_rows(TEXT_NOTES).await;
     }
 }
 
@@ -529,16 +543,7 @@ async fn postgres_plans_evaluate_connector_expressions_above_the_fence() {
     let Db::Pg { schema, client } = &fx.db else {
         unreachable!()
     };
-    let tables = [silo_host::policy::sql::GovernedTable {
-        schema: schema.clone(),
-        name: "orders".into(),
-        filter: RowFilter::AnyOf(vec![vec![Predicate {
-            column: "tenant".into(),
-            op: Op::Eq,
-            values: vec![Value::Text("acme".into())],
-        }]]),
-        columns: Some(vec!["id".into(), "tenant".into(), "note".into()]),
-    }];
+    let tables = [acme_orders(schema)];
     for (setting, statement) in [
         (
             "",
@@ -619,6 +624,21 @@ async fn postgres_plans_evaluate_connector_expressions_above_the_fence() {
     client.batch_execute("RESET ALL").await.unwrap();
 }
 
+/// `orders` of `schema` as the plan tests fence it: acme's rows, three
+/// columns (the hidden one left out).
+fn acme_orders(schema: &str) -> silo_host::policy::sql::GovernedTable {
+    silo_host::policy::sql::GovernedTable {
+        schema: schema.to_owned(),
+        name: "orders".into(),
+        filter: RowFilter::AnyOf(vec![vec![Predicate {
+            column: "tenant".into(),
+            op: Op::Eq,
+            values: vec![Value::Text("acme".into())],
+        }]]),
+        columns: Some(vec!["id".into(), "tenant".into(), "note".into()]),
+    }
+}
+
 /// Every plan node scanning `relation`.
 fn scans_of<'a>(node: &'a serde_json::Value, relation: &str, out: &mut Vec<&'a serde_json::Value>) {
     match node {
@@ -645,16 +665,7 @@ async fn mysql_plans_evaluate_connector_expressions_only_on_the_fence() {
     let Db::My { db, conn } = &mut fx.db else {
         unreachable!()
     };
-    let tables = [silo_host::policy::sql::GovernedTable {
-        schema: db.clone(),
-        name: "orders".into(),
-        filter: RowFilter::AnyOf(vec![vec![Predicate {
-            column: "tenant".into(),
-            op: Op::Eq,
-            values: vec![Value::Text("acme".into())],
-        }]]),
-        columns: Some(vec!["id".into(), "tenant".into(), "note".into()]),
-    }];
+    let tables = [acme_orders(db)];
     for statement in [
         "SELECT id FROM orders WHERE (note LIKE 'E%') * 9223372036854775807 * 2 = 0",
         "SELECT id FROM (SELECT * FROM orders) o WHERE length(o.note) > 5",
@@ -768,5 +779,35 @@ async fn mongodb_error_oracles_see_only_the_users_documents() {
     assert_eq!(
         before, after,
         "what the connector saw depends on another tenant's documents"
+    );
+}
+
+/// A value bound to a parameter of another type is the connector's mistake,
+/// and says so, naming the types (not "the database is unavailable").
+#[tokio::test]
+async fn a_parameter_of_the_wrong_type_says_so() {
+    let mut fx = Fixture::postgres("types").await;
+    drop(fx.silo("postgres", "").await.unwrap());
+    let config = SiloConfig::load(&fx.dir.join("silo.toml")).unwrap();
+    let (backend, _) =
+        silo_host::capability::connect("main", &config.datasources["main"], &config.limits)
+            .unwrap();
+    let silo_host::capability::Backend::Sql(client) = backend else {
+        panic!("a SQL datasource")
+    };
+    let Db::Pg { schema, .. } = &fx.db else {
+        unreachable!()
+    };
+    let statement = format!("SELECT id FROM {schema}.orders WHERE id = $1");
+    let err = match client
+        .query(&statement, vec![Value::Text("one".into())])
+        .await
+    {
+        Ok(_) => panic!("text was bound to an integer"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Connector(m) if m.contains("type mismatch") && m.contains("int4")),
+        "{err}"
     );
 }

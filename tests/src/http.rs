@@ -226,16 +226,25 @@ async fn silo(api: &Api, name: &str, connector: &str, params: bool, extra: &str)
 
 /// Writes the `silo.toml` [`silo`] loads; returns its path.
 fn config(api: &Api, name: &str, connector: &str, params: bool, extra: &str) -> PathBuf {
+    write_config(
+        api,
+        name,
+        &format!(
+            "{}\n{extra}",
+            datasource(api, connector, "api.token", params)
+        ),
+    )
+}
+
+/// Writes `body` as `silo.toml` (after the compile cache) in a fresh
+/// directory of its own, with `api`'s token in `api.token`.
+fn write_config(api: &Api, name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("silo-http-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("api.token"), &api.token).unwrap();
     let cache = std::env::temp_dir().join("silo-test-compile-cache");
-    let text = format!(
-        "cache_dir = {:?}\n{}\n{extra}",
-        cache.display().to_string(),
-        datasource(api, connector, "api.token", params)
-    );
+    let text = format!("cache_dir = {:?}\n{body}", cache.display().to_string());
     let path = dir.join("silo.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -637,14 +646,8 @@ async fn silo_toml_bootstraps_an_api_with_its_token_sealed() {
 
 /// An API with the tenant in the path, one key for every tenant.
 fn tickets_config(api: &Api, name: &str, connector: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("silo-http-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("api.token"), &api.token).unwrap();
-    let cache = std::env::temp_dir().join("silo-test-compile-cache");
-    let text = format!(
-        r#"cache_dir = {cache:?}
-[datasources.api]
+    let body = format!(
+        r#"[datasources.api]
 connector = {connector:?}
 [datasources.api.http]
 base_url = "{base}"
@@ -672,12 +675,9 @@ attributes = {{ tenant = "acme" }}
 [users.bob]
 attributes = {{ tenant = "globex" }}
 "#,
-        cache = cache.display().to_string(),
         base = api.base,
     );
-    let path = dir.join("silo.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_config(api, name, &body)
 }
 
 /// The tenant in an API's path is bound like a query parameter: `http-json`

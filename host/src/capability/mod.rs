@@ -448,9 +448,7 @@ pub fn connect(
             )?;
             Ok((
                 Backend::Document(Arc::new(mongodb::MongoClient::new(
-                    mongo,
-                    password,
-                    statement_timeout,
+                    mongo, password, limits,
                 )?)),
                 "mongodb",
             ))

@@ -113,12 +113,15 @@ const BACKSLASH_IN_STRING: &str = "a backslash in a string literal (pass the val
 
 type Result<T, E = SqlPolicyError> = std::result::Result<T, E>;
 
-/// Functions a Postgres connector may call, lower case. Everything else is
-/// refused: Postgres ships functions that read files, sleep, take locks, end
-/// other sessions, read settings or statistics of every tenant's rows, and a
-/// name list is the only robust fence. Names resolve in `pg_catalog` only: the
-/// client pins `search_path` to it for every statement.
-pub(super) const PG_FUNCTIONS: &[&str] = &[
+/// Functions a connector may call on either server, lower case: built-ins
+/// of Postgres, MySQL and MariaDB alike. Everything not on a dialect's list
+/// is refused: Postgres ships functions that read files, sleep, take locks,
+/// end other sessions, read settings or statistics of every tenant's rows;
+/// on MySQL an unqualified name that is not a built-in would resolve to a
+/// stored function of the datasource's database, which could do anything.
+/// A name list is the only robust fence. On Postgres, names resolve in
+/// `pg_catalog` only: the client pins `search_path` to it for every statement.
+const COMMON_FUNCTIONS: &[&str] = &[
     "count",
     "sum",
     "avg",
@@ -132,7 +135,6 @@ pub(super) const PG_FUNCTIONS: &[&str] = &[
     "substring",
     "substr",
     "trim",
-    "btrim",
     "ltrim",
     "rtrim",
     "concat",
@@ -140,14 +142,11 @@ pub(super) const PG_FUNCTIONS: &[&str] = &[
     "replace",
     "left",
     "right",
-    "position",
-    "strpos",
     "abs",
     "round",
     "floor",
     "ceil",
     "ceiling",
-    "trunc",
     "mod",
     "power",
     "sqrt",
@@ -155,6 +154,17 @@ pub(super) const PG_FUNCTIONS: &[&str] = &[
     "least",
     "coalesce",
     "nullif",
+    "stddev",
+    "variance",
+    "current_date",
+];
+
+/// Postgres only, besides [`COMMON_FUNCTIONS`].
+const PG_FUNCTIONS: &[&str] = &[
+    "btrim",
+    "position",
+    "strpos",
+    "trunc",
     "date_trunc",
     "date_part",
     "to_char",
@@ -162,53 +172,15 @@ pub(super) const PG_FUNCTIONS: &[&str] = &[
     "bool_or",
     "string_agg",
     "array_agg",
-    "stddev",
-    "variance",
     "percentile_cont",
-    "current_date",
 ];
 
-/// Functions a MySQL / MariaDB connector may call: built-ins only. An
-/// unqualified name that is not a built-in would resolve to a stored function
-/// of the datasource's database, which could do anything, so the list holds
-/// no name that is not a built-in on both servers.
-pub(super) const MYSQL_FUNCTIONS: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "lower",
-    "upper",
-    "length",
-    "char_length",
-    "character_length",
-    "substring",
-    "substr",
-    "trim",
-    "ltrim",
-    "rtrim",
-    "concat",
-    "concat_ws",
-    "replace",
-    "left",
-    "right",
+/// MySQL and MariaDB only, besides [`COMMON_FUNCTIONS`].
+const MYSQL_FUNCTIONS: &[&str] = &[
     "locate",
     "instr",
-    "abs",
-    "round",
-    "floor",
-    "ceil",
-    "ceiling",
     "truncate",
-    "mod",
-    "power",
     "pow",
-    "sqrt",
-    "greatest",
-    "least",
-    "coalesce",
-    "nullif",
     "ifnull",
     "if",
     "date_format",
@@ -216,9 +188,6 @@ pub(super) const MYSQL_FUNCTIONS: &[&str] = &[
     "month",
     "dayofmonth",
     "group_concat",
-    "stddev",
-    "variance",
-    "current_date",
 ];
 
 /// Keywords that Postgres evaluates as functions although they are written
@@ -1054,12 +1023,13 @@ fn check_operator(op: &BinaryOperator) -> Result<()> {
     }
 }
 
-/// The function allow-list of `dialect`.
-fn allowed_functions(dialect: SqlDialect) -> &'static [&'static str] {
-    match dialect {
+/// Whether `dialect` allows a call of `name` (lower case, unqualified).
+pub(super) fn function_allowed(dialect: SqlDialect, name: &str) -> bool {
+    let own = match dialect {
         SqlDialect::Postgres => PG_FUNCTIONS,
         SqlDialect::MySql => MYSQL_FUNCTIONS,
-    }
+    };
+    COMMON_FUNCTIONS.contains(&name) || own.contains(&name)
 }
 
 /// Types a value may be cast to (or a typed literal written as): plain
@@ -1133,8 +1103,8 @@ pub(super) fn check_type(data_type: &ast::DataType) -> Result<()> {
     }
 }
 
-/// A call is allowed when its name is on the dialect's list ([`PG_FUNCTIONS`],
-/// [`MYSQL_FUNCTIONS`]), optionally qualified by `pg_catalog` on Postgres.
+/// A call is allowed when [`function_allowed`] says so, optionally qualified
+/// by `pg_catalog` on Postgres.
 fn check_function(dialect: SqlDialect, function: &Function) -> Result<()> {
     let refuse = || SqlPolicyError::FunctionNotAllowed(function.name.to_string());
     let parts: Vec<&Ident> = function
@@ -1160,7 +1130,7 @@ fn check_function(dialect: SqlDialect, function: &Function) -> Result<()> {
         _ => None,
     };
     match name {
-        Some(name) if allowed_functions(dialect).contains(&name.as_str()) => {}
+        Some(name) if function_allowed(dialect, &name) => {}
         _ => return Err(refuse()),
     }
     if !matches!(function.parameters, FunctionArguments::None) {

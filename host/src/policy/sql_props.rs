@@ -243,11 +243,9 @@ impl Oracle<'_> {
             .collect();
         let text = parts.join(".");
         let bare = text.strip_prefix("pg_catalog.").unwrap_or(&text);
-        let allowed = match self.dialect {
-            SqlDialect::Postgres => super::sql::PG_FUNCTIONS,
-            SqlDialect::MySql => super::sql::MYSQL_FUNCTIONS,
-        };
-        if !allowed.contains(&bare) || (self.dialect == SqlDialect::MySql && text.contains('.')) {
+        if !super::sql::function_allowed(self.dialect, bare)
+            || (self.dialect == SqlDialect::MySql && text.contains('.'))
+        {
             self.problems.push(format!("calls `{name}`"));
         }
     }

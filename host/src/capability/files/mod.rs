@@ -26,6 +26,7 @@ use silo_types::{Column, RowFilter};
 use crate::error::{Error, Result};
 use crate::runtime::State;
 use crate::runtime::bindings::silo::connector::files;
+use upload::create_private_dir;
 
 /// Where a dataset keeps its schema, beside its partitions.
 pub const SCHEMA_DIR: &str = ".schema";
@@ -363,16 +364,6 @@ impl Drop for Views {
             tracing::warn!(dir = %self.0.display(), "could not remove a fetch's views: {e}");
         }
     }
-}
-
-/// A directory only this user can read, or an error.
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::Internal(format!("view {}: {e}", dir.display())))
 }
 
 impl files::Host for State {

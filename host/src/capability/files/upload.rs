@@ -309,7 +309,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(io)
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+/// A directory (and its parents) only this user can enter.
+pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -18,7 +18,7 @@ use crate::batch::Batch;
 use crate::capability::RowSource;
 use crate::capability::driver::{self, ServerFailure};
 use crate::error::{Error, Result};
-use crate::limits::BATCH_ROWS;
+use crate::limits::{BATCH_BYTES, BATCH_ROWS};
 use crate::policy::document::{Find, Read};
 
 /// How long to look for a reachable server before calling it unavailable.
@@ -33,6 +33,7 @@ pub struct MongoClient {
     client: Client,
     database: String,
     max_time: Duration,
+    max_row_bytes: u64,
     fetch_share: usize,
 }
 
@@ -41,7 +42,7 @@ impl MongoClient {
     pub fn new(
         config: &MongoConfig,
         password: Option<SecretString>,
-        max_time: Duration,
+        limits: &crate::limits::Limits,
     ) -> Result<MongoClient> {
         let credential = Credential::builder()
             .username(config.user.clone())
@@ -81,7 +82,8 @@ impl MongoClient {
         Ok(MongoClient {
             client,
             database: config.database.clone(),
-            max_time,
+            max_time: limits.statement_timeout,
+            max_row_bytes: limits.max_row_bytes,
             fetch_share,
         })
     }
@@ -104,7 +106,7 @@ impl MongoClient {
         fields: Vec<String>,
     ) -> Result<Box<dyn RowSource>> {
         let cursor = self.cursor(collection, pipeline).await?;
-        stream(cursor, fields).await
+        stream(cursor, fields, self.max_row_bytes).await
     }
 
     /// Runs an already-governed read; rows are the top-level `fields`.
@@ -139,7 +141,7 @@ impl MongoClient {
             action = action.limit(n);
         }
         let cursor = action.await.map_err(failure)?;
-        stream(cursor, fields).await
+        stream(cursor, fields, self.max_row_bytes).await
     }
 
     /// Runs an already-governed pipeline expected to return a few documents,
@@ -231,9 +233,15 @@ impl MongoClient {
 
 /// A cursor as a row source. The first document types the columns; it is
 /// kept as the first row.
-async fn stream(mut cursor: Cursor<Document>, fields: Vec<String>) -> Result<Box<dyn RowSource>> {
+async fn stream(
+    mut cursor: Cursor<Document>,
+    fields: Vec<String>,
+    max_row_bytes: u64,
+) -> Result<Box<dyn RowSource>> {
     let first = if cursor.advance().await.map_err(failure)? {
-        Some(cursor.current().to_owned())
+        let doc = cursor.current();
+        check_size(doc, max_row_bytes)?;
+        Some(doc.to_owned())
     } else {
         None
     };
@@ -258,7 +266,17 @@ async fn stream(mut cursor: Cursor<Document>, fields: Vec<String>) -> Result<Box
         fields,
         columns,
         pending,
+        max_row_bytes,
     }))
+}
+
+/// A document larger than `max_row_bytes` is refused (BSON caps every
+/// document at 16 MiB anyway).
+fn check_size(doc: &bson::RawDocument, max_row_bytes: u64) -> Result<()> {
+    if doc.as_bytes().len() as u64 > max_row_bytes {
+        return Err(driver::row_too_large(max_row_bytes));
+    }
+    Ok(())
 }
 
 /// Words a driver failure the way every capability does.
@@ -283,6 +301,7 @@ struct DocumentStream {
     columns: Vec<Column>,
     /// The first document, read to type the columns.
     pending: Batch,
+    max_row_bytes: u64,
 }
 
 #[async_trait]
@@ -294,7 +313,9 @@ impl RowSource for DocumentStream {
     async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
         let mut rows = Batch::with_capacity(self.fields.len(), max.min(BATCH_ROWS as usize));
         rows.append(&mut self.pending);
-        while rows.len() < max {
+        // Handed over at the rows asked for or at BATCH_BYTES of documents.
+        let mut bytes = 0u64;
+        while rows.len() < max && bytes < BATCH_BYTES {
             let Some(cursor) = self.cursor.as_mut() else {
                 break;
             };
@@ -303,6 +324,8 @@ impl RowSource for DocumentStream {
                 break;
             }
             let doc = cursor.current();
+            check_size(doc, self.max_row_bytes)?;
+            bytes += doc.as_bytes().len() as u64;
             rows.push_row_with(|cells| codec::fill_row(doc, &self.fields, cells));
         }
         Ok((!rows.is_empty()).then_some(rows))

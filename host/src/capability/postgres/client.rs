@@ -341,7 +341,8 @@ impl Faults {
             None if !e.is_closed()
                 && std::error::Error::source(&e).is_some_and(|s| !s.is::<std::io::Error>()) =>
             {
-                Error::Connector(format!("type mismatch: {e}"))
+                let why = std::error::Error::source(&e).map(ToString::to_string);
+                Error::Connector(format!("type mismatch: {e}: {}", why.unwrap_or_default()))
             }
             None => driver::unavailable("postgres", e),
         }
