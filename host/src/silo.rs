@@ -311,7 +311,8 @@ impl Silo {
         spec: &FetchSpec,
     ) -> Result<Fetch> {
         let started = tokio::time::Instant::now();
-        let DatasetAccess { filter, .. } = access(&spec.dataset)?;
+        let fetched = access(&spec.dataset)?;
+        let filter = fetched.filter.clone();
         filter.validate().map_err(Error::Policy)?;
         let entry = self
             .datasets
@@ -362,7 +363,7 @@ impl Silo {
                 .as_ref()
                 .is_some_and(|g| described_columns(name).iter().any(|c| !g.contains(c)))
         };
-        if http && hides(&spec.dataset, &access(&spec.dataset)?) {
+        if http && hides(&spec.dataset, &fetched) {
             return Err(Error::Policy(format!(
                 "a group hides columns of `{}`, an HTTP dataset: the connector reads the API's \
                  raw answers, so column grants cannot be enforced there; grant every column, \

@@ -576,7 +576,7 @@ impl Policy<'_> {
 
 /// Whether a MySQL statement may read its fences merged: its only connector
 /// code is what every fetch sends. That is, top-level `SELECT`s (or set
-/// operations of them) over governed tables and plain joins, whose output
+/// operations of them) over governed tables and cross joins, whose output
 /// items are columns, literals or parameters, whose `WHERE` and join `ON` are
 /// `AND`/`OR`/`NOT` trees of plain comparisons (`=`, `<>`, `<`, `<=`, `>`,
 /// `>=`, `<=>`, `IS [NOT] NULL`, `[NOT] IN (literals)`, `[NOT] BETWEEN
@@ -673,12 +673,13 @@ fn plain_from(from: &ast::TableWithJoins) -> bool {
                 J::CrossJoin(_) => &ast::JoinConstraint::None,
                 _ => return false,
             };
+            // `USING` and `NATURAL` compare columns with columns, which a
+            // plain condition does not (two types may not compare cleanly).
             factor_ok(&join.relation)
                 && match constraint {
                     ast::JoinConstraint::On(on) => plain_condition(on),
-                    ast::JoinConstraint::Using(_)
-                    | ast::JoinConstraint::Natural
-                    | ast::JoinConstraint::None => true,
+                    ast::JoinConstraint::None => true,
+                    ast::JoinConstraint::Using(_) | ast::JoinConstraint::Natural => false,
                 }
         })
 }
@@ -2070,7 +2071,7 @@ mod tests {
         for sql in [
             "SELECT `id`, `tenant` FROM `orders` WHERE ((`tenant` = 'acme')) AND id > 3 AND note IS NOT NULL ORDER BY id LIMIT 5",
             "SELECT * FROM orders WHERE id IN (1, 2) OR NOT (id BETWEEN 3 AND 4)",
-            "SELECT o.id, 1 AS one FROM orders o JOIN orders p USING (id) WHERE p.tenant <=> 'x'",
+            "SELECT o.id, 1 AS one FROM orders o CROSS JOIN orders p WHERE p.tenant <=> 'x'",
             "SELECT id FROM orders UNION SELECT id FROM orders WHERE id = -1",
         ] {
             let out = fenced(SqlDialect::MySql, sql).unwrap();
@@ -2088,6 +2089,7 @@ mod tests {
             "SELECT id FROM orders ORDER BY length(note)",
             "SELECT a.id FROM orders a JOIN orders b ON a.id = b.amount + 1",
             "SELECT a.id FROM orders a JOIN orders b ON a.id = b.id",
+            "SELECT a.id FROM orders a JOIN orders b USING (id)",
             "SELECT x FROM (SELECT note * 2 AS x FROM orders) d WHERE x > 1",
             "SELECT note * 2 FROM orders",
             "SELECT id FROM orders WHERE note LIKE 'E%'",
