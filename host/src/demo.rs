@@ -590,9 +590,9 @@ async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
         "    groups from the verified session only;",
         "  - each connector ran in a fresh wasmtime instance with no sockets, env or clock, and the",
         "    host preopened, read-only, only the partition directories the user's filter admits",
-        "    (alice: acme/, bob: globex/); the other tenant's files did not exist for it;",
-        "  - the host re-checked every returned row against the filter before releasing it, and",
-        "    removed the columns bob's group does not grant;",
+        "    (alice: acme/ as stored; bob: a host-written view of globex/ without the column his",
+        "    group hides); the other tenant's files did not exist for it;",
+        "  - the host re-checked every returned row against the filter before releasing it;",
         "  - the summaries were written from metadata (counts, rounded statistics), never rows.",
     ] {
         writeln!(out, "{line}").map_err(io)?;

@@ -811,3 +811,49 @@ async fn a_parameter_of_the_wrong_type_says_so() {
         "{err}"
     );
 }
+
+/// MongoDB: one fetch holds at most its share of the pool's cursors, and a
+/// document larger than `max_row_bytes` is refused, not decoded.
+#[tokio::test]
+async fn mongodb_fetches_take_their_share_and_rows_are_capped() {
+    let fx = crate::mongodb::MongoFixture::new("confine_bounds").await;
+    mongo_orders(&fx, TEXT_NOTES).await;
+    let path = fx.config(
+        connectors::MONGODB_CURSOR_HOG,
+        27017,
+        "pool_size = 4\nfetch_connections = 2\n",
+    );
+    let silo = Silo::open(&SiloConfig::load(&path).unwrap()).await.unwrap();
+    let seen = observed(&silo, "alice", "orders").await;
+    assert!(seen[0].contains("held 2;"), "{seen:?}");
+    assert!(
+        seen[0].contains("may hold 2 statements open at once"),
+        "{seen:?}"
+    );
+    // A 2 MiB note on one of alice's own documents, against a 1 MiB cap.
+    fx.client
+        .database(&fx.db)
+        .collection::<bson::Document>("orders")
+        .update_one(
+            bson::doc! { "id": 2 },
+            bson::doc! { "$set": { "note": "x".repeat(2 << 20) } },
+        )
+        .await
+        .unwrap();
+    let path = fx.config("mongodb", 27017, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[limits]\nmax_row_bytes = 1048576\n"),
+    )
+    .unwrap();
+    let silo = Silo::open(&SiloConfig::load(&path).unwrap()).await.unwrap();
+    let err = match silo.fetch("alice", &spec("orders", &["id", "note"])).await {
+        Ok(fetch) => fetch.collect().await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("larger than 1048576 bytes")),
+        "{err}"
+    );
+}
