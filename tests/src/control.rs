@@ -150,6 +150,28 @@ impl Http {
         (status, json)
     }
 
+    /// Sends `body` as JSON text with `authorization` as the header, as is.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: String,
+    ) -> (StatusCode, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+
     /// Calls and asserts the status, returning the body.
     pub async fn ok(&self, method: &str, path: &str, auth: &str, body: Option<J>, want: u16) -> J {
         let (status, json) = self.call(method, path, Some(auth), body).await;
@@ -845,6 +867,155 @@ async fn token_attacks(backend: Backend) {
 }
 
 on_both_stores!(token_attacks);
+
+/// A session id belongs to one embed user for life: renewal keeps the user,
+/// makes a new token generation (the old tokens die), and never revives a
+/// revoked session. A parameter never overrides an attribute the user gained
+/// later. Plus the small things: a `crit` header, the scheme's case, 413.
+async fn sessions_keep_their_user_and_old_tokens_die(backend: Backend) {
+    let name = format!("renewal_{backend:?}").to_lowercase();
+    let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
+    let (a, _b) = two_orgs(&name, &http, &admin_key).await;
+    let fetch = format!("/v1/embed/datasets/{}/fetch", a.dataset("sales"));
+    let fetch_as = async |token: &str| {
+        http.call("POST", &fetch, Some(token), Some(json!({})))
+            .await
+    };
+    let first = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1"})),
+            200,
+        )
+        .await;
+    let sid = first["session"]["id"].as_str().unwrap().to_owned();
+    let old = first["token"].as_str().unwrap().to_owned();
+    let (status, u1_rows) = fetch_as(&old).await;
+    assert_eq!(status, StatusCode::OK, "{u1_rows}");
+
+    // Another user under the same id: refused, and the id still means u1.
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(&a.key),
+            Some(json!({"id": sid, "embed_user": "u2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains("keeps its user"), "{body}");
+    let (status, body) = fetch_as(&old).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body), ids(&u1_rows));
+
+    // Renewal: a new generation; the old token is dead from now on.
+    let renewed = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"id": sid, "embed_user": "u1"})),
+            200,
+        )
+        .await;
+    assert_eq!(renewed["session"]["id"], sid.as_str());
+    assert_eq!(renewed["session"]["generation"], 1);
+    let new = renewed["token"].as_str().unwrap().to_owned();
+    assert_eq!(fetch_as(&new).await.0, StatusCode::OK);
+    assert_eq!(fetch_as(&old).await.0, StatusCode::UNAUTHORIZED);
+
+    // Revoked stays revoked: renewal is refused, no token of it works.
+    http.ok("DELETE", &format!("/v1/sessions/{sid}"), &a.key, None, 204)
+        .await;
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(&a.key),
+            Some(json!({"id": sid, "embed_user": "u1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    for token in [&old, &new] {
+        assert_eq!(fetch_as(token).await.0, StatusCode::UNAUTHORIZED);
+    }
+
+    // A parameter the user has since gained as an attribute: the fetch
+    // fails, saying so, instead of the parameter winning.
+    let with_param = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1", "parameters": {"quarter": "q1"}})),
+            200,
+        )
+        .await;
+    let token = with_param["token"].as_str().unwrap().to_owned();
+    assert_eq!(fetch_as(&token).await.0, StatusCode::OK);
+    http.ok(
+        "PUT",
+        "/v1/embed-users/u1",
+        &a.key,
+        Some(json!({"attributes": {"region": "eu", "team": "red", "quarter": "q2"}, "groups": ["regional"]})),
+        200,
+    )
+    .await;
+    let (status, body) = fetch_as(&token).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains("`quarter`"), "{body}");
+
+    // A validly signed token with a `crit` header: refused (RFC 7515).
+    let fresh = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1"})),
+            200,
+        )
+        .await;
+    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    let claims: silo_host::control::tokens::Claims =
+        serde_json::from_value(claims_of(&fresh)).unwrap();
+    let header: J = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            fresh.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let signer = server.cp.signer();
+    let same = signer.sign_with_header(&header, &claims).unwrap();
+    assert_eq!(fetch_as(&same).await.0, StatusCode::OK);
+    let mut crit = header.clone();
+    crit["crit"] = json!(["x-ext"]);
+    crit["x-ext"] = json!(1);
+    let crit = signer.sign_with_header(&crit, &claims).unwrap();
+    assert_eq!(fetch_as(&crit).await.0, StatusCode::UNAUTHORIZED);
+
+    // The scheme is case-insensitive; an oversized JSON body is 413.
+    let (status, _) = http
+        .call_raw(
+            "POST",
+            &fetch,
+            &format!("bearer {fresh}"),
+            json!({}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let huge = json!({"name": "x".repeat(3 << 20)}).to_string();
+    let (status, body) = http
+        .call_raw("POST", "/v1/api-keys", &format!("Bearer {}", a.key), huge)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    server.stop().await;
+}
+
+on_both_stores!(sessions_keep_their_user_and_old_tokens_die);
 
 async fn restart_keeps_everything(backend: Backend) {
     let name = format!("restart_{backend:?}").to_lowercase();

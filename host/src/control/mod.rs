@@ -889,13 +889,9 @@ impl ControlPlane {
                 "ttl_seconds must be 1 to {MAX_SESSION_TTL}"
             )));
         }
-        let (id, action) = match &input.id {
-            Some(id) => (self.store.session(org, id).await?.id, "session.update"),
-            None => (tokens::new_id("ses")?, "session.create"),
-        };
         let t = now();
-        let session = Session {
-            id,
+        let mut session = Session {
+            id: String::new(),
             org_id: org.to_owned(),
             embed_user_id: user.id,
             datasets: input.datasets,
@@ -903,11 +899,41 @@ impl ControlPlane {
             created_at: t,
             expires_at: t + ttl,
             revoked_at: None,
+            generation: 0,
         };
-        self.store.upsert_session(&session).await?;
-        let token =
+        let action = match &input.id {
+            // Renewal: the same user's live session gets a new generation;
+            // every token of the old one stops working.
+            Some(id) => {
+                let old = self.store.session(org, id).await?;
+                if old.embed_user_id != session.embed_user_id {
+                    return Err(Error::Conflict(
+                        "this session belongs to another embed user; a session keeps its user \
+                         for life: create a new one"
+                            .into(),
+                    ));
+                }
+                if old.revoked_at.is_some() {
+                    return Err(Error::Conflict(
+                        "this session was revoked, and stays revoked: create a new one".into(),
+                    ));
+                }
+                session.id = old.id;
+                session.created_at = old.created_at;
+                session.generation = old.generation + 1;
+                self.store.renew_session(&session, old.generation).await?;
+                "session.renew"
+            }
+            None => {
+                session.id = tokens::new_id("ses")?;
+                self.store.insert_session(&session).await?;
+                "session.create"
+            }
+        };
+        let claims =
             self.signer
-                .sign(&self.signer.claims(org, &session.id, t, session.expires_at))?;
+                .claims(org, &session.id, session.generation, t, session.expires_at);
+        let token = self.signer.sign(&claims)?;
         self.audit(p, action, Some(&session.id), None).await;
         Ok(SessionToken { session, token })
     }
@@ -935,7 +961,10 @@ impl ControlPlane {
             Err(Error::NotFound(_)) => return Err(refused()),
             Err(e) => return Err(e),
         };
-        if session.revoked_at.is_some() || session.expires_at <= now() {
+        if session.revoked_at.is_some()
+            || session.expires_at <= now()
+            || !claims.current_for(&session.id, session.generation)
+        {
             return Err(refused());
         }
         let user = match self
@@ -958,6 +987,19 @@ impl ControlPlane {
 
     async fn access(&self, e: &EmbedPrincipal) -> Result<Access> {
         let mut attrs = attributes(&e.user.attributes)?;
+        // A parameter never overrides an attribute, even one the user got
+        // after the session was minted.
+        if let Some(k) = e
+            .session
+            .parameters
+            .keys()
+            .find(|k| e.user.attributes.contains_key(*k))
+        {
+            return Err(Error::Conflict(format!(
+                "session parameter `{k}` now conflicts with the embed user's attribute `{k}`; \
+                 mint a new session without it"
+            )));
+        }
         attrs.extend(attributes(&e.session.parameters)?);
         let session: Option<BTreeSet<String>> = e
             .session

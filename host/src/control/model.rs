@@ -260,6 +260,9 @@ pub struct Session {
     pub expires_at: i64,
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
+    /// Which of its tokens is current: renewing makes a new generation, and
+    /// a token of an older one is refused.
+    pub generation: i64,
 }
 
 /// A connector version registered through the API. Its component is stored

@@ -118,6 +118,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: &[],
         postgres: &[],
     },
+    // A session's token generation: renewing makes a new one, and only the
+    // newest generation's tokens are accepted.
+    Migration {
+        shared: &["ALTER TABLE sessions ADD COLUMN generation BIGINT NOT NULL DEFAULT 0"],
+        sqlite: &[],
+        postgres: &[],
+    },
 ];
 
 /// Postgres advisory lock serializing migrations and audit appends between
@@ -906,53 +913,52 @@ impl Store {
 
     // ---- sessions --------------------------------------------------------
 
-    /// Creates or replaces (by id, within `org`) a session.
-    pub async fn upsert_session(&self, s: &Session) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let owner = q!(
-            fetch_optional,
-            &mut *tx,
-            "SELECT org_id FROM sessions WHERE id = $1",
-            &s.id
-        )?;
+    /// Creates a session.
+    pub async fn insert_session(&self, s: &Session) -> Result<()> {
         let datasets = s.datasets.as_ref().map(json).transpose()?;
-        match owner {
-            Some(row) => {
-                let org: String = row.try_get(0).map_err(db)?;
-                if org != s.org_id {
-                    return Err(Error::NotFound("session".into()));
-                }
-                q!(
-                    execute,
-                    &mut *tx,
-                    "UPDATE sessions SET embed_user_id = $1, datasets = $2, parameters = $3, \
-                     created_at = $4, expires_at = $5, revoked_at = NULL WHERE org_id = $6 AND id = $7",
-                    &s.embed_user_id,
-                    datasets,
-                    json(&s.parameters)?,
-                    s.created_at,
-                    s.expires_at,
-                    &s.org_id,
-                    &s.id
-                )?;
-            }
-            None => {
-                q!(
-                    execute,
-                    &mut *tx,
-                    "INSERT INTO sessions (id, org_id, embed_user_id, datasets, parameters, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &s.id,
-                    &s.org_id,
-                    &s.embed_user_id,
-                    datasets,
-                    json(&s.parameters)?,
-                    s.created_at,
-                    s.expires_at
-                )?;
-            }
+        q!(
+            execute,
+            &self.pool,
+            "INSERT INTO sessions (id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, generation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &s.id,
+            &s.org_id,
+            &s.embed_user_id,
+            datasets,
+            json(&s.parameters)?,
+            s.created_at,
+            s.expires_at,
+            s.generation
+        )?;
+        Ok(())
+    }
+
+    /// Renews a session: its scope, expiry and generation, only if it is
+    /// still the same user's, not revoked, and at generation `from` (no
+    /// renewal raced it). Anything else is a conflict.
+    pub async fn renew_session(&self, s: &Session, from: i64) -> Result<()> {
+        let datasets = s.datasets.as_ref().map(json).transpose()?;
+        let done = q!(
+            execute,
+            &self.pool,
+            "UPDATE sessions SET datasets = $1, parameters = $2, expires_at = $3, generation = $4 \
+             WHERE org_id = $5 AND id = $6 AND embed_user_id = $7 AND revoked_at IS NULL AND generation = $8",
+            datasets,
+            json(&s.parameters)?,
+            s.expires_at,
+            s.generation,
+            &s.org_id,
+            &s.id,
+            &s.embed_user_id,
+            from
+        )?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(Error::Conflict(
+                "the session changed meanwhile (revoked or renewed); try again".into(),
+            ))
         }
-        tx.commit().await.map_err(db)
     }
 
     /// The sessions of `org` (`id`: just that one).
@@ -960,8 +966,8 @@ impl Store {
         let rows = q!(
             fetch_all,
             &self.pool,
-            "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, revoked_at \
-             FROM sessions WHERE org_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
+            "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, revoked_at, \
+             generation FROM sessions WHERE org_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
             org,
             id
         )?;
@@ -980,6 +986,7 @@ impl Store {
                     created_at: r.try_get(5).map_err(db)?,
                     expires_at: r.try_get(6).map_err(db)?,
                     revoked_at: r.try_get(7).map_err(db)?,
+                    generation: r.try_get(8).map_err(db)?,
                 })
             })
             .collect()

@@ -140,6 +140,21 @@ pub struct Claims {
     pub iat: i64,
     /// Expiry (Unix seconds).
     pub exp: i64,
+    /// `<session id>.<generation>`: which of the session's tokens this is.
+    /// Absent only in tokens minted before generations existed (valid for
+    /// generation 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+impl Claims {
+    /// Whether this token is of `session`'s current generation.
+    pub fn current_for(&self, session: &str, generation: i64) -> bool {
+        match &self.jti {
+            Some(jti) => *jti == format!("{session}.{generation}"),
+            None => generation == 0,
+        }
+    }
 }
 
 /// Signs and verifies session tokens with the deployment's one key.
@@ -221,8 +236,9 @@ impl Signer {
         self.public.as_deref()
     }
 
-    /// Claims for a session of `org` expiring at `exp`.
-    pub fn claims(&self, org: &str, session: &str, iat: i64, exp: i64) -> Claims {
+    /// Claims for generation `generation` of a session of `org`, expiring
+    /// at `exp`.
+    pub fn claims(&self, org: &str, session: &str, generation: i64, iat: i64, exp: i64) -> Claims {
         Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -230,6 +246,7 @@ impl Signer {
             org: org.to_owned(),
             iat,
             exp,
+            jti: Some(format!("{session}.{generation}")),
         }
     }
 
@@ -241,9 +258,32 @@ impl Signer {
             .map_err(|e| Error::Internal(format!("signing a session token: {e}")))
     }
 
+    /// Signs `claims` under a header of the caller's choosing: for tests
+    /// that need a validly signed token the host must still refuse (a
+    /// `crit` member). Anyone who can call this holds the key anyway.
+    #[doc(hidden)]
+    pub fn sign_with_header(&self, header: &serde_json::Value, claims: &Claims) -> Result<String> {
+        use base64::Engine as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("signing a token: {e}"));
+        let header = serde_json::to_vec(header).map_err(|e| failed(&e))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| failed(&e))?;
+        let message = format!("{}.{}", b64(&header), b64(&claims));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.alg.algorithm())
+                .map_err(|e| failed(&e))?;
+        Ok(format!("{message}.{signature}"))
+    }
+
     /// Verifies signature, algorithm, issuer, audience and expiry. Every
     /// failure is the same [`Error::Unauthorized`]; the reason is logged.
     pub fn verify(&self, token: &str) -> Result<Claims> {
+        if has_crit(token) {
+            // RFC 7515 §4.1.11: a `crit` naming extensions the verifier does
+            // not understand must be refused; this one understands none.
+            tracing::debug!("session token refused: a `crit` header");
+            return Err(Error::Unauthorized("the session token is not valid".into()));
+        }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| {
@@ -251,6 +291,20 @@ impl Signer {
                 Error::Unauthorized("the session token is not valid".into())
             })
     }
+}
+
+/// Whether a token's header has a `crit` member (or cannot be read, which
+/// the signature check refuses anyway).
+fn has_crit(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .is_ok_and(|h| h.contains_key("crit"))
 }
 
 #[cfg(test)]
@@ -285,7 +339,7 @@ mod tests {
     fn tokens_round_trip_for_both_algorithms() {
         for alg in [TokenAlg::EdDsa, TokenAlg::Hs256] {
             let s = signer(alg);
-            let claims = s.claims("org_a", "ses_1", now(), now() + 60);
+            let claims = s.claims("org_a", "ses_1", 0, now(), now() + 60);
             assert_eq!(s.verify(&s.sign(&claims).unwrap()).unwrap(), claims);
             // Another deployment's key of the same algorithm: refused.
             assert!(signer(alg).verify(&s.sign(&claims).unwrap()).is_err());
@@ -295,10 +349,31 @@ mod tests {
     #[test]
     fn expired_and_wrong_audience_are_refused() {
         let s = signer(TokenAlg::EdDsa);
-        let expired = s.claims("org_a", "ses_1", now() - 100, now() - 1);
+        let expired = s.claims("org_a", "ses_1", 0, now() - 100, now() - 1);
         assert!(s.verify(&s.sign(&expired).unwrap()).is_err());
-        let mut aud = s.claims("org_a", "ses_1", now(), now() + 60);
+        let mut aud = s.claims("org_a", "ses_1", 0, now(), now() + 60);
         aud.aud = "other".into();
         assert!(s.verify(&s.sign(&aud).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_and_generations_are_told_apart() {
+        let s = signer(TokenAlg::EdDsa);
+        let claims = s.claims("org_a", "ses_1", 2, now(), now() + 60);
+        assert!(claims.current_for("ses_1", 2));
+        assert!(!claims.current_for("ses_1", 3));
+        assert!(!claims.current_for("ses_2", 2));
+        // Validly signed, with a `crit` extension: refused.
+        let plain = serde_json::json!({"alg": "EdDSA", "kid": "k1"});
+        assert!(
+            s.verify(&s.sign_with_header(&plain, &claims).unwrap())
+                .is_ok()
+        );
+        let crit =
+            serde_json::json!({"alg": "EdDSA", "kid": "k1", "crit": ["exp-ext"], "exp-ext": 1});
+        assert!(
+            s.verify(&s.sign_with_header(&crit, &claims).unwrap())
+                .is_err()
+        );
     }
 }
