@@ -127,10 +127,8 @@ enum Command {
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Let HTTP datasources reach loopback, private and link-local
-        /// addresses (off: an org cannot aim one at this host's network).
-        #[arg(long)]
-        allow_private_network: bool,
+        #[command(flatten)]
+        policy: crate::server::PolicyArgs,
         #[command(flatten)]
         llm: LlmArgs,
     },
@@ -406,11 +404,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             token_alg,
             tls_cert,
             tls_key,
-            allow_private_network,
+            policy,
             llm,
         } => {
             let cp = store
-                .open_with(token_alg, llm.config()?, allow_private_network)
+                .open_with(token_alg, llm.config()?, policy.policy())
                 .await?;
             if let Some(path) = bootstrap {
                 let seeded = cp.bootstrap(&SiloConfig::load(&path)?, &org).await?;

@@ -33,6 +33,10 @@ pub struct SiloConfig {
     /// Embed users by id.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// Where its datasources may connect: everywhere for an operator's own
+    /// file; the control plane's policy for datasources orgs register.
+    #[serde(skip, default = "crate::capability::net::NetPolicy::operator")]
+    pub net: crate::capability::net::NetPolicy,
 }
 
 /// `[datasources.<name>]`.

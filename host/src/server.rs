@@ -80,7 +80,7 @@ impl StoreArgs {
 
     /// Opens the control plane.
     pub async fn open(&self, alg: TokenAlg) -> Result<ControlPlane> {
-        self.open_with(alg, None, false).await
+        self.open_with(alg, None, HostPolicy::default()).await
     }
 
     /// Opens the control plane with an LLM endpoint for summaries.
@@ -88,13 +88,76 @@ impl StoreArgs {
         &self,
         alg: TokenAlg,
         llm: Option<LlmConfig>,
-        allow_private_network: bool,
+        policy: HostPolicy,
     ) -> Result<ControlPlane> {
         let mut config = self.config(self.master_key()?)?;
         config.token_alg = alg;
         config.llm = llm;
-        config.allow_private_network = allow_private_network;
+        config.net = policy.net;
+        config.ceilings = policy.ceilings;
+        config.write_orgs = policy.write_orgs;
         ControlPlane::open(config).await
+    }
+}
+
+/// What the operator allows orgs to ask of this host.
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// Where the datasources orgs register may connect.
+    pub net: crate::capability::net::NetPolicy,
+    /// Ceilings on org-supplied settings.
+    pub ceilings: crate::control::Ceilings,
+    /// Organizations (ids) whose keys may register a datasource whose
+    /// credential can write (`accept_write_privileges`).
+    pub write_orgs: Vec<String>,
+}
+
+/// `silo serve`'s flags for what orgs may ask of the host.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Let datasources reach every address (loopback and private ranges
+    /// included): local development and the demo. Off, an org cannot aim a
+    /// datasource at this host or its network.
+    #[arg(long)]
+    pub allow_private_network: bool,
+    /// A network datasources may always reach (CIDR; repeatable).
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// A network datasources may never reach (CIDR; repeatable; wins over
+    /// every allowance).
+    #[arg(long = "deny-network", value_name = "CIDR")]
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Largest pool_size an org may give a database datasource.
+    #[arg(long, default_value_t = 32)]
+    pub max_pool_size: usize,
+    /// Largest max_response_bytes an org may give an HTTP datasource.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_http_response_bytes: u64,
+    /// An organization (id) whose key may register a datasource whose
+    /// credential can write (repeatable; each such registration is audited).
+    #[arg(long = "accept-write-privileges", value_name = "ORG_ID")]
+    pub write_orgs: Vec<String>,
+}
+
+impl PolicyArgs {
+    /// The policy these flags describe.
+    pub fn policy(&self) -> HostPolicy {
+        HostPolicy {
+            net: crate::capability::net::NetPolicy {
+                local: self.allow_private_network,
+                allow: self.allow_networks.clone(),
+                deny: self.deny_networks.clone(),
+                ..crate::capability::net::NetPolicy::default()
+            },
+            ceilings: crate::control::Ceilings {
+                pool_size: self
+                    .max_pool_size
+                    .clamp(1, crate::capability::postgres::MAX_POOL_SIZE),
+                http_response_bytes: self.max_http_response_bytes.max(1),
+                ..crate::control::Ceilings::default()
+            },
+            write_orgs: self.write_orgs.clone(),
+        }
     }
 }
 

@@ -106,7 +106,8 @@ impl Silo {
     pub fn with_runtime(runtime: Arc<Runtime>, config: &SiloConfig) -> Result<Silo> {
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let (backend, builtin) = crate::capability::connect(name, ds, &config.limits)?;
+            let (backend, builtin) =
+                crate::capability::connect(name, ds, &config.limits, &config.net)?;
             let schema = backend.default_schema().to_owned();
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
             if let Some(pinned) = &ds.connector_sha256 {

@@ -789,9 +789,13 @@ async fn a_parameter_of_the_wrong_type_says_so() {
     let mut fx = Fixture::postgres("types").await;
     drop(fx.silo("postgres", "").await.unwrap());
     let config = SiloConfig::load(&fx.dir.join("silo.toml")).unwrap();
-    let (backend, _) =
-        silo_host::capability::connect("main", &config.datasources["main"], &config.limits)
-            .unwrap();
+    let (backend, _) = silo_host::capability::connect(
+        "main",
+        &config.datasources["main"],
+        &config.limits,
+        &config.net,
+    )
+    .unwrap();
     let silo_host::capability::Backend::Sql(client) = backend else {
         panic!("a SQL datasource")
     };

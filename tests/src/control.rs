@@ -78,8 +78,8 @@ impl StoreSpec {
     pub fn config(&self, key: &MasterKey) -> ControlConfig {
         let mut c = ControlConfig::new(self.url.clone(), self.dir.join("uploads"), key.clone());
         c.cache_dir = Some(std::env::temp_dir().join("silo-test-compile-cache"));
-        // The test APIs listen on loopback.
-        c.allow_private_network = true;
+        // The test databases and APIs listen on loopback.
+        c.net.local = true;
         c
     }
 }
@@ -453,9 +453,20 @@ fn ids(body: &J) -> BTreeSet<i64> {
 
 /// A control plane with an operator key, serving on loopback.
 pub async fn start(name: &str, backend: Backend) -> (StoreSpec, MasterKey, Server, Http, String) {
+    start_with(name, backend, |_| {}).await
+}
+
+/// [`start`] with the operator's settings changed by `operator`.
+pub async fn start_with(
+    name: &str,
+    backend: Backend,
+    operator: impl FnOnce(&mut ControlConfig),
+) -> (StoreSpec, MasterKey, Server, Http, String) {
     let spec = StoreSpec::new(name, backend).await;
     let key = MasterKey::generate().unwrap();
-    let cp = ControlPlane::open(spec.config(&key)).await.unwrap();
+    let mut config = spec.config(&key);
+    operator(&mut config);
+    let cp = ControlPlane::open(config).await.unwrap();
     let (_, admin_key) = cp
         .create_api_key(&Principal::Cli, None, "ops")
         .await
@@ -1085,7 +1096,7 @@ on_both_stores!(restart_keeps_everything);
 async fn registration_and_settings(backend: Backend) {
     let name = format!("register_{backend:?}").to_lowercase();
     let (_spec, _key, server, http, admin_key) = start(&name, backend).await;
-    let (_, key) = http.org_with_key(&admin_key, "reg").await;
+    let (org_id, key) = http.org_with_key(&admin_key, "reg").await;
     let superuser = json!({"name": "su", "kind": "postgres",
         "settings": {"host": "127.0.0.1", "database": "test", "user": "postgres"}});
     let (status, body) = http
@@ -1109,11 +1120,34 @@ async fn registration_and_settings(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
 
+    // Accepting a credential that can write is the operator's decision: an
+    // org key cannot make it for itself...
     let mut accepted = superuser.clone();
     accepted["accept_write_privileges"] = json!(true);
-    let ds = http
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/datasources",
+            Some(&key),
+            Some(accepted.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator"),
+        "{body}"
+    );
+    // ...but a host the operator started allowing it for this org can.
+    let mut config = _spec.config(&_key);
+    config.write_orgs = vec![org_id];
+    let approving = Server::start(ControlPlane::open(config).await.unwrap()).await;
+    let ds = Http::new(&approving.base)
         .ok("POST", "/v1/datasources", &key, Some(accepted), 201)
         .await;
+    approving.stop().await;
     let audit = http.ok("GET", "/v1/audit", &key, None, 200).await;
     let record = audit
         .as_array()
@@ -1253,6 +1287,188 @@ async fn registration_and_settings(backend: Backend) {
 }
 
 on_both_stores!(registration_and_settings);
+
+/// A TCP forwarder on a fresh loopback port to `target`: the same server
+/// behind another address, as a port-forward or a load balancer would be.
+async fn forwarder(target: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// What an org puts in a datasource's settings is hostile input. Numbers
+/// are bounded before anything is allocated from them (422 naming the field
+/// and its range); a datasource reaches only addresses the operator allows,
+/// checked on what its host name resolves to; and the control plane's own
+/// store is refused by any address it is reached through.
+async fn org_settings_are_bounded_and_addresses_checked(backend: Backend) {
+    let name = format!("bounds_{backend:?}").to_lowercase();
+    let (spec, key, server, http, admin_key) = start_with(&name, backend, |c| {
+        c.net = silo_host::capability::net::NetPolicy::default();
+    })
+    .await;
+    let (_, org) = http.org_with_key(&admin_key, "bounds").await;
+    let post = |kind: &str, settings: J| {
+        let body = json!({"name": "b", "kind": kind, "settings": settings});
+        let (http, org) = (http.clone(), org.clone());
+        async move {
+            http.call("POST", "/v1/datasources", Some(&org), Some(body))
+                .await
+        }
+    };
+    let db = |extra: J| {
+        let mut s = json!({"host": "db.example", "database": "d", "user": "u"});
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        s
+    };
+    for (kind, settings, field, range) in [
+        (
+            "postgres",
+            db(json!({"pool_size": 1_099_511_627_776_u64})),
+            "pool_size",
+            "1 to 32",
+        ),
+        (
+            "postgres",
+            db(json!({"pool_size": 1_000_000})),
+            "pool_size",
+            "1 to 32",
+        ),
+        ("mysql", db(json!({"pool_size": 0})), "pool_size", "1 to 32"),
+        (
+            "mongodb",
+            db(json!({"pool_size": -1})),
+            "pool_size",
+            "1 to 32",
+        ),
+        (
+            "mysql",
+            db(json!({"pool_size": "16"})),
+            "pool_size",
+            "1 to 32",
+        ),
+        (
+            "postgres",
+            db(json!({"pool_size": 4.5})),
+            "pool_size",
+            "1 to 32",
+        ),
+        (
+            "postgres",
+            db(json!({"port": 70_000})),
+            "port",
+            "1 to 65535",
+        ),
+        ("mongodb", db(json!({"port": 0})), "port", "1 to 65535"),
+        (
+            "postgres",
+            db(json!({"pool_size": 8, "fetch_connections": 8})),
+            "fetch_connections",
+            "1 to 7",
+        ),
+        (
+            "mysql",
+            db(json!({"fetch_connections": 1_000_000})),
+            "fetch_connections",
+            "1 to",
+        ),
+        (
+            "http",
+            json!({"base_url": "https://api.example", "max_response_bytes": 1_u64 << 40}),
+            "max_response_bytes",
+            "1 to 67108864",
+        ),
+        (
+            "http",
+            json!({"base_url": "https://api.example", "max_requests": 1e12}),
+            "max_requests",
+            "1 to 256",
+        ),
+    ] {
+        let (status, body) = post(kind, settings.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{settings}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}`")) && message.contains(range),
+            "{settings}: {message}"
+        );
+    }
+
+    // Loopback, link-local (the cloud metadata service) and unspecified
+    // addresses are refused by default, whether named or given as addresses,
+    // for every kind of database; nothing is connected to.
+    for (kind, host) in [
+        ("postgres", "127.0.0.1"),
+        ("postgres", "localhost"),
+        ("postgres", "169.254.169.254"),
+        ("mysql", "localhost"),
+        ("mysql", "::1"),
+        ("mysql", "0.0.0.0"),
+        ("mongodb", "127.0.0.1"),
+        ("mongodb", "::ffff:127.0.0.1"),
+    ] {
+        let (status, body) =
+            post(kind, json!({"host": host, "database": "test", "user": "u"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind} at {host}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("may not reach"),
+            "{kind} at {host}: {message}"
+        );
+    }
+    server.stop().await;
+
+    // The operator's switch for local development lets loopback through, but
+    // never to the store's own database: not at its address, and not through
+    // another address that leads to the same server.
+    if backend == Backend::Postgres {
+        let mut config = spec.config(&key);
+        config.net.local = true;
+        let local = Server::start(ControlPlane::open(config).await.unwrap()).await;
+        let http = Http::new(&local.base);
+        let store_db = format!("silo_cp_{name}");
+        let port = forwarder("127.0.0.1:5432").await;
+        for (database, port, refused_as) in [
+            (store_db.as_str(), 5432, "control plane's own store"),
+            (store_db.as_str(), port, "control plane's own store"),
+            // The same forwarder to another database gets as far as the
+            // registration check: only the store was refused.
+            ("test", port, "superuser"),
+        ] {
+            let settings = json!({"host": "127.0.0.1", "port": port, "database": database,
+                "user": "postgres"});
+            let (status, body) = http
+                .call(
+                    "POST",
+                    "/v1/datasources",
+                    Some(&org),
+                    Some(json!({"name": "b", "kind": "postgres", "settings": settings})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{settings}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(refused_as), "{settings}: {message}");
+        }
+        local.stop().await;
+    }
+}
+
+on_both_stores!(org_settings_are_bounded_and_addresses_checked);
 
 #[tokio::test]
 async fn tampering_with_the_audit_log_is_detected() {

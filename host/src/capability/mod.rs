@@ -7,6 +7,7 @@ pub mod files;
 pub mod http;
 pub mod mongodb;
 pub mod mysql;
+pub mod net;
 pub mod postgres;
 pub mod registration;
 
@@ -388,6 +389,7 @@ pub fn connect(
     name: &str,
     ds: &crate::config::DatasourceConfig,
     limits: &crate::limits::Limits,
+    net: &net::NetPolicy,
 ) -> Result<(Backend, &'static str)> {
     let statement_timeout = limits.statement_timeout;
     // A password the store supplies wins over one the config file names.
@@ -416,6 +418,7 @@ pub fn connect(
             config: h.clone(),
             token,
             timeout: statement_timeout,
+            net: net.clone(),
         })?;
         return Ok((Backend::Http(Arc::new(client)), "http-json"));
     }
@@ -428,6 +431,7 @@ pub fn connect(
                 statement_timeout,
                 fetch_timeout: limits.fetch_timeout,
                 max_row_bytes: limits.max_row_bytes,
+                net: net.clone(),
             };
             Ok((
                 Backend::Sql(Arc::new(postgres::PgClient::new(settings)?)),
@@ -437,7 +441,7 @@ pub fn connect(
         (None, Some(my), None) => {
             let password = secret(my.password_env.as_deref(), my.password_file.as_deref())?;
             Ok((
-                Backend::Sql(Arc::new(mysql::MyClient::new(my, password, limits)?)),
+                Backend::Sql(Arc::new(mysql::MyClient::new(my, password, limits, net)?)),
                 "mysql",
             ))
         }
@@ -448,7 +452,7 @@ pub fn connect(
             )?;
             Ok((
                 Backend::Document(Arc::new(mongodb::MongoClient::new(
-                    mongo, password, limits,
+                    mongo, password, limits, net,
                 )?)),
                 "mongodb",
             ))

@@ -210,6 +210,26 @@ pub fn fingerprint(filter: &silo_types::RowFilter) -> String {
     hex::encode(Sha256::digest(format!("{filter:?}").as_bytes()))
 }
 
+/// `text` cut to at most `max` characters, with control characters escaped:
+/// safe to put in an error message or a record.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

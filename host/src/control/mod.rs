@@ -73,9 +73,15 @@ pub struct ControlConfig {
     pub cache_dir: Option<PathBuf>,
     /// The LLM endpoint for summaries (default: the built-in summarizer).
     pub llm: Option<LlmConfig>,
-    /// Let HTTP datasources reach loopback, private and link-local
-    /// addresses (an operator's choice; an org can never set it).
-    pub allow_private_network: bool,
+    /// Where the datasources orgs register may connect (the operator's
+    /// outbound address policy; `local` is `--allow-private-network`). The
+    /// store's own database is added to what is refused.
+    pub net: crate::capability::net::NetPolicy,
+    /// What an org may ask of the host in a datasource's settings.
+    pub ceilings: Ceilings,
+    /// Organizations whose keys may register a credential that can write
+    /// (`accept_write_privileges`): the operator's decision, never an org's.
+    pub write_orgs: Vec<String>,
 }
 
 impl ControlConfig {
@@ -91,7 +97,9 @@ impl ControlConfig {
             limits: Limits::default(),
             cache_dir: None,
             llm: None,
-            allow_private_network: false,
+            net: crate::capability::net::NetPolicy::default(),
+            ceilings: Ceilings::default(),
+            write_orgs: Vec::new(),
         }
     }
 }
@@ -381,7 +389,9 @@ pub struct ControlPlane {
     engines: Engines,
     data_dir: PathBuf,
     summarizer: Summarizer,
-    allow_private_network: bool,
+    net: crate::capability::net::NetPolicy,
+    ceilings: Ceilings,
+    write_orgs: Vec<String>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -440,6 +450,7 @@ impl ControlPlane {
             .clone()
             .or_else(crate::silo::default_cache_dir);
         let runtime = Arc::new(Runtime::new(config.limits, cache_dir)?);
+        let net = store_protected(&store, &config.store, config.net.clone()).await?;
         Ok(ControlPlane {
             store,
             key: config.master_key,
@@ -448,7 +459,9 @@ impl ControlPlane {
             engines: Mutex::default(),
             data_dir: config.data_dir,
             summarizer: Summarizer::new(config.llm)?,
-            allow_private_network: config.allow_private_network,
+            net,
+            ceilings: config.ceilings,
+            write_orgs: config.write_orgs,
         })
     }
 
@@ -627,7 +640,20 @@ impl ControlPlane {
     ) -> Result<Datasource> {
         let org = Self::org_of(p)?.to_owned();
         valid_name("a datasource name", &input.name)?;
-        let settings = api_settings(input.kind, input.settings)?;
+        // Registering a credential that can write is the operator's call:
+        // the command line acts as the operator; an org key needs the
+        // operator's standing approval for its org.
+        if input.accept_write_privileges
+            && matches!(p, Principal::Org { key: Some(_), .. })
+            && !self.write_orgs.contains(&org)
+        {
+            return Err(Error::Policy(
+                "accept_write_privileges is the operator's decision: ask them to allow it \
+                 for this organization (silo serve --accept-write-privileges ORG_ID)"
+                    .into(),
+            ));
+        }
+        let settings = api_settings(input.kind, input.settings, &self.ceilings)?;
         let password = Zeroizing::new(input.password);
         let ds = Datasource {
             id: tokens::new_id("ds")?,
@@ -1639,10 +1665,7 @@ impl ControlPlane {
                 c.mongodb = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
             }
             DatasourceKind::Http => {
-                let mut http: crate::capability::http::HttpConfig =
-                    serde_json::from_value(ds.settings.clone()).map_err(bad)?;
-                http.allow_private_network |= self.allow_private_network;
-                c.http = Some(http)
+                c.http = Some(serde_json::from_value(ds.settings.clone()).map_err(bad)?)
             }
             DatasourceKind::Files => {
                 // Bootstrapped from silo.toml: the operator's directory;
@@ -1676,6 +1699,7 @@ impl ControlPlane {
                 })
                 .collect(),
             users: BTreeMap::new(),
+            net: self.net.clone(),
         })
     }
 
@@ -1927,8 +1951,13 @@ impl Access {
 
 /// Checks API-given settings for `kind`: the kind's own fields only, and no
 /// way to make the host read its environment or files.
-fn api_settings(kind: DatasourceKind, settings: serde_json::Value) -> Result<serde_json::Value> {
+fn api_settings(
+    kind: DatasourceKind,
+    settings: serde_json::Value,
+    ceilings: &Ceilings,
+) -> Result<serde_json::Value> {
     use crate::capability::{mongodb::MongoConfig, mysql::MysqlConfig, postgres::PostgresConfig};
+    check_bounds(kind, &settings, ceilings)?;
     let bad = |e: serde_json::Error| Error::Config(format!("settings: {e}"));
     let host_secret = |env: &Option<String>, file: &Option<PathBuf>| {
         if env.is_some() || file.is_some() {
@@ -1986,6 +2015,97 @@ fn api_settings(kind: DatasourceKind, settings: serde_json::Value) -> Result<ser
         }
     };
     normalized.map_err(|e| Error::Internal(format!("settings: {e}")))
+}
+
+/// `net` with a Postgres store's own database refused: an org must never
+/// point a datasource at the control plane's records, by any address.
+async fn store_protected(
+    store: &Store,
+    url: &str,
+    mut net: crate::capability::net::NetPolicy,
+) -> Result<crate::capability::net::NetPolicy> {
+    let Some((database, started)) = store.server_identity().await? else {
+        return Ok(net);
+    };
+    let mut addrs = Vec::new();
+    if let Ok(config) = url.parse::<tokio_postgres::Config>() {
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        for host in config.get_hosts() {
+            if let tokio_postgres::config::Host::Tcp(h) = host
+                && let Ok(found) = tokio::net::lookup_host((h.as_str(), port)).await
+            {
+                addrs.extend(found);
+            }
+        }
+    }
+    net.protected.push(crate::capability::net::Protected {
+        addrs,
+        database,
+        started: Some(started),
+    });
+    Ok(net)
+}
+
+/// The numbers an org may put in a datasource's settings, each checked
+/// against its range before anything is parsed or allocated from it: 422,
+/// naming the field and the range.
+fn check_bounds(kind: DatasourceKind, settings: &serde_json::Value, c: &Ceilings) -> Result<()> {
+    let max_pool = c.pool_size as u64;
+    let bounds: &[(&str, u64, u64)] = match kind {
+        DatasourceKind::Postgres | DatasourceKind::Mysql | DatasourceKind::Mongodb => &[
+            ("port", 1, 65535),
+            ("pool_size", 1, max_pool),
+            ("fetch_connections", 1, max_pool.saturating_sub(1).max(1)),
+        ],
+        DatasourceKind::Http => &[
+            ("max_response_bytes", 1, c.http_response_bytes),
+            ("max_requests", 1, c.http_requests as u64),
+        ],
+        DatasourceKind::Files => &[],
+    };
+    for (field, lo, hi) in bounds {
+        let Some(value) = settings.get(*field) else {
+            continue;
+        };
+        if !value.as_u64().is_some_and(|v| (*lo..=*hi).contains(&v)) {
+            return Err(Error::Limit(format!(
+                "settings: `{field}` must be a whole number from {lo} to {hi} (got {})",
+                crate::control::audit::bounded_text(&value.to_string(), 40)
+            )));
+        }
+    }
+    let number = |f: &str| settings.get(f).and_then(serde_json::Value::as_u64);
+    if let (Some(share), pool) = (number("fetch_connections"), number("pool_size")) {
+        let pool = pool.unwrap_or(crate::capability::postgres::DEFAULT_POOL_SIZE as u64);
+        if share >= pool && pool > 1 {
+            return Err(Error::Limit(format!(
+                "settings: `fetch_connections` must be from 1 to {} (less than pool_size)",
+                pool - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ceilings an operator sets on what an org may ask of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceilings {
+    /// Largest `pool_size` of a database datasource.
+    pub pool_size: usize,
+    /// Largest `max_response_bytes` of an HTTP datasource.
+    pub http_response_bytes: u64,
+    /// Largest `max_requests` of an HTTP datasource.
+    pub http_requests: usize,
+}
+
+impl Default for Ceilings {
+    fn default() -> Ceilings {
+        Ceilings {
+            pool_size: 32,
+            http_response_bytes: 64 << 20,
+            http_requests: 256,
+        }
+    }
 }
 
 /// A silo.toml datasource as stored settings and its credential.

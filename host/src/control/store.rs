@@ -210,6 +210,20 @@ impl Store {
         Ok(store)
     }
 
+    /// A Postgres store's database name and its server's start time (epoch
+    /// seconds): together they recognize this store's server behind any
+    /// address. `None` for SQLite.
+    pub async fn server_identity(&self) -> Result<Option<(String, String)>> {
+        if self.kind != StoreKind::Postgres {
+            return Ok(None);
+        }
+        let row: (String, String) = sqlx::query_as(crate::capability::postgres::SERVER_IDENTITY)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(Some(row))
+    }
+
     /// Which database holds it.
     pub fn kind(&self) -> StoreKind {
         self.kind

@@ -8,6 +8,8 @@ use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::capability::net::{NetPolicy, Purpose};
+
 use super::HttpConfig;
 use crate::error::{Error, Result};
 use crate::policy::http::{Admitted, Rules};
@@ -32,6 +34,8 @@ pub struct HttpSettings {
     pub token: Option<SecretString>,
     /// Time cap for each request, connect to last byte.
     pub timeout: Duration,
+    /// Where it may connect.
+    pub net: crate::capability::net::NetPolicy,
 }
 
 /// The client behind one HTTP datasource.
@@ -115,22 +119,24 @@ impl HttpClient {
                     .into(),
             ));
         }
+        // For an HTTP datasource, private networks are allowed only when
+        // the operator says so (`allow_private_network`, or `silo serve
+        // --allow-private-network`), even in the operator's own file.
+        let mut net = s.net.clone();
+        net.local |= c.allow_private_network;
         if let Some(ip) = base
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
             .and_then(|h| h.parse::<std::net::IpAddr>().ok())
-            && !c.allow_private_network
-            && !is_public(ip)
+            && let Err(why) = net.check(ip, Purpose::Http)
         {
             return Err(bad(format!(
-                "base_url is a loopback, private or link-local address ({ip}); an operator may \
-                 allow that with allow_private_network in silo.toml"
+                "base_url: {why} (an operator may allow loopback, private or link-local \
+                 addresses with allow_private_network in silo.toml)"
             )));
         }
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(Resolver {
-                allow_private: c.allow_private_network,
-            }))
+            .dns_resolver(Arc::new(Resolver { net }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .https_only(base.scheme() == "https")
@@ -239,92 +245,25 @@ impl HttpClient {
 }
 
 /// Resolves the base URL's name for every new connection, and keeps only the
-/// addresses the datasource may reach: public ones, unless the operator
-/// allowed private networks. A name that resolves (or rebinds) to loopback,
-/// a private range or link-local is refused, so an org cannot aim a
-/// datasource at the host's own network.
+/// addresses the datasource may reach (see [`crate::capability::net`]): a
+/// name that resolves, or rebinds, to loopback, a private range or
+/// link-local is refused, so an org cannot aim a datasource at the host's
+/// own network. Only checked addresses are handed to the connection.
 struct Resolver {
-    allow_private: bool,
+    net: NetPolicy,
 }
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
+        let net = self.net.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if found.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no address this datasource may reach (loopback, private and \
-                     link-local addresses are refused)"
-                )
-                .into());
-            }
+            let found = net
+                .resolve(&host, 0, Purpose::Http)
+                .await
+                .map_err(|e| Box::new(std::io::Error::other(e.to_string())))?;
             let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })
-    }
-}
-
-/// Whether an address is on the public internet: not loopback, private
-/// (RFC 1918, unique local), link-local, shared (100.64/10), unspecified,
-/// multicast or broadcast, in IPv4, IPv6 or IPv4 mapped into IPv6.
-pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b))
-                || a == 0)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_public;
-
-    #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
     }
 }

@@ -43,7 +43,19 @@ impl MongoClient {
         config: &MongoConfig,
         password: Option<SecretString>,
         limits: &crate::limits::Limits,
+        net: &crate::capability::net::NetPolicy,
     ) -> Result<MongoClient> {
+        use crate::capability::net::Purpose;
+        // With TLS the certificate names the host: check the policy on what
+        // it resolves to, and connect by name. Without, pin the address.
+        let host = if config.tls {
+            if !net.is_open() {
+                net.resolve_blocking(&config.host, config.port, Purpose::Database)?;
+            }
+            config.host.clone()
+        } else {
+            net.pin(&config.host, config.port, Purpose::Database)?
+        };
         let credential = Credential::builder()
             .username(config.user.clone())
             .password(password.map(|p| p.expose_secret().to_owned()))
@@ -60,7 +72,7 @@ impl MongoClient {
             .map_err(|_| Error::Config("mongodb pool_size is too large".into()))?;
         let options = ClientOptions::builder()
             .hosts(vec![ServerAddress::Tcp {
-                host: config.host.clone(),
+                host,
                 port: Some(config.port),
             }])
             .credential(credential)

@@ -50,7 +50,15 @@ impl MyClient {
         config: &MysqlConfig,
         password: Option<SecretString>,
         limits: &Limits,
+        net: &crate::capability::net::NetPolicy,
     ) -> Result<MyClient> {
+        // The driver resolves names itself: give it the address the policy
+        // allowed.
+        let host = net.pin(
+            &config.host,
+            config.port,
+            crate::capability::net::Purpose::Database,
+        )?;
         let (pool_size, fetch_share) =
             crate::capability::pool_bounds(config.pool_size, config.fetch_connections)?;
         let constraints = PoolConstraints::new(0, pool_size)
@@ -59,7 +67,7 @@ impl MyClient {
         // buffering it: a row is never larger than max_row_bytes in memory.
         let max_packet = usize::try_from(limits.max_row_bytes).unwrap_or(usize::MAX);
         let opts = OptsBuilder::default()
-            .ip_or_hostname(config.host.clone())
+            .ip_or_hostname(host)
             .tcp_port(config.port)
             .db_name(Some(config.database.clone()))
             .user(Some(config.user.clone()))

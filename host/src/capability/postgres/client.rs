@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
@@ -90,6 +90,8 @@ impl PgClient {
         let connect = GuardedConnect {
             host: c.host.clone(),
             port: c.port,
+            database: c.database.clone(),
+            net: settings.net.clone(),
             timeout: CONNECT_TIMEOUT,
             max_message: settings.max_row_bytes,
             oversized: oversized.clone(),
@@ -101,11 +103,15 @@ impl PgClient {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        let mut pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(settings.statement_timeout))
+            .wait_timeout(Some(settings.statement_timeout));
+        if let Some(hook) = refuse_stores(&settings.net) {
+            pool = pool.post_create(hook);
+        }
+        let pool = pool
             .build()
             .map_err(|e| Error::Config(format!("postgres pool: {e}")))?;
         Ok(PgClient {
@@ -130,7 +136,10 @@ impl PgClient {
             PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                 driver::busy(self.pool_size)
             }
-            PoolError::Backend(e) => self.faults.map(e),
+            PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => {
+                self.faults.map(e)
+            }
+            PoolError::PostCreateHook(HookError::Message(why)) => Error::Policy(why.into()),
             other => driver::unavailable("postgres", other),
         })
     }
@@ -308,6 +317,35 @@ struct Faults {
     seen: u64,
 }
 
+/// A hook that refuses a new connection which turns out to be a protected
+/// store's server and database, whatever address it was reached by.
+fn refuse_stores(net: &crate::capability::net::NetPolicy) -> Option<Hook> {
+    let stores: Vec<(String, String)> = net
+        .protected
+        .iter()
+        .filter_map(|p| Some((p.database.clone(), p.started.clone()?)))
+        .collect();
+    if stores.is_empty() {
+        return None;
+    }
+    let stores = Arc::new(stores);
+    Some(Hook::async_fn(move |client, _| {
+        let stores = stores.clone();
+        Box::pin(async move {
+            let row = client
+                .query_one(super::SERVER_IDENTITY, &[])
+                .await
+                .map_err(HookError::Backend)?;
+            let database: String = row.try_get(0).map_err(HookError::Backend)?;
+            let started: String = row.try_get(1).map_err(HookError::Backend)?;
+            if stores.contains(&(database, started)) {
+                return Err(HookError::message(crate::capability::net::STORE_REFUSAL));
+            }
+            Ok(())
+        })
+    }))
+}
+
 impl Faults {
     /// A copy for a statement starting now.
     fn now(&self) -> Faults {
@@ -318,6 +356,10 @@ impl Faults {
     }
 
     fn map(&self, e: tokio_postgres::Error) -> Error {
+        if let Some(why) = wire::refusal(&e) {
+            // The address policy, not the database: say so.
+            return Error::Policy(why);
+        }
         match e.as_db_error() {
             Some(db) if *db.code() == SqlState::QUERY_CANCELED => ServerFailure::Timeout.into(),
             Some(db) if *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION => {

@@ -18,6 +18,11 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Largest pool a datasource may ask for (an org supplies this number).
 pub const MAX_POOL_SIZE: usize = 128;
 
+/// The database and the server's start time, as text any session may read:
+/// what recognizes the control plane's store behind any address.
+pub const SERVER_IDENTITY: &str =
+    "SELECT current_database()::text, extract(epoch FROM pg_postmaster_start_time())::text";
+
 /// `[datasources.<name>.postgres]` in `silo.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +85,8 @@ pub struct PgSettings {
     pub fetch_timeout: Duration,
     /// Largest message (row) accepted from the server.
     pub max_row_bytes: u64,
+    /// Where it may connect.
+    pub net: crate::capability::net::NetPolicy,
 }
 
 impl std::fmt::Debug for PgSettings {

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::capability::net::{NetPolicy, Purpose};
+
 /// The error a guarded stream fails with; found again by [`is_row_too_large`].
 #[derive(Debug, thiserror::Error)]
 #[error("the server sent a message larger than {0} bytes")]
@@ -156,9 +158,55 @@ fn failed(e: &mut Option<io::Error>) -> io::Error {
 pub(crate) struct GuardedConnect {
     pub host: String,
     pub port: u16,
+    pub database: String,
+    pub net: NetPolicy,
     pub timeout: Duration,
     pub max_message: u64,
     pub oversized: Arc<AtomicU64>,
+}
+
+/// Why the address policy refused a connection; found again by
+/// [`refusal`] so the error says so instead of "unavailable".
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refused(pub String);
+
+/// The address policy's refusal inside a driver error, if that is what it is.
+pub(crate) fn refusal(e: &tokio_postgres::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<Refused>())
+        {
+            return Some(r.0.clone());
+        }
+        source = s.source();
+    }
+    None
+}
+
+impl GuardedConnect {
+    /// TCP to the first address of the host the policy allows.
+    async fn open(&self) -> io::Result<TcpStream> {
+        let refused = |e: crate::error::Error| io::Error::other(Refused(e.to_string()));
+        let addrs = self
+            .net
+            .resolve(&self.host, self.port, Purpose::Database)
+            .await
+            .map_err(refused)?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            self.net
+                .check_database(addr, &self.database)
+                .map_err(refused)?;
+            match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"),
+            }
+        }
+        Err(last)
+    }
 }
 
 impl Connect for GuardedConnect {
@@ -168,21 +216,15 @@ impl Connect for GuardedConnect {
     ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
         let config = config.clone();
         Box::pin(async move {
-            let address = (self.host.as_str(), self.port);
-            let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await
-            {
-                Ok(Ok(stream)) => {
+            let stream = match self.open().await {
+                Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     Guarded::Open(
                         stream,
                         Framing::new(self.max_message, self.oversized.clone()),
                     )
                 }
-                Ok(Err(e)) => Guarded::Failed(Some(e)),
-                Err(_) => Guarded::Failed(Some(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connecting timed out",
-                ))),
+                Err(e) => Guarded::Failed(Some(e)),
             };
             let (client, connection) = config.connect_raw(stream, NoTls).await?;
             let task = tokio::spawn(async move {
