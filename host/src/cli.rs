@@ -128,7 +128,7 @@ enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         #[command(flatten)]
-        policy: crate::server::PolicyArgs,
+        policy: Box<crate::server::PolicyArgs>,
         #[command(flatten)]
         llm: LlmArgs,
     },
