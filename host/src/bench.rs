@@ -493,6 +493,7 @@ async fn run_files(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
             file: &csv,
             partition_by: Some("tenant"),
             max_bytes: u64::MAX,
+            max_partitions: crate::capability::files::upload::MAX_PARTITIONS,
             progress: None,
         },
     )?;

@@ -43,6 +43,9 @@ enum DatasetsCommand {
         /// Largest file accepted, in bytes.
         #[arg(long, default_value_t = crate::capability::files::upload::DEFAULT_MAX_BYTES)]
         max_bytes: u64,
+        /// Most partitions accepted.
+        #[arg(long, default_value_t = crate::capability::files::upload::MAX_PARTITIONS)]
+        max_partitions: usize,
     },
 }
 
@@ -667,6 +670,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     file,
                     partition_by,
                     max_bytes,
+                    max_partitions,
                 },
         } => {
             use crate::capability::files::{FilesConfig, FilesStore, upload};
@@ -692,6 +696,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     file: &file,
                     partition_by: partition_by.as_deref(),
                     max_bytes,
+                    max_partitions,
                     progress: show.then_some(&bar as upload::Progress<'_>),
                 },
             );

@@ -57,6 +57,7 @@ impl FilesFixture {
                 file: &path,
                 partition_by,
                 max_bytes: DEFAULT_MAX_BYTES,
+                max_partitions: 1_000,
                 progress: None,
             },
         )
@@ -154,6 +155,7 @@ async fn a_bad_or_cut_off_upload_changes_nothing() {
             file: &fx.dir.join("bad.csv"),
             partition_by: None,
             max_bytes: DEFAULT_MAX_BYTES,
+            max_partitions: 50,
             progress: None,
         },
     )
@@ -166,13 +168,23 @@ async fn a_bad_or_cut_off_upload_changes_nothing() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("partition value"), "{err}");
-    // Nothing changed, and no staging directory was left behind.
+    // Nothing changed, and nothing was left behind: the one generation
+    // the dataset links to, and its lock.
     assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
-    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.join("data/default"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(leftovers, ["orders"]);
+    let names = |dir: &str| {
+        let mut names: Vec<_> = std::fs::read_dir(fx.dir.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("data/default"), [".generations", "orders"]);
+    let generations = names("data/default/.generations/orders");
+    let current = std::fs::read_link(fx.dir.join("data/default/orders")).unwrap();
+    assert_eq!(generations.len(), 2, "{generations:?}");
+    assert_eq!(generations[0], ".lock");
+    assert!(current.ends_with(&generations[1]), "{current:?}");
     // A good upload replaces the data whole.
     fx.upload("new.ndjson", "{\"id\": 7, \"tenant\": \"acme\", \"customer\": \"c-7\", \"amount\": 1.5, \"ordered_on\": \"2026-02-01\"}\n", Some("tenant")).unwrap();
     assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [7]);
@@ -199,6 +211,7 @@ async fn a_large_upload_reports_progress_to_the_end() {
             file: &path,
             partition_by: Some("tenant"),
             max_bytes: DEFAULT_MAX_BYTES,
+            max_partitions: 50,
             progress: Some(&record),
         },
     )
@@ -208,6 +221,84 @@ async fn a_large_upload_reports_progress_to_the_end() {
     assert!(seen.len() >= 4, "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
     assert_eq!(seen.last(), Some(&(total, total)));
+}
+
+/// Uploads stream: a record over the size limit, too many columns or too
+/// many partitions are refused with what was wrong (and the data stays);
+/// more partitions than files kept open at once are all written whole.
+#[tokio::test]
+async fn streaming_uploads_refuse_oversized_records_and_keep_every_partition() {
+    use silo_host::capability::files::upload::{MAX_COLUMNS, MAX_RECORD_BYTES};
+    let fx = FilesFixture::new("files_streaming");
+    let silo = fx.silo("files").await;
+    let huge_cell = "x".repeat(MAX_RECORD_BYTES as usize + 1);
+    for (file, text, says) in [
+        (
+            "huge.csv",
+            format!("id,tenant\n1,acme\n2,{huge_cell}\n"),
+            "line 3: a record is larger than",
+        ),
+        (
+            "huge.ndjson",
+            format!("{{\"id\": 1, \"tenant\": \"{huge_cell}\"}}\n"),
+            "line 1: a record is larger than",
+        ),
+        (
+            "wide.csv",
+            (0..=MAX_COLUMNS)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n",
+            "columns; at most",
+        ),
+        (
+            "many.csv",
+            std::iter::once("id,tenant".to_owned())
+                .chain((0..=1_000).map(|i| format!("{i},t{i}")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "more than 1000 partitions",
+        ),
+        ("empty.csv", String::new(), "empty"),
+    ] {
+        let err = fx.upload(file, &text, Some("tenant")).unwrap_err();
+        assert!(
+            matches!(err, Error::Limit(_) | Error::Config(_)),
+            "{file}: {err}"
+        );
+        let err = err.to_string();
+        assert!(err.contains(says), "{file}: {err}");
+    }
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), [1, 2, 3]);
+
+    // 300 partitions, rows interleaved so files are closed and reopened.
+    let mut text = String::from("id,tenant,customer,amount,ordered_on\n");
+    for id in 0..3000 {
+        let tenant = if id % 300 == 0 {
+            "acme".to_owned()
+        } else {
+            format!("t{}", id % 300)
+        };
+        text.push_str(&format!("{id},{tenant},c-{id},1.5,2026-01-01\n"));
+    }
+    fx.upload("wide-spread.csv", &text, Some("tenant")).unwrap();
+    let expected: Vec<i64> = (0..3000).filter(|id| id % 300 == 0).collect();
+    assert_eq!(fetch_ids(&silo, "alice").await.unwrap(), expected);
+    for p in [1, 77, 299] {
+        let data = std::fs::read_to_string(fx.orders_dir().join(format!("t{p}/data.csv"))).unwrap();
+        let ids: Vec<i64> = data
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        let expected: Vec<i64> = (0..3000).filter(|id| id % 300 == p).collect();
+        assert_eq!(ids, expected, "partition t{p}");
+        assert_eq!(
+            data.lines().next(),
+            Some("id,tenant,customer,amount,ordered_on")
+        );
+    }
 }
 
 mod over_the_api {
@@ -382,6 +473,176 @@ mod over_the_api {
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         server.stop().await;
+    }
+
+    /// Readers always see one whole upload while uploads replace it; one
+    /// upload per dataset at a time (409 while another holds it, from any
+    /// process); what a crash leaves is swept at start, and what a reader
+    /// may still use is not.
+    #[tokio::test]
+    async fn uploads_swap_whole_one_at_a_time_and_leftovers_are_swept() {
+        use std::collections::BTreeSet;
+        let (spec, master, server, http, admin) = start("upload_swap", Backend::Sqlite).await;
+        let (_, key) = http.org_with_key(&admin, "swap").await;
+        http.ok(
+            "POST",
+            "/v1/datasources",
+            &key,
+            Some(json!({"name": "uploads", "kind": "files"})),
+            201,
+        )
+        .await;
+        let orders = http
+            .create(
+                "/v1/datasets",
+                &key,
+                json!({"datasource": "uploads", "name": "orders"}),
+            )
+            .await;
+        let version = |base: u32| -> (String, BTreeSet<i64>) {
+            let rows: Vec<(u32, &str)> = (0..400)
+                .map(|i| (base + i, if i % 2 == 0 { "acme" } else { "globex" }))
+                .collect();
+            let acme = rows
+                .iter()
+                .filter(|r| r.1 == "acme")
+                .map(|r| i64::from(r.0))
+                .collect();
+            (csv(&rows), acme)
+        };
+        let (a, a_ids) = version(0);
+        let (b, b_ids) = version(10_000);
+        let (status, body) = post_file(&server.base, &key, &orders, a.clone(), true).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        http.tenants_group(&key, &orders).await;
+        let ann = http.tenant_user(&key, "ann", "acme").await;
+
+        // Readers during ten replacements: every fetch answers, with one
+        // version whole.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let (http, ann, stop) = (http.clone(), ann.clone(), stop.clone());
+            let fetch = format!("/v1/embed/datasets/{orders}/fetch");
+            readers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, body) =
+                        http.call("POST", &fetch, Some(&ann), Some(json!({}))).await;
+                    let ids: BTreeSet<i64> = body["rows"]
+                        .as_array()
+                        .map(|rows| rows.iter().filter_map(|r| r[0].as_i64()).collect())
+                        .unwrap_or_default();
+                    seen.push((status, ids, body));
+                }
+                seen
+            }));
+        }
+        for round in 0..10 {
+            let body = if round % 2 == 0 { b.clone() } else { a.clone() };
+            let (status, answer) = post_file(&server.base, &key, &orders, body, true).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut fetches = 0;
+        for reader in readers {
+            for (status, ids, body) in reader.await.unwrap() {
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(
+                    ids == a_ids || ids == b_ids,
+                    "a mixed or partial read: {body}"
+                );
+                fetches += 1;
+            }
+        }
+        assert!(fetches >= 3, "{fetches}");
+
+        // Another process uploading to the dataset holds its lock: 409.
+        let org_dir = std::fs::read_dir(spec.dir.join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("orders").exists())
+            .unwrap();
+        let held = silo_host::capability::files::generations::lock(&org_dir, "orders").unwrap();
+        let (status, body) = post_file(&server.base, &key, &orders, b.clone(), true).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("another upload"),
+            "{body}"
+        );
+        drop(held);
+        let (status, body) = post_file(&server.base, &key, &orders, b.clone(), true).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // What a kill -9 leaves: staged bodies nobody holds, a half-written
+        // generation, a generation retired long ago. A staged body another
+        // request still holds, and the generation just replaced (a fetch
+        // may still be reading it), stay.
+        let incoming = spec.dir.join("uploads/.incoming");
+        std::fs::write(incoming.join("upload_dead.csv"), "id\n1\n").unwrap();
+        std::fs::write(incoming.join("upload_live.csv"), "id\n1\n").unwrap();
+        let live = std::fs::File::open(incoming.join("upload_live.csv")).unwrap();
+        live.try_lock().unwrap();
+        let generations = org_dir.join(".generations/orders");
+        std::fs::create_dir_all(generations.join("g1-1-1.partial/acme")).unwrap();
+        std::fs::create_dir_all(generations.join("g2-1-1/acme")).unwrap();
+        let marker = generations.join("g2-1-1.retired");
+        std::fs::write(&marker, "").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        let current = std::fs::read_link(org_dir.join("orders")).unwrap();
+        let before: BTreeSet<String> = std::fs::read_dir(&generations)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        server.stop().await;
+        let reopened = crate::control::Server::start(
+            silo_host::control::ControlPlane::open(spec.config(&master))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(!incoming.join("upload_dead.csv").exists());
+        assert!(incoming.join("upload_live.csv").exists());
+        assert!(!generations.join("g1-1-1.partial").exists());
+        assert!(!generations.join("g2-1-1").exists() && !marker.exists());
+        let after: BTreeSet<String> = std::fs::read_dir(&generations)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let recent: Vec<_> = before
+            .difference(
+                &["g1-1-1.partial", "g2-1-1", "g2-1-1.retired"]
+                    .map(String::from)
+                    .into(),
+            )
+            .cloned()
+            .collect();
+        assert_eq!(
+            after,
+            recent.into_iter().collect(),
+            "recently replaced data stays"
+        );
+        assert!(after.len() > 2, "{after:?}");
+        assert_eq!(std::fs::read_link(org_dir.join("orders")).unwrap(), current);
+        let http = crate::control::Http::new(&reopened.base);
+        let fetch = format!("/v1/embed/datasets/{orders}/fetch");
+        let rows = http.ok("POST", &fetch, &ann, Some(json!({})), 200).await;
+        let ids: BTreeSet<i64> = rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r[0].as_i64())
+            .collect();
+        assert_eq!(ids, b_ids);
+        reopened.stop().await;
     }
 }
 

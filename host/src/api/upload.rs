@@ -10,9 +10,10 @@ use super::ApiError;
 use crate::capability::files::upload::DEFAULT_MAX_BYTES;
 use crate::error::Error;
 
-/// A staged file, deleted on drop.
+/// A staged file, deleted on drop; locked while it exists so a sweep at
+/// start (after a crash) knows it is nobody's.
 #[derive(Debug)]
-pub struct Staged(PathBuf);
+pub struct Staged(PathBuf, Option<std::fs::File>);
 
 impl Staged {
     /// Its path.
@@ -35,13 +36,20 @@ pub async fn stage(dir: &Path, ext: &str, body: axum::body::Body) -> Result<Stag
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir).map_err(io)?;
-    let staged = Staged(dir.join(format!(
-        "{}.{ext}",
-        crate::control::tokens::new_id("upload")?
-    )));
+    let mut staged = Staged(
+        dir.join(format!(
+            "{}.{ext}",
+            crate::control::tokens::new_id("upload")?
+        )),
+        None,
+    );
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create_new(true).mode(0o600);
     let mut file = options.open(staged.path()).await.map_err(io)?;
+    let held = std::fs::File::open(staged.path()).map_err(io)?;
+    held.try_lock()
+        .map_err(|e| Error::Internal(format!("staging an upload: {e}")))?;
+    staged.1 = Some(held);
     let mut stream = body.into_data_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {

@@ -451,6 +451,16 @@ impl ControlPlane {
             .or_else(crate::silo::default_cache_dir);
         let runtime = Arc::new(Runtime::new(config.limits, cache_dir)?);
         let net = store_protected(&store, &config.store, config.net.clone()).await?;
+        // What a crash or an interrupted upload left behind.
+        let (data_dir, grace) = (
+            config.data_dir.clone(),
+            crate::capability::files::upload::retire_grace(runtime.limits()),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::capability::files::upload::sweep_staging(&data_dir.join(".incoming"));
+            crate::capability::files::generations::sweep(&data_dir, grace);
+        })
+        .await;
         Ok(ControlPlane {
             store,
             key: config.master_key,
@@ -1164,21 +1174,36 @@ impl ControlPlane {
             .ok_or_else(|| Error::Internal("a files datasource without files settings".into()))?;
         let started = Instant::now();
         let name = d.name.clone();
+        let grace = upload::retire_grace(self.limits());
+        let store = FilesStore::new(&files)?;
+        let writer = store.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let store = FilesStore::new(&files)?;
-            upload::upload(
-                &store,
+            upload::upload_with_grace(
+                &writer,
                 &upload::Upload {
                     dataset: &name,
                     file: &file,
                     partition_by: partition_by.as_deref(),
                     max_bytes: upload::DEFAULT_MAX_BYTES,
+                    max_partitions: upload::MAX_PARTITIONS,
                     progress: None,
                 },
+                grace,
             )
         })
         .await
         .map_err(|e| Error::Internal(format!("upload task: {e}")))?;
+        if done.is_ok() {
+            // The replaced data goes once no fetch can still be reading it.
+            let name = d.name.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::capability::files::generations::sweep_dataset(&store, &name, grace)
+                })
+                .await;
+            });
+        }
         let e = AuditEvent {
             org_id: Some(org.to_owned()),
             actor: p.actor(),
@@ -1208,7 +1233,8 @@ impl ControlPlane {
     }
 
     /// Where uploads (of every org) are staged before validation: one
-    /// owner-only directory, random file names, removed after each upload.
+    /// owner-only directory, random file names, removed after each upload
+    /// (and at start, what a crash left).
     pub fn staging_dir(&self) -> PathBuf {
         self.data_dir.join(".incoming")
     }

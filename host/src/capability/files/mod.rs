@@ -1,7 +1,9 @@
 //! The files capability: uploaded datasets on local disk, segregated by
 //! directory (`<data_dir>/<org>/<dataset>/<partition>/`). A connector reads
 //! them through WASI, and never a byte of a row the embed user's filter does
-//! not admit, nor of a column the user's grants hide:
+//! not admit, nor of a column the user's grants hide. A dataset's directory
+//! is a link to its current generation (see [`generations`]), resolved once
+//! per fetch:
 //!
 //! - a partition the filter admits *wholly* (its partition value satisfies a
 //!   branch of the filter that says nothing else), with no column hidden, is
@@ -15,6 +17,7 @@
 //! - a partition the filter cannot admit is not there at all.
 //!
 //! Rows are still re-checked like any other.
+pub mod generations;
 pub mod upload;
 
 use std::path::{Path, PathBuf};
@@ -89,7 +92,8 @@ impl FilesStore {
         self.root.join(&self.org)
     }
 
-    /// `<data_dir>/<org>/<dataset>`, for a plain dataset name.
+    /// `<data_dir>/<org>/<dataset>` (the link to its current data), for a
+    /// plain dataset name.
     pub fn dataset_dir(&self, dataset: &str) -> Result<PathBuf> {
         if !upload::is_safe_name(dataset) {
             return Err(Error::NotFound(format!("dataset `{dataset}`")));
@@ -97,9 +101,20 @@ impl FilesStore {
         Ok(self.org_dir().join(dataset))
     }
 
+    /// The directory holding the dataset's current data: resolve it once
+    /// and read everything of one fetch from it.
+    pub fn current(&self, dataset: &str) -> Result<PathBuf> {
+        self.dataset_dir(dataset)?;
+        generations::current(&self.org_dir(), dataset)
+    }
+
     /// The dataset's columns and partition key, from its schema directory.
     pub fn layout(&self, dataset: &str) -> Result<Layout> {
-        let dir = self.dataset_dir(dataset)?.join(SCHEMA_DIR);
+        Self::layout_in(&self.current(dataset)?, dataset)
+    }
+
+    fn layout_in(data: &Path, dataset: &str) -> Result<Layout> {
+        let dir = data.join(SCHEMA_DIR);
         let text = std::fs::read_to_string(dir.join("columns.json"))
             .map_err(|_| Error::NotFound(format!("dataset `{dataset}` has no upload")))?;
         let json: serde_json::Value = serde_json::from_str(&text)
@@ -126,8 +141,8 @@ impl FilesStore {
         filter: &RowFilter,
         granted: Option<&[String]>,
     ) -> Result<Preopens> {
-        let layout = self.layout(dataset)?;
-        let dir = self.dataset_dir(dataset)?;
+        let dir = self.current(dataset)?;
+        let layout = Self::layout_in(&dir, dataset)?;
         // The columns a view keeps: granted ones, and the filter's.
         let kept: Vec<&Column> = layout
             .columns
@@ -179,7 +194,8 @@ impl FilesStore {
             .map_err(|e| Error::Internal(format!("schema view: {e}")))?;
             out.dirs.push((view, format!("/schema/{dataset}")));
         } else {
-            out.dirs.extend(self.schema_dirs(&[dataset.to_owned()]));
+            out.dirs
+                .push((dir.join(SCHEMA_DIR), format!("/schema/{dataset}")));
         }
         Ok(out)
     }
@@ -189,7 +205,7 @@ impl FilesStore {
         datasets
             .iter()
             .filter_map(|d| {
-                let dir = self.dataset_dir(d).ok()?.join(SCHEMA_DIR);
+                let dir = self.current(d).ok()?.join(SCHEMA_DIR);
                 dir.is_dir().then(|| (dir, format!("/schema/{d}")))
             })
             .collect()

@@ -1,18 +1,38 @@
-//! Uploads: a CSV or NDJSON file validated whole (UTF-8, header, column
-//! count, size), typed, split by an optional partition column, written to a
-//! staging directory with every file fsynced, then swapped in by rename. A
-//! refused or interrupted upload leaves the dataset as it was.
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! Uploads: a CSV or NDJSON file validated, typed and split by an optional
+//! partition column in one streaming pass (UTF-8, header, column count,
+//! record size, partition names), written to a new generation of the
+//! dataset with every file fsynced, then published by one atomic rename (see
+//! [`super::generations`]). A refused or interrupted upload leaves the
+//! dataset as it was.
+//!
+//! Memory does not grow with the file: one record (at most
+//! [`MAX_RECORD_BYTES`]), one type per column (at most [`MAX_COLUMNS`]), the
+//! partition names (at most [`MAX_PARTITIONS`]) and at most
+//! [`OPEN_PARTITIONS`] open partition writers with their buffers.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::time::Duration;
 
 use silo_types::text::{infer_kind, json_cell, schema_json, unify};
 use silo_types::{Column, ColumnType};
 
+use super::generations::{self, Partial};
 use super::{FilesStore, SCHEMA_DIR, WHOLE};
 use crate::error::{Error, Result};
 
 /// The largest upload accepted by default.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+/// The largest record (a CSV row or an NDJSON line) accepted.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+/// The most columns a file may have.
+pub const MAX_COLUMNS: usize = 1_600;
+/// The most partitions one upload may create by default.
+pub const MAX_PARTITIONS: usize = 10_000;
+/// Partition files kept open at once while splitting (the rest are
+/// reopened to append when their next row comes).
+const OPEN_PARTITIONS: usize = 64;
 
 /// Told `(bytes read, bytes in the file)` while a large file is parsed.
 pub type Progress<'a> = &'a dyn Fn(u64, u64);
@@ -28,12 +48,35 @@ pub struct Upload<'a> {
     pub partition_by: Option<&'a str>,
     /// Refuse larger files.
     pub max_bytes: u64,
+    /// Refuse more partitions (default [`MAX_PARTITIONS`]).
+    pub max_partitions: usize,
     /// Called about every MiB while parsing (a progress bar).
     pub progress: Option<Progress<'a>>,
 }
 
 /// How often parsing reports progress.
 const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// How long a replaced generation is kept for fetches still reading it: a
+/// fetch never outlives this (its deadline is shorter).
+pub fn retire_grace(limits: &crate::limits::Limits) -> Duration {
+    limits.fetch_timeout.saturating_add(Duration::from_secs(60))
+}
+
+/// Removes staged request bodies nobody holds any more (each is locked by
+/// its request while in use; a crash leaves it unlocked).
+pub fn sweep_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let unheld = File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
+        if unheld {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
 
 /// What an upload wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,15 +105,20 @@ enum Format {
     Ndjson,
 }
 
-/// One parsed file: header and rows of cells (text form).
-struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
+/// Validates and stores `upload` in `store` as the dataset's new data. One
+/// upload per dataset at a time: another one in progress is a conflict.
+/// Replaced data is removed once `grace` has passed (see [`retire_grace`]).
+pub fn upload(store: &FilesStore, upload: &Upload<'_>) -> Result<Uploaded> {
+    upload_with_grace(store, upload, Duration::from_secs(180))
 }
 
-/// Validates and stores `upload` in `store`, replacing the dataset's data.
-pub fn upload(store: &FilesStore, upload: &Upload<'_>) -> Result<Uploaded> {
-    let dataset_dir = store.dataset_dir(upload.dataset).map_err(|_| {
+/// [`upload`], keeping replaced data for `grace`.
+pub fn upload_with_grace(
+    store: &FilesStore,
+    upload: &Upload<'_>,
+    grace: Duration,
+) -> Result<Uploaded> {
+    store.dataset_dir(upload.dataset).map_err(|_| {
         Error::Config(format!(
             "dataset name `{}` must be letters, digits, `_`, `-` or `.`",
             upload.dataset
@@ -86,114 +134,131 @@ pub fn upload(store: &FilesStore, upload: &Upload<'_>) -> Result<Uploaded> {
         }
     };
     let bad_file = |e: std::io::Error| Error::Config(format!("{}: {e}", upload.file.display()));
-    let size = std::fs::metadata(upload.file).map_err(bad_file)?.len();
-    if size > upload.max_bytes {
+    let file = File::open(upload.file).map_err(bad_file)?;
+    let total = file.metadata().map_err(bad_file)?.len();
+    if total > upload.max_bytes {
         return Err(Error::Limit(format!(
-            "the file has {size} bytes; uploads are limited to {}",
+            "the file has {total} bytes; uploads are limited to {}",
             upload.max_bytes
         )));
     }
-    let bytes = std::fs::read(upload.file).map_err(bad_file)?;
-    let total = bytes.len() as u64;
+    let org_dir = store.org_dir();
+    create_private_dir(&org_dir)?;
+    let lock = generations::lock(&org_dir, upload.dataset)?;
+    lock.sweep(&org_dir, upload.dataset, grace);
+    let partial = lock.begin()?;
     let mut reported = 0;
     let mut tick = |done: u64| {
         if let Some(report) = upload.progress
+            && done > reported
             && (done >= reported + PROGRESS_EVERY || done == total)
         {
             reported = done;
             report(done, total);
         }
     };
-    let table = match format {
-        Format::Csv => parse_csv(&bytes, &mut tick)?,
-        Format::Ndjson => parse_ndjson(&bytes, &mut tick)?,
-    };
-    let columns = infer_columns(&table);
-    let partition_col = match upload.partition_by {
-        Some(p) => Some(table.header.iter().position(|h| h == p).ok_or_else(|| {
-            Error::Config(format!("partition column `{p}` is not in the header"))
-        })?),
-        None => None,
-    };
-    // Group rows by partition, refusing values that are not safe names.
-    let mut partitions: std::collections::BTreeMap<String, Vec<&Vec<String>>> =
-        std::collections::BTreeMap::new();
-    for (i, row) in table.rows.iter().enumerate() {
-        let key = match partition_col {
-            Some(c) => {
-                let v = &row[c];
-                if !is_safe_name(v) || v == WHOLE {
-                    return Err(Error::Config(format!(
-                        "line {}: partition value `{v}` must be letters, digits, `_`, `-` or `.`",
-                        i + 2
-                    )));
-                }
-                v.clone()
-            }
-            None => WHOLE.to_owned(),
-        };
-        partitions.entry(key).or_default().push(row);
+    let input = Counted::new(file, upload.max_bytes);
+    let mut split = Split::new(&partial, upload.partition_by, upload.max_partitions);
+    match format {
+        Format::Csv => read_csv(input, &mut split, &mut tick)?,
+        Format::Ndjson => read_ndjson(input, &mut split, &mut tick)?,
     }
-
-    // Stage everything beside the dataset, then swap it in.
-    let org_dir = store.org_dir();
-    create_private_dir(&org_dir)?;
-    let staging = org_dir.join(format!(
-        ".upload-{}-{}-{}",
-        upload.dataset,
-        std::process::id(),
-        unique()
-    ));
-    let result = (|| {
-        create_private_dir(&staging)?;
-        for (name, rows) in &partitions {
-            let dir = staging.join(name);
-            create_private_dir(&dir)?;
-            write_synced(&dir.join("data.csv"), &csv_bytes(&table.header, rows)?)?;
-        }
-        let schema = staging.join(SCHEMA_DIR);
-        create_private_dir(&schema)?;
-        write_synced(
-            &schema.join("columns.json"),
-            schema_json(&columns).to_string().as_bytes(),
-        )?;
-        if let Some(p) = upload.partition_by {
-            write_synced(&schema.join("partition_by"), p.as_bytes())?;
-        }
-        swap_in(&staging, &dataset_dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    result?;
-    Ok(Uploaded {
-        rows: table.rows.len() as u64,
-        columns,
-        partitions: partitions.into_keys().collect(),
-    })
+    let done = split.finish()?;
+    lock.publish(&org_dir, upload.dataset, partial)?;
+    Ok(done)
 }
 
-fn parse_csv(bytes: &[u8], tick: &mut dyn FnMut(u64)) -> Result<Table> {
+/// The file as read, counting bytes (progress) and refusing a record that
+/// grows past [`MAX_RECORD_BYTES`] before the parser buffers it whole.
+struct Counted {
+    inner: File,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+    record_start: std::rc::Rc<std::cell::Cell<u64>>,
+    max: u64,
+}
+
+/// The read error of an oversized record, found again to say so.
+#[derive(Debug, thiserror::Error)]
+#[error("a record is larger than {MAX_RECORD_BYTES} bytes")]
+struct RecordTooLarge;
+
+/// The read error of a file that grew past the limit while being read.
+#[derive(Debug, thiserror::Error)]
+#[error("the file grew past the upload limit while being read")]
+struct FileTooLarge;
+
+impl Counted {
+    fn new(inner: File, max: u64) -> Counted {
+        Counted {
+            inner,
+            read: Default::default(),
+            record_start: Default::default(),
+            max,
+        }
+    }
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Parsers read ahead by at most a buffer: allow that past a record.
+        if self.read.get() - self.record_start.get() > MAX_RECORD_BYTES + (64 << 10) {
+            return Err(std::io::Error::other(RecordTooLarge));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        if self.read.get() > self.max {
+            return Err(std::io::Error::other(FileTooLarge));
+        }
+        Ok(n)
+    }
+}
+
+/// A refusal for an I/O error met while reading the file.
+fn refused_read(e: &std::io::Error, line: u64) -> Error {
+    match e.get_ref() {
+        Some(inner) if inner.is::<RecordTooLarge>() => Error::Limit(format!(
+            "line {line}: a record is larger than {} MiB",
+            MAX_RECORD_BYTES >> 20
+        )),
+        Some(inner) if inner.is::<FileTooLarge>() => Error::Limit(inner.to_string()),
+        _ => Error::Config(format!("reading the upload: {e}")),
+    }
+}
+
+fn read_csv(input: Counted, split: &mut Split<'_>, tick: &mut dyn FnMut(u64)) -> Result<()> {
+    let read = input.read.clone();
+    let record_start = input.record_start.clone();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(bytes);
+        .from_reader(input);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| refused_csv(&e))?
         .iter()
         .map(str::to_owned)
         .collect();
-    check_header(&header)?;
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| refused_csv(&e))?;
-        if let Some(p) = record.position() {
-            tick(p.byte());
+    split.header(header)?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(refused_csv(&e)),
         }
-        rows.push(record.iter().map(str::to_owned).collect());
+        let line = record.position().map_or(0, csv::Position::line);
+        if record.as_byte_record().as_slice().len() as u64 > MAX_RECORD_BYTES {
+            return Err(Error::Limit(format!(
+                "line {line}: a record is larger than {} MiB",
+                MAX_RECORD_BYTES >> 20
+            )));
+        }
+        split.row(record.iter(), line)?;
+        let at = reader.position().byte();
+        record_start.set(at);
+        tick(at);
     }
-    tick(bytes.len() as u64);
-    Ok(Table { header, rows })
+    tick(read.get());
+    Ok(())
 }
 
 fn refused_csv(e: &csv::Error) -> Error {
@@ -203,100 +268,319 @@ fn refused_csv(e: &csv::Error) -> Error {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => format!("{len} fields, the header has {expected_len}"),
+        csv::ErrorKind::Io(io) => return refused_read(io, line),
         _ => e.to_string(),
     };
     Error::Config(format!("line {line}: {reason}"))
 }
 
-fn parse_ndjson(bytes: &[u8], tick: &mut dyn FnMut(u64)) -> Result<Table> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1;
-        Error::Config(format!("line {line}: not valid UTF-8"))
-    })?;
-    let mut header: Vec<String> = Vec::new();
-    let mut rows = Vec::new();
+fn read_ndjson(input: Counted, split: &mut Split<'_>, tick: &mut dyn FnMut(u64)) -> Result<()> {
+    let read = input.read.clone();
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
     let mut offset = 0u64;
-    for (i, line) in text.lines().enumerate() {
-        offset += line.len() as u64 + 1;
-        tick(offset.min(bytes.len() as u64));
-        if line.trim().is_empty() {
+    let mut number = 0u64;
+    let mut header: Option<Vec<String>> = None;
+    loop {
+        line.clear();
+        number += 1;
+        let n = (&mut reader)
+            .take(MAX_RECORD_BYTES + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| refused_read(&e, number))?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > MAX_RECORD_BYTES {
+            return Err(Error::Limit(format!(
+                "line {number}: a record is larger than {} MiB",
+                MAX_RECORD_BYTES >> 20
+            )));
+        }
+        offset += n as u64;
+        reader.get_ref().record_start.set(offset);
+        tick(offset);
+        let at = |m: String| Error::Config(format!("line {number}: {m}"));
+        let text = std::str::from_utf8(&line).map_err(|_| at("not valid UTF-8".into()))?;
+        if text.trim().is_empty() {
             continue;
         }
-        let at = |m: String| Error::Config(format!("line {}: {m}", i + 1));
         let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| at(format!("not JSON ({e})")))?;
+            serde_json::from_str(text).map_err(|e| at(format!("not JSON ({e})")))?;
         let object = value
             .as_object()
             .ok_or_else(|| at("each line must be a JSON object".into()))?;
-        if header.is_empty() {
-            header = object.keys().cloned().collect();
-            check_header(&header)?;
-        }
-        if let Some(extra) = object.keys().find(|k| !header.contains(k)) {
+        let names = match &header {
+            Some(h) => h,
+            None => {
+                let h: Vec<String> = object.keys().cloned().collect();
+                split.header(h.clone())?;
+                header.insert(h)
+            }
+        };
+        if let Some(extra) = object.keys().find(|k| !names.contains(k)) {
             return Err(at(format!("field `{extra}` is not in the first line")));
         }
-        rows.push(
-            header
-                .iter()
-                .map(|h| object.get(h).map(json_cell).unwrap_or_default())
-                .collect(),
-        );
+        let cells: Vec<String> = names
+            .iter()
+            .map(|h| object.get(h).map(json_cell).unwrap_or_default())
+            .collect();
+        split.row(cells.iter().map(String::as_str), number)?;
     }
-    if header.is_empty() {
+    if header.is_none() {
         return Err(Error::Config("line 1: the file is empty".into()));
     }
-    Ok(Table { header, rows })
-}
-
-fn check_header(header: &[String]) -> Result<()> {
-    for (i, name) in header.iter().enumerate() {
-        if name.is_empty() || header[..i].contains(name) {
-            return Err(Error::Config(format!(
-                "line 1: column names must be unique and non-empty (`{name}`)"
-            )));
-        }
-    }
+    tick(read.get());
     Ok(())
 }
 
-fn infer_columns(table: &Table) -> Vec<Column> {
-    table
-        .header
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let mut kind: Option<ColumnType> = None;
-            let mut nullable = false;
-            for row in &table.rows {
-                match infer_kind(&row[i]) {
-                    None => nullable = true,
-                    Some(k) => kind = Some(kind.map_or(k, |prev| unify(prev, k))),
+/// Rows routed to their partitions' files as they stream, and the columns'
+/// types inferred on the way.
+struct Split<'a> {
+    partial: &'a Partial,
+    partition_by: Option<&'a str>,
+    max_partitions: usize,
+    header: Vec<String>,
+    partition_col: Option<usize>,
+    kinds: Vec<Option<ColumnType>>,
+    nullable: Vec<bool>,
+    rows: u64,
+    /// Every partition seen, with its writer while open and when it was
+    /// last used.
+    partitions: HashMap<String, (Option<csv::Writer<File>>, u64)>,
+    /// The open ones by last use, to close the least recently used.
+    open: std::collections::BTreeMap<u64, String>,
+    clock: u64,
+}
+
+impl<'a> Split<'a> {
+    fn new(
+        partial: &'a Partial,
+        partition_by: Option<&'a str>,
+        max_partitions: usize,
+    ) -> Split<'a> {
+        Split {
+            partial,
+            partition_by,
+            max_partitions,
+            header: Vec::new(),
+            partition_col: None,
+            kinds: Vec::new(),
+            nullable: Vec::new(),
+            rows: 0,
+            partitions: HashMap::new(),
+            open: std::collections::BTreeMap::new(),
+            clock: 0,
+        }
+    }
+
+    fn header(&mut self, header: Vec<String>) -> Result<()> {
+        if header.is_empty() || header.iter().all(String::is_empty) {
+            return Err(Error::Config("line 1: the file is empty".into()));
+        }
+        if header.len() > MAX_COLUMNS {
+            return Err(Error::Limit(format!(
+                "line 1: {} columns; at most {MAX_COLUMNS} are accepted",
+                header.len()
+            )));
+        }
+        for (i, name) in header.iter().enumerate() {
+            if name.is_empty() || header[..i].contains(name) {
+                return Err(Error::Config(format!(
+                    "line 1: column names must be unique and non-empty (`{}`)",
+                    crate::control::audit::bounded_text(name, 64)
+                )));
+            }
+        }
+        self.partition_col = match self.partition_by {
+            Some(p) => Some(header.iter().position(|h| h == p).ok_or_else(|| {
+                Error::Config(format!("partition column `{p}` is not in the header"))
+            })?),
+            None => None,
+        };
+        self.kinds = vec![None; header.len()];
+        self.nullable = vec![false; header.len()];
+        self.header = header;
+        Ok(())
+    }
+
+    fn row<'r>(&mut self, cells: impl Iterator<Item = &'r str> + Clone, line: u64) -> Result<()> {
+        let mut key = WHOLE;
+        for (i, cell) in cells.clone().enumerate() {
+            match infer_kind(cell) {
+                None => self.nullable[i] = true,
+                Some(k) => self.kinds[i] = Some(self.kinds[i].map_or(k, |prev| unify(prev, k))),
+            }
+            if Some(i) == self.partition_col {
+                if !is_safe_name(cell) || cell == WHOLE {
+                    return Err(Error::Config(format!(
+                        "line {line}: partition value `{}` must be letters, digits, `_`, `-` \
+                         or `.`",
+                        crate::control::audit::bounded_text(cell, 64)
+                    )));
+                }
+                key = cell;
+            }
+        }
+        self.writer(key)?
+            .write_record(cells)
+            .map_err(|e| write_failed(&e))?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The open writer of partition `key`: created (with the header) on its
+    /// first row, reopened to append after it was closed for room.
+    fn writer(&mut self, key: &str) -> Result<&mut csv::Writer<File>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let known = self.partitions.contains_key(key);
+        if !known && self.partitions.len() >= self.max_partitions {
+            return Err(Error::Limit(format!(
+                "more than {} partitions; partition by a column with fewer values",
+                self.max_partitions
+            )));
+        }
+        let is_open = self.partitions.get(key).is_some_and(|(w, _)| w.is_some());
+        if !is_open {
+            if self.open.len() >= OPEN_PARTITIONS {
+                self.close_least_recent()?;
+            }
+            let dir = self.partial.dir().join(key);
+            let path = dir.join("data.csv");
+            let mut writer = if known {
+                csv::Writer::from_writer(append(&path)?)
+            } else {
+                create_private_dir(&dir)?;
+                let mut w = csv::Writer::from_writer(create(&path)?);
+                w.write_record(&self.header).map_err(|e| write_failed(&e))?;
+                w
+            };
+            writer.flush().map_err(|e| failed(&path, e))?;
+            self.partitions
+                .insert(key.to_owned(), (Some(writer), clock));
+        }
+        let entry = self
+            .partitions
+            .get_mut(key)
+            .ok_or_else(|| Error::Internal("a partition writer went missing".into()))?;
+        if is_open {
+            self.open.remove(&entry.1);
+        }
+        self.open.insert(clock, key.to_owned());
+        entry.1 = clock;
+        entry
+            .0
+            .as_mut()
+            .ok_or_else(|| Error::Internal("a partition writer went missing".into()))
+    }
+
+    fn close_least_recent(&mut self) -> Result<()> {
+        let Some((_, key)) = self.open.pop_first() else {
+            return Ok(());
+        };
+        if let Some(mut w) = self.partitions.get_mut(&key).and_then(|(w, _)| w.take()) {
+            // Flushed now, fsynced with the rest at the end.
+            w.flush()
+                .map_err(|e| Error::Internal(format!("writing a partition: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs every partition, writes the schema, and says what
+    /// was written.
+    fn finish(self) -> Result<Uploaded> {
+        if self.header.is_empty() {
+            return Err(Error::Config("line 1: the file is empty".into()));
+        }
+        let mut names = Vec::with_capacity(self.partitions.len());
+        for (name, (writer, _)) in self.partitions {
+            let dir = self.partial.dir().join(&name);
+            match writer {
+                Some(w) => close(w)?,
+                None => {
+                    let path = dir.join("data.csv");
+                    File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| failed(&path, e))?;
                 }
             }
-            Column {
+            sync(&dir)?;
+            names.push(name);
+        }
+        names.sort();
+        let columns: Vec<Column> = self
+            .header
+            .iter()
+            .zip(self.kinds)
+            .zip(self.nullable)
+            .map(|((name, kind), nullable)| Column {
                 name: name.clone(),
                 kind: kind.unwrap_or(ColumnType::Text),
                 nullable,
-            }
+            })
+            .collect();
+        let schema = self.partial.dir().join(SCHEMA_DIR);
+        create_private_dir(&schema)?;
+        write_synced(
+            &schema.join("columns.json"),
+            schema_json(&columns).to_string().as_bytes(),
+        )?;
+        if let Some(p) = self.partition_by {
+            write_synced(&schema.join("partition_by"), p.as_bytes())?;
+        }
+        sync(&schema)?;
+        sync(self.partial.dir())?;
+        Ok(Uploaded {
+            rows: self.rows,
+            columns,
+            partitions: names,
         })
-        .collect()
+    }
 }
 
-fn csv_bytes(header: &[String], rows: &[&Vec<String>]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| Error::Internal(e.to_string());
-    w.write_record(header).map_err(io)?;
-    for row in rows {
-        w.write_record(row.iter()).map_err(io)?;
-    }
-    w.into_inner().map_err(|e| Error::Internal(e.to_string()))
+fn write_failed(e: &csv::Error) -> Error {
+    Error::Internal(format!("writing a partition: {e}"))
+}
+
+fn failed(path: &Path, e: std::io::Error) -> Error {
+    Error::Internal(format!("{}: {e}", path.display()))
+}
+
+fn create(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| failed(path, e))
+}
+
+fn append(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| failed(path, e))
+}
+
+/// Flushes a partition's writer and fsyncs its file.
+fn close(writer: csv::Writer<File>) -> Result<()> {
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::Internal(format!("writing a partition: {}", e.error())))?;
+    file.sync_all()
+        .map_err(|e| Error::Internal(format!("writing a partition: {e}")))
+}
+
+fn sync(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| failed(dir, e))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", path.display()));
     let mut f = std::fs::OpenOptions::new()
@@ -319,32 +603,8 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))
 }
 
-/// Replaces `target` by `staging`: the old data moves aside, the new takes
-/// its name, then the old is removed. Both renames stay in one directory.
-fn swap_in(staging: &Path, target: &Path) -> Result<()> {
-    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", target.display()));
-    let parent = target.parent().map(PathBuf::from).unwrap_or_default();
-    let old = parent.join(format!(".replaced-{}-{}", std::process::id(), unique()));
-    let had_old = target.exists();
-    if had_old {
-        std::fs::rename(target, &old).map_err(io)?;
-    }
-    if let Err(e) = std::fs::rename(staging, target) {
-        if had_old {
-            let _ = std::fs::rename(&old, target);
-        }
-        return Err(io(e));
-    }
-    std::fs::File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
-}
-
-fn unique() -> u64 {
+/// A number unique in this process, for temporary names.
+pub(super) fn unique() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
