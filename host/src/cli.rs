@@ -133,6 +133,8 @@ enum Command {
         #[command(flatten)]
         policy: Box<crate::server::PolicyArgs>,
         #[command(flatten)]
+        server: Box<crate::server::ServerArgs>,
+        #[command(flatten)]
         llm: LlmArgs,
     },
     /// Master keys.
@@ -408,6 +410,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             policy,
+            server,
             llm,
         } => {
             let cp = store
@@ -424,7 +427,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let tls = tls_cert.zip(tls_key);
             let scheme = if tls.is_some() { "https" } else { "http" };
-            crate::server::serve(cp, listen, tls, |addr| {
+            crate::server::serve(cp, listen, tls, server.limits(), |addr| {
                 eprintln!("silo serving on {scheme}://{addr} (OpenAPI at /openapi.json)");
             })
             .await

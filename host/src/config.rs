@@ -37,6 +37,10 @@ pub struct SiloConfig {
     /// file; the control plane's policy for datasources orgs register.
     #[serde(skip, default = "crate::capability::net::NetPolicy::operator")]
     pub net: crate::capability::net::NetPolicy,
+    /// What audit fingerprints are keyed with (the control plane's, from its
+    /// master key; else this process's own).
+    #[serde(skip)]
+    pub fingerprints: crate::fingerprint::FingerprintKey,
 }
 
 /// `[datasources.<name>]`.

@@ -93,6 +93,27 @@ impl Error {
     }
 }
 
+/// The first error of type `T` in `e`'s chain, looking inside I/O errors
+/// too (whose `source` skips the error they wrap): how a client finds the
+/// guard's or TLS's own error inside its driver's.
+pub fn find<'a, T: std::error::Error + 'static>(
+    mut e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    loop {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            e = inner;
+            continue;
+        }
+        e = e.source()?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

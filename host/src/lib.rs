@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod fingerprint;
 pub mod limits;
 pub mod metadata;
 pub mod output;

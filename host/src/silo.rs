@@ -86,6 +86,7 @@ pub struct Silo {
     datasources: BTreeMap<String, Datasource>,
     datasets: BTreeMap<String, DatasetEntry>,
     users: BTreeMap<String, Attributes>,
+    fingerprints: crate::fingerprint::FingerprintKey,
 }
 
 impl Silo {
@@ -176,6 +177,7 @@ impl Silo {
             datasources,
             datasets,
             users,
+            fingerprints: config.fingerprints.clone(),
         })
     }
 
@@ -528,7 +530,7 @@ impl Silo {
             Backend::Http(client) => Grant::Http(crate::capability::http::HttpGrant {
                 client: client.clone(),
                 datasets: tables,
-                log: RequestLog::default(),
+                log: RequestLog::new(self.fingerprints.clone()),
             }),
             Backend::Files(store) => Grant::Files(match fetching {
                 None => Preopens::stored(

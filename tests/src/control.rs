@@ -124,6 +124,11 @@ impl Http {
         }
     }
 
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn call(
         &self,
         method: &str,
@@ -672,7 +677,10 @@ async fn cross_tenant_matrix(backend: Backend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Every fetch is in the audit log, which verifies.
-    let audit = http.ok("GET", "/v1/audit", &a.key, None, 200).await;
+    let audit = http
+        .ok("GET", "/v1/audit?limit=1000", &a.key, None, 200)
+        .await["records"]
+        .clone();
     let fetches = audit
         .as_array()
         .unwrap()
@@ -1148,7 +1156,10 @@ async fn registration_and_settings(backend: Backend) {
         .ok("POST", "/v1/datasources", &key, Some(accepted), 201)
         .await;
     approving.stop().await;
-    let audit = http.ok("GET", "/v1/audit", &key, None, 200).await;
+    let audit = http
+        .ok("GET", "/v1/audit?limit=1000", &key, None, 200)
+        .await["records"]
+        .clone();
     let record = audit
         .as_array()
         .unwrap()
@@ -1595,6 +1606,7 @@ async fn serves_https_when_given_a_certificate() {
         cp,
         "127.0.0.1:0".parse().unwrap(),
         Some((cert_file, key_file)),
+        silo_host::server::ServerLimits::default(),
         move |addr| {
             let _ = tx.send(addr);
         },

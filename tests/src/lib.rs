@@ -38,6 +38,12 @@ mod control;
 mod metadata;
 
 #[cfg(test)]
+mod serving;
+
+#[cfg(test)]
+mod tls;
+
+#[cfg(test)]
 mod authoring;
 
 #[cfg(test)]

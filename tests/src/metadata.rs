@@ -234,7 +234,10 @@ async fn only_metadata_reaches_the_llm_and_the_store() {
     }
     // What is stored is sealed, and opened holds no canary either; nor
     // does the audit log.
-    let audit = http.ok("GET", "/v1/audit", &api_key, None, 200).await;
+    let audit = http
+        .ok("GET", "/v1/audit?limit=1000", &api_key, None, 200)
+        .await["records"]
+        .clone();
     assert!(
         audit
             .as_array()

@@ -1,14 +1,14 @@
 //! Organizations and API keys (operator keys), an organization's own keys,
 //! and its audit records.
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiResult, AppState, Body, ErrorBody, Key};
+use super::{ApiError, ApiResult, AppState, Body, ErrorBody, Key};
 use crate::control::Principal;
 use crate::control::audit::{self, AuditRecord};
 use crate::control::model::{ApiKeyInfo, Organization};
@@ -170,13 +170,56 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The caller's organization's audit records, oldest first.
+/// Where a page of the audit log starts, and how long it is.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// The `next` cursor of the previous page (sequence number); from the
+    /// start when absent.
+    pub after: Option<i64>,
+    /// Records per page: 1 to 1000, 100 when absent.
+    pub limit: Option<i64>,
+}
+
+/// Most records one page holds.
+pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+/// A page of the audit log.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// The caller's organization's audit records, oldest first, a page at a
+/// time (an operator key sees every organization's).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("api_key" = [])),
-    responses((status = 200, body = Vec<AuditRecord>)))]
-async fn list_audit(State(s): State<AppState>, Key(p): Key) -> ApiResult<Json<Vec<AuditRecord>>> {
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
+async fn list_audit(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
     let org = match &p {
         Principal::Org { org, .. } => Some(org.as_str()),
         _ => None,
     };
-    Ok(Json(audit::records(s.cp.store(), org).await?))
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_AUDIT_PAGE}"
+        )));
+    }
+    let after = q.after.unwrap_or(0).max(0);
+    // One more than asked tells whether another page follows.
+    let mut records = audit::page(s.cp.store(), org, after, limit + 1).await?;
+    let next = if records.len() as i64 > limit {
+        records.truncate(limit as usize);
+        records.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { records, next }))
 }

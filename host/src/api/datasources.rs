@@ -62,7 +62,8 @@ async fn upload(
             .into());
         }
     };
-    let staged = super::upload::stage(&s.cp.staging_dir(), ext, body).await?;
+    let staged =
+        super::upload::stage(&s.cp.staging_dir(), ext, body, s.cp.max_upload_bytes()).await?;
     let result =
         s.cp.upload(&p, &id, staged.path().to_owned(), q.partition_by)
             .await;

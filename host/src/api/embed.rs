@@ -145,9 +145,20 @@ async fn fetch(
         };
         let code = outcome.as_ref().err().map_or("ok", error_code);
         s.metrics.fetch(code, fetch.rows(), fetch.bytes());
-        audit.record(fetch.rows(), fetch.bytes(), code).await;
-        outcome?;
-        return Ok(Json(FetchResult { columns, rows }).into_response());
+        if let Err(err) = outcome {
+            audit.record(0, 0, code).await;
+            return Err(err.into());
+        }
+        // The record says what the client is sent: these rows, these bytes.
+        let count = rows.len() as u64;
+        let body = serde_json::to_vec(&FetchResult { columns, rows })
+            .map_err(|e| crate::error::Error::Internal(format!("encoding rows: {e}")))?;
+        audit.record(count, body.len() as u64, code).await;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from(body),
+        )
+            .into_response());
     }
     let metrics = s.metrics.clone();
     let columns: std::sync::Arc<[String]> = run.fetch.columns().into();
@@ -155,10 +166,16 @@ async fn fetch(
         let columns = columns.clone();
         let metrics = metrics.clone();
         async move {
-            let crate::control::EmbedFetch { mut fetch, audit } = state?;
+            let crate::control::EmbedFetch {
+                mut fetch,
+                mut audit,
+            } = state?;
             match fetch.next_batch().await {
                 Ok(Some(batch)) => {
                     let chunk = ndjson(&columns, &batch);
+                    // Counted as it is handed to the connection: a stream
+                    // the client abandons is recorded with what it got.
+                    audit.release(batch.len() as u64, chunk.len() as u64);
                     Some((
                         Ok::<_, Infallible>(chunk),
                         Some(crate::control::EmbedFetch { fetch, audit }),
@@ -166,13 +183,15 @@ async fn fetch(
                 }
                 Ok(None) => {
                     metrics.fetch("ok", fetch.rows(), fetch.bytes());
-                    audit.record(fetch.rows(), fetch.bytes(), "ok").await;
+                    let (rows, bytes) = audit.released();
+                    audit.record(rows, bytes, "ok").await;
                     None
                 }
                 Err(err) => {
                     let code = error_code(&err);
                     metrics.fetch(code, fetch.rows(), fetch.bytes());
-                    audit.record(fetch.rows(), fetch.bytes(), code).await;
+                    let (rows, bytes) = audit.released();
+                    audit.record(rows, bytes, code).await;
                     let mut line =
                         serde_json::to_vec(&ApiError::from(err).body()).unwrap_or_default();
                     line.push(b'\n');

@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod datasources;
 pub mod embed;
 pub mod groups;
+pub mod limits;
 pub mod metrics;
 pub mod sessions;
 pub mod tls;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub cp: Arc<ControlPlane>,
     /// Request and fetch counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Timeouts every request is held to.
+    pub limits: crate::server::ServerLimits,
+    /// Set when shutdown begins: the host is no longer ready.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -49,7 +54,15 @@ impl AppState {
         AppState {
             cp,
             metrics: Arc::default(),
+            limits: crate::server::ServerLimits::default(),
+            draining: Arc::default(),
         }
+    }
+
+    /// With other request limits.
+    pub fn with_limits(mut self, limits: crate::server::ServerLimits) -> AppState {
+        self.limits = limits;
+        self
     }
 }
 
@@ -84,6 +97,14 @@ impl ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "limit_exceeded",
+            message,
+        }
+    }
+
+    pub(crate) fn timeout(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
             message,
         }
     }
@@ -253,6 +274,34 @@ pub struct Health {
     pub status: String,
 }
 
+/// Liveness: the process serves requests (restart it if not).
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, body = Health)))]
+async fn livez() -> Json<Health> {
+    Json(Health {
+        status: "alive".into(),
+    })
+}
+
+/// Readiness: send traffic here. Ready means the store answers with the
+/// master key this host holds, and the host is not shutting down; else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    if s.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Busy("shutting down".into()).into());
+    }
+    s.cp.ready().await.map_err(|e| {
+        tracing::warn!(error = %e, "not ready");
+        ApiError::from(Error::Busy(
+            "the control-plane store is not reachable".into(),
+        ))
+    })?;
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
+}
+
 /// Health: the process is up and its store answers.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, body = Health), (status = 502, body = ErrorBody)))]
@@ -267,6 +316,8 @@ async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
 pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
         .merge(admin::router())
         .merge(datasources::router())
         .merge(groups::router())
@@ -292,6 +343,10 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::bounded,
         ))
         .with_state(state)
 }

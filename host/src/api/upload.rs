@@ -7,7 +7,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::ApiError;
-use crate::capability::files::upload::DEFAULT_MAX_BYTES;
 use crate::error::Error;
 
 /// A staged file, deleted on drop; locked while it exists so a sweep at
@@ -29,7 +28,12 @@ impl Drop for Staged {
 }
 
 /// Writes `body` to a new file `<dir>/<random>.<ext>`.
-pub async fn stage(dir: &Path, ext: &str, body: axum::body::Body) -> Result<Staged, ApiError> {
+pub async fn stage(
+    dir: &Path,
+    ext: &str,
+    body: axum::body::Body,
+    max_bytes: u64,
+) -> Result<Staged, ApiError> {
     let io = |e: std::io::Error| Error::Internal(format!("staging an upload: {e}"));
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
@@ -53,12 +57,18 @@ pub async fn stage(dir: &Path, ext: &str, body: axum::body::Body) -> Result<Stag
     let mut stream = body.into_data_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Error::Config("the upload broke off".into()))?;
+        let chunk = chunk.map_err(|e| {
+            // A body that stopped sending is the client's timeout, not a
+            // bad file.
+            match crate::error::find::<super::limits::Stalled>(&e) {
+                Some(stalled) => ApiError::timeout(stalled.to_string()),
+                None => Error::Config("the upload broke off".into()).into(),
+            }
+        })?;
         written += chunk.len() as u64;
-        if written > DEFAULT_MAX_BYTES {
+        if written > max_bytes {
             return Err(ApiError::too_large(format!(
-                "the upload is larger than {} MiB",
-                DEFAULT_MAX_BYTES >> 20
+                "the upload is larger than {max_bytes} bytes"
             )));
         }
         file.write_all(&chunk).await.map_err(io)?;

@@ -89,6 +89,13 @@ pub(crate) fn unavailable(driver: &str, detail: impl Display) -> Error {
     Error::Datasource("the database is unavailable".into())
 }
 
+/// TLS to the server failed (a certificate refused, a handshake broken):
+/// the client's own words, which name no row.
+pub(crate) fn tls_failure(driver: &str, e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    crate::error::find::<rustls::Error>(e)
+        .map(|t| Error::Config(format!("{driver}: TLS to the server failed: {t}")))
+}
+
 /// Every connection of the datasource's pool stayed in use for as long as a
 /// statement may wait: other fetches hold them.
 pub(crate) fn busy(pool_size: usize) -> Error {

@@ -10,6 +10,7 @@ pub mod mysql;
 pub mod net;
 pub mod postgres;
 pub mod registration;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -81,8 +81,34 @@ fn chain_hash(seq: i64, at: i64, e: &AuditEvent, prev: &str) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Longest actor, action, target or outcome a record keeps (characters).
+pub const MAX_FIELD_CHARS: usize = 200;
+/// Longest detail a record keeps (characters).
+pub const MAX_DETAIL_CHARS: usize = 4000;
+
+/// `event` with every text field bounded and its control characters
+/// escaped: an id a session or a key chose cannot flood the log or forge a
+/// line in it.
+fn bounded(event: &AuditEvent) -> AuditEvent {
+    let field = |t: &str| bounded_text(t, MAX_FIELD_CHARS);
+    AuditEvent {
+        org_id: event.org_id.as_deref().map(field),
+        actor: field(&event.actor),
+        action: field(&event.action),
+        target: event.target.as_deref().map(field),
+        filter_fingerprint: event.filter_fingerprint.as_deref().map(field),
+        outcome: field(&event.outcome),
+        detail: event
+            .detail
+            .as_deref()
+            .map(|d| bounded_text(d, MAX_DETAIL_CHARS)),
+        ..event.clone()
+    }
+}
+
 /// Appends `event` after the current head, under the store's write lock.
 pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
+    let event = &bounded(event);
     let mut tx = store.begin().await?;
     let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
@@ -131,11 +157,25 @@ pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
 
 /// Records of `org` (`None`: all), oldest first.
 pub async fn records(store: &Store, org: Option<&str>) -> Result<Vec<AuditRecord>> {
+    page(store, org, 0, i64::MAX).await
+}
+
+/// At most `limit` records of `org` (`None`: all) after sequence number
+/// `after`, oldest first.
+pub async fn page(
+    store: &Store,
+    org: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>> {
     let rows = sqlx::query(
         "SELECT seq, at, org_id, actor, action, target, filter_fingerprint, rows_, bytes, outcome, \
-         duration_ms, detail, prev_hash, hash FROM audit WHERE ($1 IS NULL OR org_id = $1) ORDER BY seq",
+         duration_ms, detail, prev_hash, hash FROM audit WHERE ($1 IS NULL OR org_id = $1) \
+         AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(org)
+    .bind(after)
+    .bind(limit)
     .fetch_all(store.pool())
     .await
     .map_err(db)?;
@@ -204,10 +244,14 @@ pub fn verify_records(records: &[AuditRecord]) -> Result<Verified> {
     })
 }
 
-/// A filter's fingerprint for the log: SHA-256 of its canonical form. It
-/// identifies a filter without revealing its values.
-pub fn fingerprint(filter: &silo_types::RowFilter) -> String {
-    hex::encode(Sha256::digest(format!("{filter:?}").as_bytes()))
+/// A filter's fingerprint for the log: its canonical form under the keyed
+/// hash (see [`crate::fingerprint`]). It identifies a filter without
+/// revealing its values, even to a dictionary.
+pub fn fingerprint(
+    key: &crate::fingerprint::FingerprintKey,
+    filter: &silo_types::RowFilter,
+) -> String {
+    key.of(format!("{filter:?}").as_bytes())
 }
 
 /// `text` cut to at most `max` characters, with control characters escaped:

@@ -152,6 +152,11 @@ impl MasterKey {
             })
     }
 
+    /// The key audit fingerprints are made under.
+    pub fn fingerprint_key(&self) -> crate::fingerprint::FingerprintKey {
+        crate::fingerprint::FingerprintKey::derive(self.0.as_ref())
+    }
+
     /// The store's check value for this key.
     pub fn check_value(&self) -> Result<String> {
         self.seal(KEY_CHECK_AAD, KEY_CHECK)

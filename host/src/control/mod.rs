@@ -17,7 +17,7 @@ pub mod tokens;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -82,6 +82,8 @@ pub struct ControlConfig {
     /// Organizations whose keys may register a credential that can write
     /// (`accept_write_privileges`): the operator's decision, never an org's.
     pub write_orgs: Vec<String>,
+    /// Largest upload accepted through the API.
+    pub max_upload_bytes: u64,
 }
 
 impl ControlConfig {
@@ -100,6 +102,7 @@ impl ControlConfig {
             net: crate::capability::net::NetPolicy::default(),
             ceilings: Ceilings::default(),
             write_orgs: Vec::new(),
+            max_upload_bytes: crate::capability::files::upload::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -308,6 +311,10 @@ pub struct PendingAudit {
     started: Instant,
     /// HTTP datasources: the requests made, listed in the record's detail.
     requests: Option<crate::capability::http::RequestLog>,
+    /// Rows and bytes handed to the client so far: what the record of a
+    /// fetch cut short (the client left, the host shut down) says.
+    released: (u64, u64),
+    writing: Writing,
 }
 
 impl PendingAudit {
@@ -316,6 +323,17 @@ impl PendingAudit {
         if let Some(e) = self.finish(rows, bytes, outcome) {
             append_logged(&self.store, &e).await;
         }
+    }
+
+    /// Notes `rows` more rows in `bytes` more bytes handed to the client.
+    pub fn release(&mut self, rows: u64, bytes: u64) {
+        self.released.0 += rows;
+        self.released.1 += bytes;
+    }
+
+    /// What was handed to the client so far.
+    pub fn released(&self) -> (u64, u64) {
+        self.released
     }
 
     fn finish(&mut self, rows: u64, bytes: u64, outcome: &str) -> Option<AuditEvent> {
@@ -336,12 +354,53 @@ impl PendingAudit {
 
 impl Drop for PendingAudit {
     fn drop(&mut self) {
-        if let Some(e) = self.finish(0, 0, "cancelled")
+        let (rows, bytes) = self.released;
+        if let Some(e) = self.finish(rows, bytes, "cancelled")
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let store = self.store.clone();
-            handle.spawn(async move { append_logged(&store, &e).await });
+            let writing = self.writing.start();
+            handle.spawn(async move {
+                append_logged(&store, &e).await;
+                drop(writing);
+            });
         }
+    }
+}
+
+/// Audit records being written in the background (a dropped fetch's), so a
+/// shutdown can wait for them.
+#[derive(Debug, Clone, Default)]
+pub struct Writing(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+/// One record in flight; done when dropped.
+pub struct InFlight(Writing);
+
+impl Writing {
+    fn start(&self) -> InFlight {
+        self.0.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Waits until none is in flight, or `limit` passes.
+    pub async fn idle(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.0.1.notified();
+                if self.0.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.0.1.notify_waiters();
     }
 }
 
@@ -392,6 +451,11 @@ pub struct ControlPlane {
     net: crate::capability::net::NetPolicy,
     ceilings: Ceilings,
     write_orgs: Vec<String>,
+    max_upload_bytes: u64,
+    /// Audit fingerprints' key, derived from the master key.
+    fingerprints: crate::fingerprint::FingerprintKey,
+    /// Audit records written in the background.
+    writing: Writing,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -451,6 +515,7 @@ impl ControlPlane {
             .or_else(crate::silo::default_cache_dir);
         let runtime = Arc::new(Runtime::new(config.limits, cache_dir)?);
         let net = store_protected(&store, &config.store, config.net.clone()).await?;
+        let fingerprints = config.master_key.fingerprint_key();
         // What a crash or an interrupted upload left behind.
         let (data_dir, grace) = (
             config.data_dir.clone(),
@@ -472,6 +537,9 @@ impl ControlPlane {
             net,
             ceilings: config.ceilings,
             write_orgs: config.write_orgs,
+            max_upload_bytes: config.max_upload_bytes.max(1),
+            fingerprints,
+            writing: Writing::default(),
         })
     }
 
@@ -1113,18 +1181,21 @@ impl ControlPlane {
         limit: Option<u64>,
     ) -> Result<EmbedFetch> {
         let started = Instant::now();
-        let event = e.event("fetch", dataset);
         let result = self.start_fetch(e, dataset, columns, limit).await;
-        let mut audit = PendingAudit {
-            store: self.store.clone(),
-            event: Some(event),
-            started,
-            requests: None,
-        };
+        let mut audit = self.pending_audit(e.event("fetch", dataset), started);
         match result {
             Ok(fetch) => {
                 if let Some(ev) = audit.event.as_mut() {
-                    ev.filter_fingerprint = Some(audit::fingerprint(fetch.filter()));
+                    ev.filter_fingerprint =
+                        Some(audit::fingerprint(&self.fingerprints, fetch.filter()));
+                    // On record before a byte is released: a crash
+                    // mid-stream still leaves a trace of the fetch.
+                    let begun = AuditEvent {
+                        action: "fetch.start".into(),
+                        outcome: "started".into(),
+                        ..ev.clone()
+                    };
+                    append_logged(&self.store, &begun).await;
                 }
                 audit.requests = fetch.request_log();
                 Ok(EmbedFetch { fetch, audit })
@@ -1134,6 +1205,41 @@ impl ControlPlane {
                 Err(err)
             }
         }
+    }
+
+    /// The audit record of an operation that began at `started`, written
+    /// when recorded or dropped.
+    fn pending_audit(&self, event: AuditEvent, started: Instant) -> PendingAudit {
+        PendingAudit {
+            store: self.store.clone(),
+            event: Some(event),
+            started,
+            requests: None,
+            released: (0, 0),
+            writing: self.writing.clone(),
+        }
+    }
+
+    /// Waits (up to `limit`) until the audit records of fetches cut short
+    /// are written: before a shutting-down host exits.
+    pub async fn audits_written(&self, limit: Duration) {
+        self.writing.idle(limit).await;
+    }
+
+    /// Whether this host can serve: its store answers, sealed with the
+    /// master key it holds.
+    pub async fn ready(&self) -> Result<()> {
+        let check = self
+            .store
+            .meta("key_check")
+            .await?
+            .ok_or_else(|| Error::Internal("the store has no key check".into()))?;
+        if !self.key.matches(&check) {
+            return Err(Error::Internal(
+                "the store is sealed with another key".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn start_fetch(
@@ -1175,6 +1281,7 @@ impl ControlPlane {
         let started = Instant::now();
         let name = d.name.clone();
         let grace = upload::retire_grace(self.limits());
+        let max_bytes = self.max_upload_bytes;
         let store = FilesStore::new(&files)?;
         let writer = store.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -1184,7 +1291,7 @@ impl ControlPlane {
                     dataset: &name,
                     file: &file,
                     partition_by: partition_by.as_deref(),
-                    max_bytes: upload::DEFAULT_MAX_BYTES,
+                    max_bytes,
                     max_partitions: upload::MAX_PARTITIONS,
                     progress: None,
                 },
@@ -1230,6 +1337,11 @@ impl ControlPlane {
                 .collect(),
             partitions: done.partitions,
         })
+    }
+
+    /// The largest upload the API accepts (`silo serve --max-upload-bytes`).
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
     }
 
     /// Where uploads (of every org) are staged before validation: one
@@ -1443,15 +1555,13 @@ impl ControlPlane {
         let policy = plan.dataset.privacy.clone().unwrap_or_default();
         let limit = self.runtime.limits().max_rows;
         let started = Instant::now();
-        let mut audit = PendingAudit {
-            store: self.store.clone(),
-            event: Some(AuditEvent {
-                filter_fingerprint: Some(audit::fingerprint(&plan.filter()?)),
+        let mut audit = self.pending_audit(
+            AuditEvent {
+                filter_fingerprint: Some(audit::fingerprint(&self.fingerprints, &plan.filter()?)),
                 ..e.event("profile", &plan.dataset.id)
-            }),
+            },
             started,
-            requests: None,
-        };
+        );
         let profiled = match plan.run(Some(limit)).await {
             Ok(fetch) => {
                 crate::metadata::profile(&plan.silo, fetch, &plan.dataset.name, &policy).await
@@ -1489,7 +1599,7 @@ impl ControlPlane {
         };
         let material = serde_json::to_vec(&(
             kind,
-            audit::fingerprint(&plan.filter()?),
+            audit::fingerprint(&self.fingerprints, &plan.filter()?),
             &plan.columns,
             policy.fingerprint(),
             plan.revision,
@@ -1726,6 +1836,7 @@ impl ControlPlane {
                 .collect(),
             users: BTreeMap::new(),
             net: self.net.clone(),
+            fingerprints: self.fingerprints.clone(),
         })
     }
 
@@ -1999,16 +2110,19 @@ fn api_settings(
         DatasourceKind::Postgres => {
             let c: PostgresConfig = serde_json::from_value(settings).map_err(bad)?;
             host_secret(&c.password_env, &c.password_file)?;
+            c.tls.check_api()?;
             serde_json::to_value(c)
         }
         DatasourceKind::Mysql => {
             let c: MysqlConfig = serde_json::from_value(settings).map_err(bad)?;
             host_secret(&c.password_env, &c.password_file)?;
+            c.tls.check_api()?;
             serde_json::to_value(c)
         }
         DatasourceKind::Mongodb => {
             let c: MongoConfig = serde_json::from_value(settings).map_err(bad)?;
             host_secret(&c.password_env, &c.password_file)?;
+            c.tls.check_api()?;
             serde_json::to_value(c)
         }
         DatasourceKind::Http => {

@@ -118,11 +118,28 @@ pub struct RequestRecord {
     pub status: String,
 }
 
-/// The requests of one fetch, shared by its instance and the fetch.
+/// The requests of one fetch, shared by its instance and the fetch; bound
+/// values kept as keyed fingerprints only.
 #[derive(Debug, Clone, Default)]
-pub struct RequestLog(Arc<Mutex<Vec<RequestRecord>>>);
+pub struct RequestLog(
+    Arc<Mutex<Vec<RequestRecord>>>,
+    crate::fingerprint::FingerprintKey,
+);
 
 impl RequestLog {
+    /// An empty log whose fingerprints are keyed with `key`.
+    pub fn new(key: crate::fingerprint::FingerprintKey) -> RequestLog {
+        RequestLog(Arc::default(), key)
+    }
+
+    /// A value's fingerprint for the audit: the first 16 hex digits of its
+    /// keyed hash, enough to tell requests apart, not to test a guess.
+    fn fingerprint(&self, value: &str) -> String {
+        let mut digest = self.1.of(value.as_bytes());
+        digest.truncate(16);
+        digest
+    }
+
     fn push(&self, record: RequestRecord) {
         self.0
             .lock()
@@ -134,14 +151,6 @@ impl RequestLog {
     pub fn records(&self) -> Vec<RequestRecord> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-}
-
-/// A value's fingerprint for the audit: the first 16 hex digits of its
-/// SHA-256, enough to tell requests apart, not to print the value.
-fn fingerprint(value: &str) -> String {
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
-    digest[..16].to_owned()
 }
 
 impl http::Host for State {
@@ -167,7 +176,7 @@ impl http::Host for State {
                             bound: admitted
                                 .bound
                                 .iter()
-                                .map(|(c, v)| (c.clone(), fingerprint(v)))
+                                .map(|(c, v)| (c.clone(), grant.log.fingerprint(v)))
                                 .collect(),
                             status: answer.status.to_string(),
                         },

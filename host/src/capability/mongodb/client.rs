@@ -28,6 +28,26 @@ const MAX_TIME_EXPIRED: i32 = 50;
 /// MongoDB's error code for an operation the user holds no privilege for.
 const UNAUTHORIZED: i32 = 13;
 
+/// The driver reads trusted roots from a file: `pem` in an owner-only file
+/// named by its hash, written once.
+fn ca_file(pem: &[u8]) -> Result<std::path::PathBuf> {
+    use sha2::Digest;
+    let io = |e: std::io::Error| Error::Internal(format!("writing a CA file: {e}"));
+    let dir = std::env::temp_dir().join(format!("silo-ca-{}", std::process::id()));
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&dir).map_err(io)?;
+    let file = dir.join(format!("{}.pem", hex::encode(sha2::Sha256::digest(pem))));
+    if !file.exists() {
+        let partial = dir.join(format!("{}.partial", crate::control::tokens::new_id("ca")?));
+        std::fs::write(&partial, pem).map_err(io)?;
+        std::fs::rename(&partial, &file).map_err(io)?;
+    }
+    Ok(file)
+}
+
 /// A MongoDB datasource's connection pool.
 pub struct MongoClient {
     client: Client,
@@ -48,7 +68,15 @@ impl MongoClient {
         use crate::capability::net::Purpose;
         // With TLS the certificate names the host: check the policy on what
         // it resolves to, and connect by name. Without, pin the address.
-        let host = if config.tls {
+        let tls = config.tls.client(&config.host)?;
+        if config.tls.server_name.is_some() {
+            return Err(Error::Config(
+                "mongodb: tls.server_name is not supported; the certificate is checked against \
+                 `host`"
+                    .into(),
+            ));
+        }
+        let host = if tls.is_some() {
             if !net.is_open() {
                 net.resolve_blocking(&config.host, config.port, Purpose::Database)?;
             }
@@ -76,11 +104,21 @@ impl MongoClient {
                 port: Some(config.port),
             }])
             .credential(credential)
-            .tls(if config.tls {
-                Tls::Enabled(TlsOptions::default())
-            } else {
-                Tls::Disabled
+            .tls(match &tls {
+                None => Tls::Disabled,
+                Some(t) => Tls::Enabled(
+                    TlsOptions::builder()
+                        .allow_invalid_certificates(
+                            t.mode == crate::capability::tls::TlsMode::Require,
+                        )
+                        .ca_file_path(t.ca_pem.as_deref().map(ca_file).transpose()?)
+                        .build(),
+                ),
             })
+            // Only the server the policy checked: a replica set's member
+            // list comes from the server, which must not choose where the
+            // host connects.
+            .direct_connection(true)
             .max_pool_size(pool)
             .server_selection_timeout(SELECT_TIMEOUT)
             .connect_timeout(SELECT_TIMEOUT)

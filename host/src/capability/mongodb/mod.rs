@@ -30,9 +30,14 @@ pub struct MongoConfig {
     /// File holding the password (first line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
-    /// Connect with TLS (required for any server not on loopback).
-    #[serde(default)]
-    pub tls: bool,
+    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// by default off loopback.
+    #[serde(
+        default,
+        deserialize_with = "crate::capability::tls::settings",
+        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+    )]
+    pub tls: crate::capability::tls::TlsSettings,
     /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,

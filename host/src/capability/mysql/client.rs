@@ -33,6 +33,23 @@ const FLAVOR_MYSQL: u8 = 2;
 /// Catalog views a MySQL connector may read while describing.
 const CATALOG: &[(&str, &str)] = &[("information_schema", "columns")];
 
+/// The driver's TLS options for `tls`. The driver connects to the address
+/// the policy allowed, so the certificate is checked against the name.
+fn ssl_opts(tls: &crate::capability::tls::TlsClient) -> mysql_async::SslOpts {
+    use crate::capability::tls::TlsMode;
+    let name = tls.server_name.to_str().into_owned();
+    let opts = mysql_async::SslOpts::default().with_danger_tls_hostname_override(Some(name));
+    match (tls.mode, &tls.ca_pem) {
+        (TlsMode::VerifyFull, Some(pem)) => opts
+            .with_root_certs(vec![pem.clone().into()])
+            .with_disable_built_in_roots(true),
+        (TlsMode::VerifyFull, None) => opts,
+        (TlsMode::Require | TlsMode::Disable, _) => opts
+            .with_danger_accept_invalid_certs(true)
+            .with_danger_skip_domain_validation(true),
+    }
+}
+
 /// A MySQL datasource's connection pool.
 pub struct MyClient {
     pool: Pool,
@@ -66,8 +83,12 @@ impl MyClient {
         // The driver refuses a packet over this from its header, before
         // buffering it: a row is never larger than max_row_bytes in memory.
         let max_packet = usize::try_from(limits.max_row_bytes).unwrap_or(usize::MAX);
+        let tls = config.tls.client(&config.host)?;
         let opts = OptsBuilder::default()
             .ip_or_hostname(host)
+            .ssl_opts(tls.as_ref().map(ssl_opts))
+            // The password in clear only inside TLS.
+            .enable_cleartext_plugin(tls.is_some())
             .tcp_port(config.port)
             .db_name(Some(config.database.clone()))
             .user(Some(config.user.clone()))
@@ -369,6 +390,23 @@ fn my_error(e: mysql_async::Error, max_row_bytes: u64) -> Error {
         {
             driver::row_too_large(max_row_bytes)
         }
-        other => driver::unavailable("mysql", other),
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            Error::Config(
+                "mysql: the server does not offer TLS (set tls.mode = \"disable\" only for a \
+                 server on a trusted network)"
+                    .into(),
+            )
+        }
+        mysql_async::Error::Driver(mysql_async::DriverError::CleartextPluginDisabled) => {
+            Error::Policy(
+                "mysql: the server asked for the password in clear text over an unencrypted \
+                 connection; refused (turn TLS on: tls.mode)"
+                    .into(),
+            )
+        }
+        other => match driver::tls_failure("mysql", &other) {
+            Some(tls) => tls,
+            None => driver::unavailable("mysql", other),
+        },
     }
 }

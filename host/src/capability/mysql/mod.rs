@@ -27,6 +27,14 @@ pub struct MysqlConfig {
     /// File holding the password (first line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
+    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// by default off loopback.
+    #[serde(
+        default,
+        deserialize_with = "crate::capability::tls::settings",
+        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+    )]
+    pub tls: crate::capability::tls::TlsSettings,
     /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,

@@ -82,6 +82,8 @@ impl PgClient {
             .dbname(&c.database)
             .user(&c.user)
             .application_name("silo")
+            // TLS, when on, is set up by the guarded connect below.
+            .ssl_mode(tokio_postgres::config::SslMode::Disable)
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(password) = &settings.password {
             pg.password(password.expose_secret());
@@ -95,6 +97,7 @@ impl PgClient {
             timeout: CONNECT_TIMEOUT,
             max_message: settings.max_row_bytes,
             oversized: oversized.clone(),
+            tls: c.tls.client(&c.host)?,
         };
         let manager = Manager::from_connect(
             pg,
@@ -359,6 +362,16 @@ impl Faults {
         if let Some(why) = wire::refusal(&e) {
             // The address policy, not the database: say so.
             return Error::Policy(why);
+        }
+        if let Some(why) = wire::tls_failure(&e) {
+            return Error::Config(format!("postgres: {why}"));
+        }
+        if wire::is_cleartext(&e) {
+            return Error::Policy(
+                "postgres: the server asked for the password in clear text over an unencrypted \
+                 connection; refused (turn TLS on: tls.mode)"
+                    .into(),
+            );
         }
         match e.as_db_error() {
             Some(db) if *db.code() == SqlState::QUERY_CANCELED => ServerFailure::Timeout.into(),

@@ -45,6 +45,14 @@ pub struct PostgresConfig {
     /// Schema an unqualified table name means.
     #[serde(default = "default_schema")]
     pub schema: String,
+    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// by default off loopback.
+    #[serde(
+        default,
+        deserialize_with = "crate::capability::tls::settings",
+        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+    )]
+    pub tls: crate::capability::tls::TlsSettings,
     /// Pool size (1 to [`MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,

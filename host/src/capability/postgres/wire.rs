@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::capability::net::{NetPolicy, Purpose};
+use crate::error::find;
 
 /// The error a guarded stream fails with; found again by [`is_row_too_large`].
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +27,22 @@ pub(crate) struct RowTooLarge(pub u64);
 
 /// Whether a driver error is the guard refusing an oversized message.
 pub(crate) fn is_row_too_large(e: &tokio_postgres::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>()
-            && io.get_ref().is_some_and(|i| i.is::<RowTooLarge>())
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    find::<RowTooLarge>(e).is_some()
 }
+
+/// The error a connection fails with when the server asks for the password
+/// in clear over an unencrypted connection; found again by [`is_cleartext`].
+#[derive(Debug, thiserror::Error)]
+#[error("the server asked for the password in clear text over an unencrypted connection")]
+pub(crate) struct CleartextRefused;
+
+/// Whether a driver error is the guard refusing cleartext authentication.
+pub(crate) fn is_cleartext(e: &tokio_postgres::Error) -> bool {
+    find::<CleartextRefused>(e).is_some()
+}
+
+/// Postgres' `AuthenticationCleartextPassword` request code.
+const AUTH_CLEARTEXT: u32 = 3;
 
 /// Tracks message boundaries in the bytes the server sends.
 #[derive(Debug)]
@@ -48,6 +54,11 @@ struct Framing {
     have: usize,
     /// Payload bytes of the current message still to come.
     remaining: u64,
+    /// Refuse a request for the password in clear (the connection is not
+    /// encrypted).
+    refuse_cleartext: bool,
+    /// The first bytes of an authentication request's payload (its code).
+    auth: Option<([u8; 4], usize)>,
 }
 
 impl Framing {
@@ -58,16 +69,32 @@ impl Framing {
             header: [0; 5],
             have: 0,
             remaining: 0,
+            refuse_cleartext: false,
+            auth: None,
         }
     }
 
-    /// Consumes `bytes`; fails at the header of a message over the cap.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), RowTooLarge> {
+    /// Consumes `bytes`; fails at the header of a message over the cap, and
+    /// (unencrypted) at a request for the password in clear, before the
+    /// driver could answer it.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), io::Error> {
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
+                if let Some((code, have)) = self.auth.as_mut() {
+                    let take = (4 - *have).min(n);
+                    code[*have..*have + take].copy_from_slice(&bytes[..take]);
+                    *have += take;
+                    if *have == 4 {
+                        let code = u32::from_be_bytes(*code);
+                        self.auth = None;
+                        if code == AUTH_CLEARTEXT {
+                            return Err(io::Error::other(CleartextRefused));
+                        }
+                    }
+                }
                 bytes = &bytes[n..];
                 self.remaining -= n as u64;
                 continue;
@@ -78,24 +105,30 @@ impl Framing {
             bytes = &bytes[n..];
             if self.have == 5 {
                 self.have = 0;
-                let [_, a, b, c, d] = self.header;
+                let [kind, a, b, c, d] = self.header;
                 let payload = u64::from(u32::from_be_bytes([a, b, c, d])).saturating_sub(4);
                 if payload > self.max {
                     self.refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(RowTooLarge(self.max));
+                    return Err(io::Error::other(RowTooLarge(self.max)));
                 }
                 self.remaining = payload;
+                self.auth =
+                    (self.refuse_cleartext && kind == b'R' && payload >= 4).then_some(([0; 4], 0));
             }
         }
         Ok(())
     }
 }
 
+/// A byte stream to the server: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A connection stream whose incoming messages are capped, or the error
 /// opening it failed with (reported through the driver, which has no other
 /// way to take one).
 enum Guarded {
-    Open(TcpStream, Framing),
+    Open(Box<dyn Io>, Framing),
     Failed(Option<io::Error>),
 }
 
@@ -109,10 +142,7 @@ impl AsyncRead for Guarded {
             Guarded::Open(stream, framing) => {
                 let before = buf.filled().len();
                 match Pin::new(stream).poll_read(cx, buf) {
-                    Poll::Ready(Ok(())) => match framing.feed(&buf.filled()[before..]) {
-                        Ok(()) => Poll::Ready(Ok(())),
-                        Err(e) => Poll::Ready(Err(io::Error::other(e))),
-                    },
+                    Poll::Ready(Ok(())) => Poll::Ready(framing.feed(&buf.filled()[before..])),
                     other => other,
                 }
             }
@@ -163,6 +193,21 @@ pub(crate) struct GuardedConnect {
     pub timeout: Duration,
     pub max_message: u64,
     pub oversized: Arc<AtomicU64>,
+    /// TLS, unless it is off.
+    pub tls: Option<crate::capability::tls::TlsClient>,
+}
+
+/// Postgres' `SSLRequest` message: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Why TLS could not be set up; found again by [`tls_failure`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TlsFailed(pub String);
+
+/// The TLS failure inside a driver error, if that is what it is.
+pub(crate) fn tls_failure(e: &tokio_postgres::Error) -> Option<String> {
+    find::<TlsFailed>(e).map(|r| r.0.clone())
 }
 
 /// Why the address policy refused a connection; found again by
@@ -173,16 +218,7 @@ pub(crate) struct Refused(pub String);
 
 /// The address policy's refusal inside a driver error, if that is what it is.
 pub(crate) fn refusal(e: &tokio_postgres::Error) -> Option<String> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>()
-            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<Refused>())
-        {
-            return Some(r.0.clone());
-        }
-        source = s.source();
-    }
-    None
+    find::<Refused>(e).map(|r| r.0.clone())
 }
 
 impl GuardedConnect {
@@ -209,6 +245,40 @@ impl GuardedConnect {
     }
 }
 
+impl GuardedConnect {
+    /// TCP, then TLS when it is on: the `SSLRequest`, the server's yes, the
+    /// handshake. A server that says no is refused, never fallen back from.
+    async fn open_stream(&self) -> io::Result<(Box<dyn Io>, bool)> {
+        let mut tcp = self.open().await?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok((Box::new(tcp), false));
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let failed = |why: String| io::Error::other(TlsFailed(why));
+        let answer = tokio::time::timeout(self.timeout, async {
+            tcp.write_all(&SSL_REQUEST).await?;
+            let mut answer = [0u8; 1];
+            tcp.read_exact(&mut answer).await?;
+            Ok::<_, io::Error>(answer[0])
+        })
+        .await
+        .map_err(|_| failed("the server did not answer the TLS request".into()))??;
+        if answer != b'S' {
+            return Err(failed(
+                "the server does not offer TLS (set tls.mode = \"disable\" only for a server \
+                 on a trusted network)"
+                    .into(),
+            ));
+        }
+        let stream = tokio::time::timeout(self.timeout, tls.connect(tcp))
+            .await
+            .map_err(|_| failed("the TLS handshake timed out".into()))?
+            .map_err(|e| failed(format!("TLS to the server failed: {e}")))?;
+        Ok((Box::new(stream), true))
+    }
+}
+
 impl Connect for GuardedConnect {
     fn connect(
         &self,
@@ -216,13 +286,11 @@ impl Connect for GuardedConnect {
     ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
         let config = config.clone();
         Box::pin(async move {
-            let stream = match self.open().await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    Guarded::Open(
-                        stream,
-                        Framing::new(self.max_message, self.oversized.clone()),
-                    )
+            let stream = match self.open_stream().await {
+                Ok((stream, encrypted)) => {
+                    let mut framing = Framing::new(self.max_message, self.oversized.clone());
+                    framing.refuse_cleartext = !encrypted;
+                    Guarded::Open(stream, framing)
                 }
                 Err(e) => Guarded::Failed(Some(e)),
             };
@@ -267,5 +335,43 @@ mod tests {
         assert!(f.feed(&big[..5]).is_err());
         assert_eq!(count.load(Ordering::Relaxed), 1);
         assert!(framing(1 << 30).feed(&big).is_ok());
+    }
+
+    fn auth(code: u32) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&8u32.to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn a_cleartext_password_request_is_refused_unencrypted() {
+        let count = Arc::new(AtomicU64::new(0));
+        let plain = || {
+            let mut f = Framing::new(1 << 20, count.clone());
+            f.refuse_cleartext = true;
+            f
+        };
+        // Split anywhere, the request for a cleartext password is caught.
+        for split in 0..9 {
+            let m = auth(3);
+            let mut f = plain();
+            let first = f.feed(&m[..split]);
+            let refused = first.is_err() || f.feed(&m[split..]).is_err();
+            assert!(refused, "split at {split}");
+        }
+        // SCRAM (10), MD5 (5) and OK (0) pass; so does a 'D' row holding 3.
+        let mut f = plain();
+        for code in [10, 5, 0] {
+            f.feed(&auth(code)).unwrap();
+        }
+        f.feed(&message(b'D', 4)).unwrap();
+        let mut row = vec![b'D'];
+        row.extend_from_slice(&8u32.to_be_bytes());
+        row.extend_from_slice(&3u32.to_be_bytes());
+        f.feed(&row).unwrap();
+        // Encrypted, the same request is answered by the driver.
+        let mut tls = Framing::new(1 << 20, count.clone());
+        tls.feed(&auth(3)).unwrap();
     }
 }

@@ -1,0 +1,565 @@
+//! `silo serve`'s own loop over loopback: slow and silent clients are cut,
+//! connections are capped, shutdown drains and records what it cut; the
+//! audit counts what a client actually got, is bounded, keyed and paged.
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value as J, json};
+use silo_host::api::{AppState, app};
+use silo_host::control::ControlPlane;
+use silo_host::control::Principal;
+use silo_host::control::audit::{self, AuditRecord};
+use silo_host::control::crypto::MasterKey;
+use silo_host::server::{ServerLimits, serve_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::control::{Backend, Http, StoreSpec};
+
+/// Generous bound for "eventually" in these tests: far above every limit
+/// set below, so a slow machine is never a failure.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running `serve_until` on loopback.
+struct Serving {
+    addr: SocketAddr,
+    http: Http,
+    admin: String,
+    spec: StoreSpec,
+    master: MasterKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<silo_host::error::Result<()>>,
+}
+
+impl Serving {
+    async fn start(name: &str, limits: ServerLimits) -> Serving {
+        Serving::start_with(name, limits, |_| {}).await
+    }
+
+    async fn start_with(
+        name: &str,
+        limits: ServerLimits,
+        operator: impl FnOnce(&mut silo_host::control::ControlConfig),
+    ) -> Serving {
+        let spec = StoreSpec::new(name, Backend::Sqlite).await;
+        let master = MasterKey::generate().unwrap();
+        let mut config = spec.config(&master);
+        operator(&mut config);
+        let cp = ControlPlane::open(config).await.unwrap();
+        let (_, admin) = cp
+            .create_api_key(&Principal::Cli, None, "ops")
+            .await
+            .unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_until(
+            cp,
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            limits,
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let addr = ready_rx.await.unwrap();
+        Serving {
+            addr,
+            http: Http::new(&format!("http://{addr}")),
+            admin: admin.to_string(),
+            spec,
+            master,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Begins the shutdown.
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server to finish, then reads the whole audit log.
+    async fn finish(mut self) -> Vec<AuditRecord> {
+        self.shutdown();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the server stops within its drain timeout")
+            .unwrap()
+            .unwrap();
+        let cp = ControlPlane::open(self.spec.config(&self.master))
+            .await
+            .unwrap();
+        audit::records(cp.store(), None).await.unwrap()
+    }
+}
+
+/// An org with a files dataset `orders` of `rows` rows of tenant `acme`,
+/// and a session of user `ann` (tenant acme): (org key, dataset id, token).
+async fn orders(http: &Http, admin: &str, org: &str, rows: usize) -> (String, String, String) {
+    let (_, key) = http.org_with_key(admin, org).await;
+    http.ok(
+        "POST",
+        "/v1/datasources",
+        &key,
+        Some(json!({"name": "uploads", "kind": "files"})),
+        201,
+    )
+    .await;
+    let dataset = http
+        .create(
+            "/v1/datasets",
+            &key,
+            json!({"datasource": "uploads", "name": "orders"}),
+        )
+        .await;
+    let mut csv = String::from("id,tenant,note\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{i},{},a note long enough to fill the socket buffers {i}\n",
+            if i % 10 == 9 { "globex" } else { "acme" }
+        ));
+    }
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/datasets/{dataset}/upload?partition_by=tenant",
+            http_base(http)
+        ))
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    http.tenants_group(&key, &dataset).await;
+    let token = http.tenant_user(&key, "ann", "acme").await;
+    (key, dataset, token)
+}
+
+fn http_base(http: &Http) -> String {
+    http.base().to_owned()
+}
+
+/// Reads until the peer closes (or `PATIENCE` passes): what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Files a request whose body will trickle in: its headers and `first`.
+async fn start_upload(
+    addr: SocketAddr,
+    key: &str,
+    dataset: &str,
+    length: usize,
+    first: &str,
+) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/datasets/{dataset}/upload?partition_by=tenant HTTP/1.1\r\nhost: x\r\n\
+         authorization: Bearer {key}\r\ncontent-type: text/csv\r\ncontent-length: {length}\r\n\r\n{first}"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+fn staged_files(spec: &StoreSpec) -> usize {
+    std::fs::read_dir(spec.dir.join("uploads/.incoming"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_cut_and_connections_capped() {
+    let limits = ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        body_idle_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(3),
+        max_connections: 64,
+        drain_timeout: Duration::from_secs(5),
+    };
+    let server = Serving::start_with("serving_slow", limits, |c| c.max_upload_bytes = 4096).await;
+    let (key, dataset, _) = orders(&server.http, &server.admin, "slow", 10).await;
+
+    // Over the operator's upload cap: 413 as it streams in, nothing kept.
+    let mut big = String::from("id,tenant,note\n");
+    while big.len() <= 4096 {
+        big.push_str("1,acme,some words\n");
+    }
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/datasets/{dataset}/upload?partition_by=tenant",
+            server.addr
+        ))
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(staged_files(&server.spec), 0);
+
+    // Half-sent headers (slowloris): the connection is closed.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut slow).await;
+    assert!(got.is_some(), "a half-sent request is not cut");
+    assert!(!got.unwrap().contains("200 OK"));
+    // A connection that never sends anything is cut too.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert!(read_to_close(&mut silent).await.is_some());
+
+    // A body that stops sending: 408, and the staged part is removed.
+    let mut stalled = start_upload(server.addr, &key, &dataset, 1000, "id,tenant,note\n").await;
+    let answer = read_to_close(&mut stalled).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(staged_files(&server.spec), 0);
+
+    // A body that keeps sending a byte at a time, never idle, but past the
+    // request timeout: 408 too.
+    let mut trickle = start_upload(server.addr, &key, &dataset, 100_000, "id,tenant,note\n").await;
+    let answer = tokio::time::timeout(PATIENCE, async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                n = trickle.read(&mut buf) => {
+                    let n = n.unwrap_or(0);
+                    return String::from_utf8_lossy(&buf[..n]).into_owned();
+                }
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    let _ = trickle.write_all(b"1").await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a trickling request is cut");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(staged_files(&server.spec), 0);
+
+    // The data is the first upload's, untouched.
+    let status = server.http.call("GET", "/livez", None, None).await.0;
+    assert_eq!(status, StatusCode::OK);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let limits = ServerLimits {
+        // Long enough that held connections stay for the whole test.
+        header_timeout: Duration::from_secs(120),
+        max_connections: 3,
+        ..ServerLimits::default()
+    };
+    let server = Serving::start("serving_cap", limits).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Let the server take the three.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/livez", server.addr);
+    let waiting = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fourth connection was served while three were open"
+    );
+    // One slot frees: the waiting request is answered.
+    drop(held.pop());
+    let status = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("served once a slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn liveness_and_readiness_are_separate() {
+    let spec = StoreSpec::new("serving_ready", Backend::Sqlite).await;
+    let cp = ControlPlane::open(spec.config(&MasterKey::generate().unwrap()))
+        .await
+        .unwrap();
+    let state = AppState::new(std::sync::Arc::new(cp));
+    let draining = state.draining.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let http = Http::new(&base);
+    assert_eq!(
+        http.call("GET", "/livez", None, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.call("GET", "/readyz", None, None).await.0,
+        StatusCode::OK
+    );
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = http.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        http.call("GET", "/livez", None, None).await.0,
+        StatusCode::OK
+    );
+    task.abort();
+
+    // A store sealed under another master key: alive, not ready.
+    let other = ControlPlane::open(spec.config(&MasterKey::generate().unwrap())).await;
+    if let Ok(other) = other {
+        assert!(other.ready().await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_records_what_it_cut() {
+    let limits = ServerLimits {
+        drain_timeout: Duration::from_secs(3),
+        ..ServerLimits::default()
+    };
+    let mut server = Serving::start("serving_drain", limits).await;
+    let rows = 300_000;
+    let (key, dataset, ann) = orders(&server.http, &server.admin, "drain", rows).await;
+
+    // In flight at shutdown: an upload whose body is half sent, and a
+    // stream whose client stops reading.
+    let replacement = "id,tenant,note\n1,acme,new\n";
+    let (first, rest) = replacement.split_at(10);
+    let mut upload = start_upload(server.addr, &key, &dataset, replacement.len(), first).await;
+    let mut stream = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/embed/datasets/{dataset}/fetch",
+            server.addr
+        ))
+        .bearer_auth(&ann)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first_chunk = stream.chunk().await.unwrap().unwrap();
+    assert!(!first_chunk.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // No new connection is taken.
+    let late = TcpStream::connect(server.addr).await;
+    if let Ok(mut late) = late {
+        let _ = late
+            .write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let answer = read_to_close(&mut late).await.unwrap_or_default();
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+    // The upload started before the shutdown completes.
+    upload.write_all(rest.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut upload).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The stalled stream is cut at the drain timeout; its record says how
+    // much it had been handed.
+    let records = server.finish().await;
+    drop(stream);
+    let uploads: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.action == "dataset.upload")
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    let started: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.action == "fetch.start")
+        .collect();
+    let fetched: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.action == "fetch")
+        .collect();
+    assert_eq!(started.len(), 1, "{records:?}");
+    assert_eq!(fetched.len(), 1, "{records:?}");
+    let cut = fetched[0];
+    assert_eq!(cut.event.outcome, "cancelled", "{cut:?}");
+    let acme = (rows - rows / 10) as i64;
+    let released = cut.event.rows.unwrap();
+    assert!(released > 0 && released < acme, "{cut:?}");
+    assert!(cut.event.bytes.unwrap() >= first_chunk.len() as i64);
+    assert!(started[0].seq < cut.seq);
+    assert_eq!(started[0].event.outcome, "started");
+}
+
+#[tokio::test]
+async fn the_audit_counts_what_a_client_got_and_is_bounded_keyed_and_paged() {
+    let (spec, master, server, http, admin) =
+        crate::control::start("serving_audit", Backend::Sqlite).await;
+    let rows = 200_000;
+    let (key, dataset, ann) = orders(&http, &admin, "audited", rows).await;
+    let acme = (rows - rows / 10) as i64;
+
+    // A stream abandoned after its first chunk: recorded with the rows it
+    // was handed, more than none and fewer than all.
+    let path = format!("/v1/embed/datasets/{dataset}/fetch");
+    let mut abandoned = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(&ann)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let first = abandoned.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(abandoned);
+    // A whole JSON fetch: every row, and the body's size.
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(&ann)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let whole = resp.bytes().await.unwrap();
+
+    let fetches = |records: &[J]| -> Vec<J> {
+        records
+            .iter()
+            .filter(|r| r["action"] == "fetch")
+            .cloned()
+            .collect()
+    };
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        all = http
+            .ok("GET", "/v1/audit?limit=1000", &key, None, 200)
+            .await["records"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if fetches(&all).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let f = fetches(&all);
+    assert_eq!(f.len(), 2, "{all:?}");
+    let cut = f.iter().find(|r| r["outcome"] == "cancelled").unwrap();
+    let cut_rows = cut["rows"].as_i64().unwrap();
+    assert!(cut_rows > 0 && cut_rows < acme, "{cut}");
+    let ok = f.iter().find(|r| r["outcome"] == "ok").unwrap();
+    assert_eq!(ok["rows"], json!(acme), "{ok}");
+    assert_eq!(ok["bytes"], json!(whole.len()), "{ok}");
+    // Each fetch was on record before its first byte.
+    let starts = all.iter().filter(|r| r["action"] == "fetch.start").count();
+    assert_eq!(starts, 2);
+
+    // The fingerprint is keyed: the same filter under another master key
+    // fingerprints differently; under the same key, the same.
+    let print = ok["filter_fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(cut["filter_fingerprint"].as_str().unwrap(), print);
+    let filter = silo_types::RowFilter::AllRows;
+    let k1 = master.fingerprint_key();
+    let k2 = MasterKey::generate().unwrap().fingerprint_key();
+    assert_ne!(
+        audit::fingerprint(&k1, &filter),
+        audit::fingerprint(&k2, &filter)
+    );
+    assert_eq!(
+        audit::fingerprint(&k1, &filter),
+        audit::fingerprint(&k1, &filter)
+    );
+
+    // An id an embed session chose (long, with newlines) is bounded and
+    // escaped in the record.
+    let hostile = format!("x%0A{}%0D%0Aforged", "y".repeat(60_000));
+    let (status, _) = http
+        .call(
+            "POST",
+            &format!("/v1/embed/datasets/{hostile}/fetch"),
+            Some(&ann),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let cp = &server.cp;
+    let records = audit::records(cp.store(), None).await.unwrap();
+    let last = records
+        .iter()
+        .rev()
+        .find(|r| r.event.action == "fetch")
+        .unwrap();
+    let target = last.event.target.clone().unwrap();
+    assert!(target.starts_with("x\\n"), "{target}");
+    assert!(target.chars().count() <= audit::MAX_FIELD_CHARS + 8);
+    assert!(!target.contains('\n') && !target.contains('\r'));
+    assert!(audit::verify(cp.store()).await.is_ok());
+
+    // Paged: pages of two, followed by their cursor, give every record once
+    // and in order; a page size out of range is refused.
+    let mut paged = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let path = match after {
+            Some(a) => format!("/v1/audit?limit=2&after={a}"),
+            None => "/v1/audit?limit=2".to_owned(),
+        };
+        let page = http.ok("GET", &path, &key, None, 200).await;
+        let records = page["records"].as_array().unwrap();
+        assert!(records.len() <= 2);
+        paged.extend(records.iter().map(|r| r["seq"].as_i64().unwrap()));
+        match page["next"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let everything: Vec<i64> = http
+        .ok("GET", "/v1/audit?limit=1000", &key, None, 200)
+        .await["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert!(everything.len() > 4);
+    assert_eq!(paged, everything);
+    assert_eq!(
+        paged.iter().collect::<BTreeSet<_>>().len(),
+        paged.len(),
+        "a record on two pages"
+    );
+    for bad in ["0", "1001", "x"] {
+        let (status, _) = http
+            .call("GET", &format!("/v1/audit?limit={bad}"), Some(&key), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "limit={bad}");
+    }
+    drop(spec);
+    server.stop().await;
+}
