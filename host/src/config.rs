@@ -142,6 +142,12 @@ impl SiloConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if !(1..=crate::limits::MAX_INSTANCES).contains(&self.limits.instances) {
+            return Err(Error::Config(format!(
+                "limits.instances must be from 1 to {}",
+                crate::limits::MAX_INSTANCES
+            )));
+        }
         for (name, ds) in &self.datasources {
             let kinds = [
                 ds.postgres.is_some(),

@@ -28,6 +28,11 @@ pub const BATCH_BYTES: u64 = 4 << 20;
 /// Rows per batch moved from a stream to the caller: amortises per-batch cost
 /// while keeping a batch a few hundred KiB.
 pub const BATCH_ROWS: u32 = 1024;
+/// Connector instances live at once on a host (one per fetch or describe in
+/// flight); more wait briefly, then are told the host is busy.
+pub const DEFAULT_INSTANCES: u32 = 256;
+/// Most instances an operator may configure (each reserves address space).
+pub const MAX_INSTANCES: u32 = 4096;
 /// Log bytes a connector may emit per fetch before further lines are dropped.
 pub const LOG_BYTES: usize = 16 << 10;
 
@@ -52,6 +57,8 @@ pub struct Limits {
     pub fetch_timeout: Duration,
     /// Largest row (and so cell) the host decodes, in bytes.
     pub max_row_bytes: u64,
+    /// Connector instances live at once (1 to [`MAX_INSTANCES`]).
+    pub instances: u32,
 }
 
 impl Default for Limits {
@@ -64,6 +71,7 @@ impl Default for Limits {
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             max_row_bytes: DEFAULT_MAX_ROW_BYTES,
+            instances: DEFAULT_INSTANCES,
         }
     }
 }

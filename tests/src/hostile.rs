@@ -149,6 +149,40 @@ async fn infinite_loop_hits_the_time_limit_while_others_are_served() {
     assert_eq!(fetch_ids(&honest, "alice").await.unwrap(), [1, 2, 3]);
 }
 
+/// Past the host's instance capacity a fetch waits briefly, then is told
+/// the host is busy (503, retry), never that its connector trapped.
+#[tokio::test]
+async fn fetches_past_instance_capacity_are_busy_not_trapped() {
+    let fx = Fixture::new("capacity").await;
+    let one = "[limits]\ntimeout_ms = 9000\ninstances = 1\n";
+    let silo = fx.silo(connectors::INFINITE_LOOP, one).await.unwrap();
+    let (spun, waited) = tokio::join!(fetch_ids(&silo, "alice"), async {
+        // The spinning fetch holds the only instance.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fetch_ids(&silo, "bob").await
+    });
+    let err = waited.unwrap_err();
+    assert!(
+        matches!(&err, Error::Busy(m) if m.contains("instances are in use")),
+        "{err}"
+    );
+    assert!(matches!(spun.unwrap_err(), Error::Limit(_)));
+    // The slot is free again.
+    let err = fetch_ids(&silo, "alice").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit(m) if m.contains("time limit")),
+        "{err}"
+    );
+    for bad in ["0", "5000"] {
+        let config = format!("[limits]\ninstances = {bad}\n");
+        let err = fx.silo("postgres", &config).await.err().unwrap();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("instances")),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unbounded_allocation_hits_the_memory_limit() {
     let fx = Fixture::new("alloc").await;

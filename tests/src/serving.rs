@@ -563,3 +563,67 @@ async fn the_audit_counts_what_a_client_got_and_is_bounded_keyed_and_paged() {
     drop(spec);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn expired_sessions_are_purged_and_live_or_revoked_ones_kept() {
+    let (_spec, _master, server, http, admin) =
+        crate::control::start("serving_purge", Backend::Sqlite).await;
+    let (key, _, _) = orders(&http, &admin, "purge", 3).await;
+    let body = json!({"attributes": {"tenant": "acme"}, "groups": ["tenants"]});
+    http.ok("PUT", "/v1/embed-users/bo", &key, Some(body), 200)
+        .await;
+    let short = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &key,
+            Some(json!({"embed_user": "bo", "ttl_seconds": 5})),
+            200,
+        )
+        .await;
+    let revoked = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &key,
+            Some(json!({"embed_user": "bo"})),
+            200,
+        )
+        .await;
+    let revoked_id = revoked["session"]["id"].as_str().unwrap().to_owned();
+    http.ok(
+        "DELETE",
+        &format!("/v1/sessions/{revoked_id}"),
+        &key,
+        None,
+        204,
+    )
+    .await;
+    let before = http.ok("GET", "/v1/sessions", &key, None, 200).await;
+    let count = before.as_array().unwrap().len();
+    // As if an hour had passed after the short session's expiry: it goes;
+    // the revoked one (still unexpired: it must stay revoked) and the
+    // others stay.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let purged = server.cp.store().purge_sessions(now + 60).await.unwrap();
+    assert_eq!(purged, 1);
+    let after = http.ok("GET", "/v1/sessions", &key, None, 200).await;
+    let ids: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), count - 1, "{after}");
+    assert!(ids.contains(&revoked_id.as_str()));
+    // The purged session's token is refused like any unknown session.
+    let token = short["token"].as_str().unwrap();
+    let (status, _) = http
+        .call("GET", "/v1/embed/datasets", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}

@@ -456,6 +456,37 @@ pub struct ControlPlane {
     fingerprints: crate::fingerprint::FingerprintKey,
     /// Audit records written in the background.
     writing: Writing,
+    /// Purges expired sessions while the control plane lives.
+    _purge: Background,
+}
+
+/// A background task that ends with its owner.
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often expired sessions are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// How long after expiry a session is kept (its record may still be looked
+/// at; its tokens died at expiry).
+const PURGE_AFTER_SECS: i64 = 3600;
+
+/// Deletes sessions an hour past expiry, now and every ten minutes, so the
+/// table holds live sessions, not history (the audit log keeps that).
+async fn purge_sessions(store: Store) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match store.purge_sessions(store::now() - PURGE_AFTER_SECS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions"),
+        }
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -526,7 +557,9 @@ impl ControlPlane {
             crate::capability::files::generations::sweep(&data_dir, grace);
         })
         .await;
+        let purge = Background(tokio::spawn(purge_sessions(store.clone())));
         Ok(ControlPlane {
+            _purge: purge,
             store,
             key: config.master_key,
             signer,

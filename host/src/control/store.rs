@@ -125,6 +125,20 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: &[],
         postgres: &[],
     },
+    // Every lookup on the request path by an index led by the org, so one
+    // org's size never slows another's requests; expiry for the purge.
+    Migration {
+        shared: &[
+            "CREATE INDEX memberships_by_user ON memberships (org_id, embed_user_id)",
+            "CREATE INDEX memberships_by_group ON memberships (org_id, group_id)",
+            "CREATE INDEX grants_by_group ON grants (org_id, group_id)",
+            "CREATE INDEX sessions_by_org ON sessions (org_id, created_at)",
+            "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+            "CREATE INDEX audit_by_org ON audit (org_id, seq)",
+        ],
+        sqlite: &[],
+        postgres: &[],
+    },
 ];
 
 /// Postgres advisory lock serializing migrations and audit appends between
@@ -860,14 +874,27 @@ impl Store {
     }
 
     async fn embed_users_where(&self, org: &str, id: Option<&str>) -> Result<Vec<EmbedUser>> {
-        let rows = q!(
-            fetch_all,
-            &self.pool,
-            "SELECT id, org_id, external_id, attributes, created_at, updated_at FROM embed_users \
-             WHERE org_id = $1 AND ($2 IS NULL OR id = $2 OR external_id = $2) ORDER BY external_id",
-            org,
-            id
-        )?;
+        const COLUMNS: &str = "SELECT id, org_id, external_id, attributes, created_at, updated_at \
+                               FROM embed_users";
+        // One user by primary key or (org, external id): each an index.
+        let rows = match id {
+            Some(id) => q!(
+                fetch_all,
+                &self.pool,
+                &format!(
+                    "{COLUMNS} WHERE org_id = $1 AND id = $2 UNION \
+                     {COLUMNS} WHERE org_id = $1 AND external_id = $2"
+                ),
+                org,
+                id
+            )?,
+            None => q!(
+                fetch_all,
+                &self.pool,
+                &format!("{COLUMNS} WHERE org_id = $1 ORDER BY external_id"),
+                org
+            )?,
+        };
         let mut users = Vec::with_capacity(rows.len());
         for r in &rows {
             users.push(EmbedUser {
@@ -880,12 +907,22 @@ impl Store {
                 updated_at: r.try_get(5).map_err(db)?,
             });
         }
-        let members = q!(
-            fetch_all,
-            &self.pool,
-            "SELECT embed_user_id, group_id FROM memberships WHERE org_id = $1 ORDER BY group_id",
-            org
-        )?;
+        let members = match users.as_slice() {
+            [one] => q!(
+                fetch_all,
+                &self.pool,
+                "SELECT embed_user_id, group_id FROM memberships \
+                 WHERE org_id = $1 AND embed_user_id = $2 ORDER BY group_id",
+                org,
+                &one.id
+            )?,
+            _ => q!(
+                fetch_all,
+                &self.pool,
+                "SELECT embed_user_id, group_id FROM memberships WHERE org_id = $1 ORDER BY group_id",
+                org
+            )?,
+        };
         for r in &members {
             let user: String = r.try_get(0).map_err(db)?;
             if let Some(u) = users.iter_mut().find(|u| u.id == user) {
@@ -977,14 +1014,24 @@ impl Store {
 
     /// The sessions of `org` (`id`: just that one).
     pub async fn sessions(&self, org: &str, id: Option<&str>) -> Result<Vec<Session>> {
-        let rows = q!(
-            fetch_all,
-            &self.pool,
-            "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, expires_at, revoked_at, \
-             generation FROM sessions WHERE org_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
-            org,
-            id
-        )?;
+        const COLUMNS: &str = "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, \
+                               expires_at, revoked_at, generation FROM sessions";
+        let rows = match id {
+            // The request path: one session by primary key.
+            Some(id) => q!(
+                fetch_all,
+                &self.pool,
+                &format!("{COLUMNS} WHERE id = $2 AND org_id = $1"),
+                org,
+                id
+            )?,
+            None => q!(
+                fetch_all,
+                &self.pool,
+                &format!("{COLUMNS} WHERE org_id = $1 ORDER BY created_at, id"),
+                org
+            )?,
+        };
         rows.iter()
             .map(|r| {
                 Ok(Session {
@@ -1013,6 +1060,18 @@ impl Store {
             .into_iter()
             .next()
             .ok_or_else(|| Error::NotFound("session".into()))
+    }
+
+    /// Deletes sessions that expired before `before` (their tokens expired
+    /// with them): the number deleted.
+    pub async fn purge_sessions(&self, before: i64) -> Result<u64> {
+        let done = q!(
+            execute,
+            &self.pool,
+            "DELETE FROM sessions WHERE expires_at < $1",
+            before
+        )?;
+        Ok(done.rows_affected())
     }
 
     /// Revokes a session of `org`.

@@ -28,8 +28,10 @@ use bindings::{AnyConnector, AnyConnectorPre};
 /// How often the engine's epoch advances: the granularity of time limits and
 /// of yielding a busy guest back to the executor.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Connector instances that may be live at once (one per fetch in flight).
-const POOL_INSTANCES: u32 = 256;
+/// Longest a fetch waits for a free instance slot before it is told the
+/// host is busy (503, retry): past capacity, fetches queue briefly instead
+/// of failing as if the connector had trapped.
+const INSTANCE_WAIT: Duration = Duration::from_secs(5);
 /// Core instances inside one component: a Rust guest has its module plus the
 /// adapter shims `wasm-component-ld` adds.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -151,6 +153,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Loaded>>,
     ticker_stop: Arc<AtomicBool>,
+    /// One permit per pooled instance slot.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Runtime {
@@ -163,13 +167,14 @@ impl Runtime {
     /// An engine sized for `limits`, caching compiled components in `cache_dir`
     /// (created owner-only) when given.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Runtime> {
+        let instances = limits.instances.clamp(1, crate::limits::MAX_INSTANCES);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
             .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES * 2)
-            .total_stacks(POOL_INSTANCES)
+            .total_memories(instances)
+            .total_tables(instances * 2)
+            .total_stacks(instances)
             .max_memory_size(limits.memory_bytes);
         let mut config = Config::new();
         config
@@ -204,6 +209,7 @@ impl Runtime {
             cache_dir,
             loaded: Mutex::default(),
             ticker_stop,
+            slots: Arc::new(tokio::sync::Semaphore::new(instances as usize)),
         })
     }
 
@@ -291,6 +297,16 @@ impl Runtime {
         name: &str,
         grant: Option<Grant>,
     ) -> Result<Instance> {
+        let slot =
+            match tokio::time::timeout(INSTANCE_WAIT, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(Error::Busy(format!(
+                        "all {} connector instances are in use; retry shortly",
+                        self.limits.instances.clamp(1, crate::limits::MAX_INSTANCES)
+                    )));
+                }
+            };
         let preopens = match &grant {
             Some(Grant::Files(p)) => p.clone(),
             _ => crate::capability::files::Preopens::default(),
@@ -326,6 +342,7 @@ impl Runtime {
             store,
             bindings: None,
             timeout: self.limits.timeout,
+            _slot: slot,
         };
         instance.bindings = Some(instance.settle(bindings)?);
         Ok(instance)
@@ -337,6 +354,9 @@ pub struct Instance {
     store: Store<State>,
     bindings: Option<AnyConnector>,
     timeout: Duration,
+    /// Held for the instance's life; released after the store (fields drop
+    /// in order), so a permit never outlives its slot's reuse.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Instance {
@@ -350,6 +370,7 @@ impl Instance {
             store,
             bindings,
             timeout,
+            ..
         } = self;
         let Some(bindings) = bindings.as_ref() else {
             return Err(Error::Internal("instance used after it failed".into()));
