@@ -106,53 +106,115 @@ fn bounded(event: &AuditEvent) -> AuditEvent {
     }
 }
 
-/// Appends `event` after the current head, under the store's write lock.
+/// Most events one transaction appends.
+const BATCH: usize = 256;
+
+/// An event waiting for the writer, and where its record goes.
+type Queued = (
+    AuditEvent,
+    tokio::sync::oneshot::Sender<Result<AuditRecord>>,
+);
+
+/// The audit writer: one task per store that appends, in one transaction
+/// (one commit, one fsync), every event queued while the previous batch
+/// was written. Concurrent fetches share commits instead of taking turns;
+/// each still gets its record only once it is durable.
+#[derive(Debug)]
+pub struct Queue(tokio::sync::mpsc::Sender<Queued>);
+
+impl Queue {
+    /// Starts the writer on `store` (a copy without a queue of its own).
+    pub(crate) fn start(store: Store) -> Queue {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
+                match append_batch(&store, &events).await {
+                    Ok(records) => {
+                        for ((_, reply), record) in batch.drain(..).zip(records) {
+                            let _ = reply.send(Ok(record));
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(Error::Internal(why.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        Queue(tx)
+    }
+}
+
+/// Appends `event` after the current head, once it is committed; batched
+/// with whatever else is being appended at the same moment.
 pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
-    let event = &bounded(event);
+    let stopped = || Error::Internal("the audit writer stopped".into());
+    let (reply, record) = tokio::sync::oneshot::channel();
+    store
+        .audit_queue()
+        .0
+        .send((bounded(event), reply))
+        .await
+        .map_err(|_| stopped())?;
+    record.await.map_err(|_| stopped())?
+}
+
+/// Appends `events` in order after the current head, in one transaction
+/// under the store's write lock.
+async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<AuditRecord>> {
     let mut tx = store.begin().await?;
     let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-    let (seq, prev) = match head {
+    let (mut seq, mut prev) = match head {
         Some(r) => (
-            r.try_get::<i64, _>(0).map_err(db)? + 1,
+            r.try_get::<i64, _>(0).map_err(db)?,
             r.try_get::<String, _>(1).map_err(db)?,
         ),
-        None => (1, GENESIS.to_owned()),
+        None => (0, GENESIS.to_owned()),
     };
     let at = now();
-    let hash = chain_hash(seq, at, event, &prev)?;
-    sqlx::query(
-        "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, rows_, bytes, \
-         outcome, duration_ms, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(seq)
-    .bind(at)
-    .bind(&event.org_id)
-    .bind(&event.actor)
-    .bind(&event.action)
-    .bind(&event.target)
-    .bind(&event.filter_fingerprint)
-    .bind(event.rows)
-    .bind(event.bytes)
-    .bind(&event.outcome)
-    .bind(event.duration_ms)
-    .bind(&event.detail)
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = chain_hash(seq, at, event, &prev)?;
+        sqlx::query(
+            "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, rows_, bytes, \
+             outcome, duration_ms, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(&event.org_id)
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(&event.target)
+        .bind(&event.filter_fingerprint)
+        .bind(event.rows)
+        .bind(event.bytes)
+        .bind(&event.outcome)
+        .bind(event.duration_ms)
+        .bind(&event.detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        records.push(AuditRecord {
+            seq,
+            at,
+            event: (*event).clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
     tx.commit().await.map_err(db)?;
-    Ok(AuditRecord {
-        seq,
-        at,
-        event: event.clone(),
-        prev_hash: prev,
-        hash,
-    })
+    Ok(records)
 }
 
 /// Records of `org` (`None`: all), oldest first.

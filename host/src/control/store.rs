@@ -9,6 +9,8 @@
 //! membership can only link records of one organization.
 use std::path::Path;
 
+use std::sync::Arc;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -154,6 +156,9 @@ const PG_POOL: u32 = 8;
 pub struct Store {
     pool: AnyPool,
     kind: StoreKind,
+    /// The audit log's writer, started by the first append (see
+    /// [`super::audit::append`]).
+    audit: Arc<std::sync::OnceLock<super::audit::Queue>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,7 +224,11 @@ impl Store {
                 tracing::warn!(error = %e, "opening the control-plane store");
                 Error::Datasource("the control-plane store is unavailable".into())
             })?;
-        let store = Store { pool, kind };
+        let store = Store {
+            pool,
+            kind,
+            audit: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -1170,6 +1179,19 @@ impl Store {
     /// The pool, for the audit log.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The audit writer's queue, started on first use. The writer holds a
+    /// copy of this store without the queue, so it ends when the last copy
+    /// of the store that owns the queue is dropped.
+    pub(crate) fn audit_queue(&self) -> &super::audit::Queue {
+        self.audit.get_or_init(|| {
+            super::audit::Queue::start(Store {
+                pool: self.pool.clone(),
+                kind: self.kind,
+                audit: Arc::default(),
+            })
+        })
     }
 }
 
