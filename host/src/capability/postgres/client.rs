@@ -183,15 +183,26 @@ impl SqlClient for PgClient {
         let idle_ms = self.fetch_timeout.as_millis();
         // A transaction left idle past the whole-fetch deadline is ended by
         // the server too, should the host somehow keep one open.
-        client
-            .batch_execute(&format!(
-                "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
-                 SET LOCAL idle_in_transaction_session_timeout = {idle_ms}; \
-                 SET LOCAL search_path = pg_catalog"
-            ))
-            .await
-            .map_err(failed)?;
-        let stmt = client.prepare(statement).await.map_err(failed)?;
+        let begin = format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
+             SET LOCAL idle_in_transaction_session_timeout = {idle_ms}; \
+             SET LOCAL search_path = pg_catalog"
+        );
+        // A connector's statements repeat (the filter's values are
+        // parameters), so each connection keeps its prepared statements, up
+        // to a bound a connector inventing new text cannot push past.
+        if client.statement_cache.size() >= STATEMENT_CACHE {
+            client.statement_cache.clear();
+        }
+        // Pipelined: the transaction's settings and the statement's parse
+        // go out together, one round trip. The server runs them in order, so
+        // the statement is parsed under `search_path = pg_catalog`.
+        let (begun, stmt) = tokio::join!(
+            client.batch_execute(&begin),
+            client.prepare_cached(statement)
+        );
+        begun.map_err(failed)?;
+        let stmt = stmt.map_err(failed)?;
         driver::check_bound(stmt.params().len(), params.len())?;
         let decoders = stmt
             .columns()
@@ -224,6 +235,9 @@ impl SqlClient for PgClient {
         }))
     }
 }
+
+/// Prepared statements a pooled connection keeps.
+const STATEMENT_CACHE: usize = 256;
 
 /// A pooled connection inside a read-only transaction. Unless released after
 /// a clean end of the transaction, it is closed on drop rather than reused.
