@@ -124,11 +124,6 @@ impl Http {
         }
     }
 
-    /// The server's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub async fn call(
         &self,
         method: &str,
@@ -215,6 +210,42 @@ impl Http {
     pub async fn create(&self, path: &str, key: &str, body: J) -> String {
         let created = self.ok("POST", path, key, Some(body), 201).await;
         created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a files datasource `uploads` and its dataset `name`: the
+    /// dataset's id.
+    pub async fn files_dataset(&self, key: &str, name: &str) -> String {
+        let source = json!({"name": "uploads", "kind": "files"});
+        self.ok("POST", "/v1/datasources", key, Some(source), 201)
+            .await;
+        let dataset = json!({"datasource": "uploads", "name": name});
+        self.create("/v1/datasets", key, dataset).await
+    }
+
+    /// Uploads `body` as CSV to `dataset`, split by tenant when `partition`.
+    pub async fn upload_csv(
+        &self,
+        key: &str,
+        dataset: &str,
+        body: String,
+        partition: bool,
+    ) -> (StatusCode, J) {
+        let split = if partition {
+            "?partition_by=tenant"
+        } else {
+            ""
+        };
+        let resp = self
+            .client
+            .post(format!("{}/v1/datasets/{dataset}/upload{split}", self.base))
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(J::Null))
     }
 
     /// Mints a session with `body` and returns its token.

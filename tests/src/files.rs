@@ -305,7 +305,7 @@ mod over_the_api {
     use reqwest::StatusCode;
     use serde_json::json;
 
-    use crate::control::{Backend, start};
+    use crate::control::{Backend, Http, start};
 
     fn csv(rows: &[(u32, &str)]) -> String {
         let mut s = String::from("id,tenant,amount\n");
@@ -322,45 +322,16 @@ mod over_the_api {
         body: String,
         partition: bool,
     ) -> (StatusCode, serde_json::Value) {
-        let url = format!(
-            "{base}/v1/datasets/{dataset}/upload{}",
-            if partition {
-                "?partition_by=tenant"
-            } else {
-                ""
-            }
-        );
-        let resp = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(key)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
+        Http::new(base)
+            .upload_csv(key, dataset, body, partition)
             .await
-            .unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     #[tokio::test]
     async fn uploads_through_the_api_are_partitioned_validated_and_isolated() {
         let (spec, _key, server, http, admin) = start("upload_api", Backend::Sqlite).await;
         let (_, key) = http.org_with_key(&admin, "up").await;
-        http.ok(
-            "POST",
-            "/v1/datasources",
-            &key,
-            Some(json!({"name": "uploads", "kind": "files"})),
-            201,
-        )
-        .await;
-        let orders = http
-            .create(
-                "/v1/datasets",
-                &key,
-                json!({"datasource": "uploads", "name": "orders"}),
-            )
-            .await;
+        let orders = http.files_dataset(&key, "orders").await;
         let good = csv(&[
             (1, "acme"),
             (2, "acme"),
@@ -484,21 +455,7 @@ mod over_the_api {
         use std::collections::BTreeSet;
         let (spec, master, server, http, admin) = start("upload_swap", Backend::Sqlite).await;
         let (_, key) = http.org_with_key(&admin, "swap").await;
-        http.ok(
-            "POST",
-            "/v1/datasources",
-            &key,
-            Some(json!({"name": "uploads", "kind": "files"})),
-            201,
-        )
-        .await;
-        let orders = http
-            .create(
-                "/v1/datasets",
-                &key,
-                json!({"datasource": "uploads", "name": "orders"}),
-            )
-            .await;
+        let orders = http.files_dataset(&key, "orders").await;
         let version = |base: u32| -> (String, BTreeSet<i64>) {
             let rows: Vec<(u32, &str)> = (0..400)
                 .map(|i| (base + i, if i % 2 == 0 { "acme" } else { "globex" }))

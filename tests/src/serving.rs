@@ -104,21 +104,7 @@ impl Serving {
 /// and a session of user `ann` (tenant acme): (org key, dataset id, token).
 async fn orders(http: &Http, admin: &str, org: &str, rows: usize) -> (String, String, String) {
     let (_, key) = http.org_with_key(admin, org).await;
-    http.ok(
-        "POST",
-        "/v1/datasources",
-        &key,
-        Some(json!({"name": "uploads", "kind": "files"})),
-        201,
-    )
-    .await;
-    let dataset = http
-        .create(
-            "/v1/datasets",
-            &key,
-            json!({"datasource": "uploads", "name": "orders"}),
-        )
-        .await;
+    let dataset = http.files_dataset(&key, "orders").await;
     let mut csv = String::from("id,tenant,note\n");
     for i in 0..rows {
         csv.push_str(&format!(
@@ -126,25 +112,23 @@ async fn orders(http: &Http, admin: &str, org: &str, rows: usize) -> (String, St
             if i % 10 == 9 { "globex" } else { "acme" }
         ));
     }
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/datasets/{dataset}/upload?partition_by=tenant",
-            http_base(http)
-        ))
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (status, body) = http.upload_csv(&key, &dataset, csv, true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     http.tenants_group(&key, &dataset).await;
     let token = http.tenant_user(&key, "ann", "acme").await;
     (key, dataset, token)
 }
 
-fn http_base(http: &Http) -> String {
-    http.base().to_owned()
+/// Starts a streamed (NDJSON) fetch of `dataset`; the body is left unread.
+async fn ndjson_fetch(base: &str, dataset: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/embed/datasets/{dataset}/fetch"))
+        .bearer_auth(token)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Reads until the peer closes (or `PATIENCE` passes): what it sent.
@@ -204,18 +188,8 @@ async fn slow_and_silent_clients_are_cut_and_connections_capped() {
     while big.len() <= 4096 {
         big.push_str("1,acme,some words\n");
     }
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/datasets/{dataset}/upload?partition_by=tenant",
-            server.addr
-        ))
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = server.http.upload_csv(&key, &dataset, big, true).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(staged_files(&server.spec), 0);
 
     // Half-sent headers (slowloris): the connection is closed.
@@ -354,17 +328,7 @@ async fn shutdown_drains_in_flight_requests_and_records_what_it_cut() {
     let replacement = "id,tenant,note\n1,acme,new\n";
     let (first, rest) = replacement.split_at(10);
     let mut upload = start_upload(server.addr, &key, &dataset, replacement.len(), first).await;
-    let mut stream = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/embed/datasets/{dataset}/fetch",
-            server.addr
-        ))
-        .bearer_auth(&ann)
-        .header("accept", "application/x-ndjson")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let mut stream = ndjson_fetch(&format!("http://{}", server.addr), &dataset, &ann).await;
     assert_eq!(stream.status(), StatusCode::OK);
     let first_chunk = stream.chunk().await.unwrap().unwrap();
     assert!(!first_chunk.is_empty());
@@ -426,14 +390,7 @@ async fn the_audit_counts_what_a_client_got_and_is_bounded_keyed_and_paged() {
     // A stream abandoned after its first chunk: recorded with the rows it
     // was handed, more than none and fewer than all.
     let path = format!("/v1/embed/datasets/{dataset}/fetch");
-    let mut abandoned = reqwest::Client::new()
-        .post(format!("{}{path}", server.base))
-        .bearer_auth(&ann)
-        .header("accept", "application/x-ndjson")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let mut abandoned = ndjson_fetch(&server.base, &dataset, &ann).await;
     let first = abandoned.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
     drop(abandoned);
@@ -664,5 +621,28 @@ async fn concurrent_audit_appends_batch_into_one_chain() {
         let records = audit::records(&store, None).await.unwrap();
         let actors: BTreeSet<&str> = records.iter().map(|r| r.event.actor.as_str()).collect();
         assert!((0..300).all(|i| actors.contains(format!("test:{i}").as_str())));
+    }
+}
+
+/// Every store statement on the request path is answered from an index,
+/// on both stores (Postgres with sequential scans discouraged, so a plan
+/// that still scans has no index to use).
+#[tokio::test]
+async fn request_path_queries_use_indexes_on_both_stores() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let name = format!("serving_plans_{backend:?}").to_lowercase();
+        let spec = StoreSpec::new(&name, backend).await;
+        let cp = ControlPlane::open(spec.config(&MasterKey::generate().unwrap()))
+            .await
+            .unwrap();
+        let plans = cp.store().request_path_plans().await.unwrap();
+        assert_eq!(plans.len(), 6);
+        for (statement, plan) in plans {
+            let scans = plan.lines().any(|l| {
+                let l = l.trim_start_matches(|c: char| !c.is_alphabetic());
+                l.starts_with("SCAN ") || l.contains("Seq Scan")
+            });
+            assert!(!scans, "{backend:?} {statement}:\n{plan}");
+        }
     }
 }

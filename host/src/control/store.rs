@@ -439,10 +439,7 @@ impl Store {
         let row = q!(
             fetch_optional,
             &self.pool,
-            &format!(
-                "SELECT {DATASOURCE_COLUMNS}, sealed_credential, revision FROM datasources \
-             WHERE org_id = $1 AND (id = $2 OR name = $2)"
-            ),
+            &datasource_by_id(),
             org,
             id_or_name
         )?
@@ -500,14 +497,7 @@ impl Store {
 
     /// One dataset of `org`.
     pub async fn dataset(&self, org: &str, id: &str) -> Result<Dataset> {
-        let row = q!(
-            fetch_optional,
-            &self.pool,
-            "SELECT id, org_id, datasource_id, name, created_at, privacy FROM datasets \
-             WHERE org_id = $1 AND id = $2",
-            org,
-            id
-        )?;
+        let row = q!(fetch_optional, &self.pool, DATASET_BY_ID, org, id)?;
         dataset_row(&row.ok_or_else(|| Error::NotFound("dataset".into()))?)
     }
 
@@ -883,24 +873,13 @@ impl Store {
     }
 
     async fn embed_users_where(&self, org: &str, id: Option<&str>) -> Result<Vec<EmbedUser>> {
-        const COLUMNS: &str = "SELECT id, org_id, external_id, attributes, created_at, updated_at \
-                               FROM embed_users";
         // One user by primary key or (org, external id): each an index.
         let rows = match id {
-            Some(id) => q!(
-                fetch_all,
-                &self.pool,
-                &format!(
-                    "{COLUMNS} WHERE org_id = $1 AND id = $2 UNION \
-                     {COLUMNS} WHERE org_id = $1 AND external_id = $2"
-                ),
-                org,
-                id
-            )?,
+            Some(id) => q!(fetch_all, &self.pool, &user_by_id(), org, id)?,
             None => q!(
                 fetch_all,
                 &self.pool,
-                &format!("{COLUMNS} WHERE org_id = $1 ORDER BY external_id"),
+                &format!("{USER_COLUMNS} WHERE org_id = $1 ORDER BY external_id"),
                 org
             )?,
         };
@@ -917,14 +896,7 @@ impl Store {
             });
         }
         let members = match users.as_slice() {
-            [one] => q!(
-                fetch_all,
-                &self.pool,
-                "SELECT embed_user_id, group_id FROM memberships \
-                 WHERE org_id = $1 AND embed_user_id = $2 ORDER BY group_id",
-                org,
-                &one.id
-            )?,
+            [one] => q!(fetch_all, &self.pool, MEMBERSHIPS_OF_USER, org, &one.id)?,
             _ => q!(
                 fetch_all,
                 &self.pool,
@@ -955,20 +927,10 @@ impl Store {
 
     /// Every grant the groups of embed user `user` (record id) hold.
     pub async fn grants_of(&self, org: &str, user: &str) -> Result<Vec<GroupGrant>> {
-        q!(
-            fetch_all,
-            &self.pool,
-            &format!(
-                "SELECT {GRANT_COLUMNS} FROM grants JOIN memberships \
-             ON memberships.group_id = grants.group_id AND memberships.org_id = grants.org_id \
-             WHERE grants.org_id = $1 AND memberships.embed_user_id = $2 ORDER BY grants.group_id"
-            ),
-            org,
-            user
-        )?
-        .iter()
-        .map(|r| grant_row(r, 0))
-        .collect()
+        q!(fetch_all, &self.pool, &grants_of_user(), org, user)?
+            .iter()
+            .map(|r| grant_row(r, 0))
+            .collect()
     }
 
     // ---- sessions --------------------------------------------------------
@@ -1023,21 +985,13 @@ impl Store {
 
     /// The sessions of `org` (`id`: just that one).
     pub async fn sessions(&self, org: &str, id: Option<&str>) -> Result<Vec<Session>> {
-        const COLUMNS: &str = "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, \
-                               expires_at, revoked_at, generation FROM sessions";
         let rows = match id {
             // The request path: one session by primary key.
-            Some(id) => q!(
-                fetch_all,
-                &self.pool,
-                &format!("{COLUMNS} WHERE id = $2 AND org_id = $1"),
-                org,
-                id
-            )?,
+            Some(id) => q!(fetch_all, &self.pool, &session_by_id(), org, id)?,
             None => q!(
                 fetch_all,
                 &self.pool,
-                &format!("{COLUMNS} WHERE org_id = $1 ORDER BY created_at, id"),
+                &format!("{SESSION_COLUMNS} WHERE org_id = $1 ORDER BY created_at, id"),
                 org
             )?,
         };
@@ -1198,6 +1152,91 @@ impl Store {
 /// A datasource's record; whether it has a credential, never the credential.
 const DATASOURCE_COLUMNS: &str = "id, org_id, name, kind, connector, settings, accept_write, created_at, \
      CASE WHEN sealed_credential IS NULL THEN 0 ELSE 1 END";
+// ---- the request path ----------------------------------------------------
+// Every statement a request runs is here, each by primary key or by an index
+// led by the org, so one org's size never slows another's requests;
+// `Store::request_path_plans` shows the database's plans (a test checks them).
+
+const SESSION_COLUMNS: &str = "SELECT id, org_id, embed_user_id, datasets, parameters, created_at, \
+                               expires_at, revoked_at, generation FROM sessions";
+const USER_COLUMNS: &str =
+    "SELECT id, org_id, external_id, attributes, created_at, updated_at FROM embed_users";
+const MEMBERSHIPS_OF_USER: &str = "SELECT embed_user_id, group_id FROM memberships \
+                                   WHERE org_id = $1 AND embed_user_id = $2 ORDER BY group_id";
+const DATASET_BY_ID: &str = "SELECT id, org_id, datasource_id, name, created_at, privacy \
+                             FROM datasets WHERE org_id = $1 AND id = $2";
+
+fn session_by_id() -> String {
+    format!("{SESSION_COLUMNS} WHERE id = $2 AND org_id = $1")
+}
+
+fn user_by_id() -> String {
+    format!(
+        "{USER_COLUMNS} WHERE org_id = $1 AND id = $2 UNION \
+         {USER_COLUMNS} WHERE org_id = $1 AND external_id = $2"
+    )
+}
+
+fn datasource_by_id() -> String {
+    format!(
+        "SELECT {DATASOURCE_COLUMNS}, sealed_credential, revision FROM datasources \
+         WHERE org_id = $1 AND (id = $2 OR name = $2)"
+    )
+}
+
+fn grants_of_user() -> String {
+    format!(
+        "SELECT {GRANT_COLUMNS} FROM grants JOIN memberships \
+         ON memberships.group_id = grants.group_id AND memberships.org_id = grants.org_id \
+         WHERE grants.org_id = $1 AND memberships.embed_user_id = $2 ORDER BY grants.group_id"
+    )
+}
+
+impl Store {
+    /// The database's plan for each statement of the request path, with
+    /// sequential scans discouraged on Postgres (so a plan that still scans
+    /// has no usable index): (name, plan text).
+    pub async fn request_path_plans(&self) -> Result<Vec<(&'static str, String)>> {
+        let two_ids: &[&str] = &["org_x", "id_x"];
+        let statements: Vec<(&'static str, String)> = vec![
+            ("session by id", session_by_id()),
+            ("embed user by id", user_by_id()),
+            ("memberships of a user", MEMBERSHIPS_OF_USER.into()),
+            ("grants of a user", grants_of_user()),
+            ("dataset by id", DATASET_BY_ID.into()),
+            ("datasource by id or name", datasource_by_id()),
+        ];
+        let mut plans = Vec::new();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let explain = match self.kind {
+            StoreKind::Sqlite => "EXPLAIN QUERY PLAN",
+            StoreKind::Postgres => {
+                q!(execute, &mut *tx, "SET LOCAL enable_seqscan = off")?;
+                "EXPLAIN"
+            }
+        };
+        for (name, sql) in statements {
+            let text = format!("{explain} {sql}");
+            let mut query = sqlx::query(&text).persistent(false);
+            for p in two_ids {
+                query = query.bind(*p);
+            }
+            let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
+            let column = match self.kind {
+                StoreKind::Sqlite => 3,
+                StoreKind::Postgres => 0,
+            };
+            let lines = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>(column).map_err(db))
+                .collect::<Result<Vec<_>>>()?;
+            plans.push((name, lines.join("\n")));
+        }
+        tx.rollback().await.map_err(db)?;
+        Ok(plans)
+    }
+}
+
 const GRANT_COLUMNS: &str =
     "grants.dataset_id, grants.permission, grants.row_filter, grants.all_rows, grants.columns_";
 
