@@ -7,8 +7,9 @@
 //!
 //! Memory does not grow with the file: one record (at most
 //! [`MAX_RECORD_BYTES`]), one type per column (at most [`MAX_COLUMNS`]), the
-//! partition names (at most [`MAX_PARTITIONS`]) and at most
-//! [`OPEN_PARTITIONS`] open partition writers with their buffers.
+//! partition names (at most [`MAX_PARTITIONS`]), rows waiting to be written
+//! to their partitions (at most [`BUFFERED`] bytes together) and at most
+//! [`OPEN_PARTITIONS`] open files.
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -335,7 +336,10 @@ fn read_ndjson(input: Counted, split: &mut Split<'_>, tick: &mut dyn FnMut(u64))
 }
 
 /// Rows routed to their partitions' files as they stream, and the columns'
-/// types inferred on the way.
+/// types inferred on the way. Each partition's rows gather in a buffer that
+/// is written to its file a chunk at a time, all buffers together held under
+/// [`BUFFERED`]: many partitions cost memory within that bound, not a file
+/// reopened per row.
 struct Split<'a> {
     partial: &'a Partial,
     partition_by: Option<&'a str>,
@@ -345,13 +349,49 @@ struct Split<'a> {
     kinds: Vec<Option<ColumnType>>,
     nullable: Vec<bool>,
     rows: u64,
-    /// Every partition seen, with its writer while open and when it was
-    /// last used.
-    partitions: HashMap<String, (Option<csv::Writer<File>>, u64)>,
-    /// The open ones by last use, to close the least recently used.
+    /// Every partition seen.
+    partitions: HashMap<String, Partition>,
+    /// The open files by last use, to close the least recently used.
     open: std::collections::BTreeMap<u64, String>,
     clock: u64,
+    /// Encodes one row at a time into `encoded`.
+    scratch: csv::Writer<Sink>,
+    encoded: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    /// Bytes in every partition's buffer together.
+    buffered: usize,
 }
+
+/// One partition being written.
+#[derive(Default)]
+struct Partition {
+    /// Its file while open, and when it was last written.
+    file: Option<File>,
+    used: u64,
+    /// Encoded rows not yet written (the header first, for a new one).
+    pending: Vec<u8>,
+    /// Whether its file exists yet.
+    created: bool,
+}
+
+/// Where the row encoder writes: a buffer [`Split`] reads back.
+struct Sink(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A partition's rows are written to its file once this many bytes gather.
+const PARTITION_CHUNK: usize = 256 << 10;
+/// Bytes of rows held for all partitions together; past it, every buffer
+/// is written out.
+const BUFFERED: usize = 32 << 20;
 
 impl<'a> Split<'a> {
     fn new(
@@ -359,6 +399,7 @@ impl<'a> Split<'a> {
         partition_by: Option<&'a str>,
         max_partitions: usize,
     ) -> Split<'a> {
+        let encoded: std::rc::Rc<std::cell::RefCell<Vec<u8>>> = std::rc::Rc::default();
         Split {
             partial,
             partition_by,
@@ -371,6 +412,9 @@ impl<'a> Split<'a> {
             partitions: HashMap::new(),
             open: std::collections::BTreeMap::new(),
             clock: 0,
+            scratch: csv::Writer::from_writer(Sink(encoded.clone())),
+            encoded,
+            buffered: 0,
         }
     }
 
@@ -422,89 +466,149 @@ impl<'a> Split<'a> {
                 key = cell;
             }
         }
-        self.writer(key)?
-            .write_record(cells)
-            .map_err(|e| write_failed(&e))?;
+        self.encode(cells)?;
+        let key = key.to_owned();
+        self.buffer(&key)?;
         self.rows += 1;
         Ok(())
     }
 
-    /// The open writer of partition `key`: created (with the header) on its
-    /// first row, reopened to append after it was closed for room.
-    fn writer(&mut self, key: &str) -> Result<&mut csv::Writer<File>> {
+    /// One row as CSV bytes, in `self.encoded` until the next.
+    fn encode<'r>(&mut self, cells: impl Iterator<Item = &'r str>) -> Result<()> {
+        self.encoded.borrow_mut().clear();
+        self.scratch
+            .write_record(cells)
+            .map_err(|e| write_failed(&e))?;
+        self.scratch
+            .flush()
+            .map_err(|e| Error::Internal(format!("encoding a row: {e}")))
+    }
+
+    /// Adds the row in `self.encoded` to partition `key`'s buffer (a new
+    /// partition starts with the header), writing buffers out past their
+    /// chunk or the budget.
+    fn buffer(&mut self, key: &str) -> Result<()> {
+        if !self.partitions.contains_key(key) {
+            if self.partitions.len() >= self.max_partitions {
+                return Err(Error::Limit(format!(
+                    "more than {} partitions; partition by a column with fewer values",
+                    self.max_partitions
+                )));
+            }
+            let row = std::mem::take(&mut *self.encoded.borrow_mut());
+            let header = self.header.clone();
+            self.encode(header.iter().map(String::as_str))?;
+            let header = std::mem::replace(&mut *self.encoded.borrow_mut(), row);
+            self.buffered += header.len();
+            self.partitions.insert(
+                key.to_owned(),
+                Partition {
+                    pending: header,
+                    ..Partition::default()
+                },
+            );
+        }
+        let partition = self
+            .partitions
+            .get_mut(key)
+            .ok_or_else(|| Error::Internal("a partition went missing".into()))?;
+        let record = self.encoded.borrow();
+        partition.pending.extend_from_slice(&record);
+        self.buffered += record.len();
+        drop(record);
+        if partition.pending.len() >= PARTITION_CHUNK {
+            self.spill(key)?;
+        }
+        if self.buffered >= BUFFERED {
+            let keys: Vec<String> = self
+                .partitions
+                .iter()
+                .filter(|(_, p)| !p.pending.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                self.spill(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes partition `key`'s buffer to its file (opened, created or
+    /// reopened to append, as needed) and frees the buffer.
+    fn spill(&mut self, key: &str) -> Result<()> {
+        use std::io::Write;
         self.clock += 1;
         let clock = self.clock;
-        let known = self.partitions.contains_key(key);
-        if !known && self.partitions.len() >= self.max_partitions {
-            return Err(Error::Limit(format!(
-                "more than {} partitions; partition by a column with fewer values",
-                self.max_partitions
-            )));
-        }
-        let is_open = self.partitions.get(key).is_some_and(|(w, _)| w.is_some());
-        if !is_open {
+        let dir = self.partial.dir().join(key);
+        let path = dir.join("data.csv");
+        let (is_open, created) = match self.partitions.get(key) {
+            Some(p) => (p.file.is_some(), p.created),
+            None => return Err(Error::Internal("a partition went missing".into())),
+        };
+        let file = if is_open {
+            None
+        } else {
             if self.open.len() >= OPEN_PARTITIONS {
                 self.close_least_recent()?;
             }
-            let dir = self.partial.dir().join(key);
-            let path = dir.join("data.csv");
-            let mut writer = if known {
-                csv::Writer::from_writer(append(&path)?)
+            Some(if created {
+                append(&path)?
             } else {
                 create_private_dir(&dir)?;
-                let mut w = csv::Writer::from_writer(create(&path)?);
-                w.write_record(&self.header).map_err(|e| write_failed(&e))?;
-                w
-            };
-            writer.flush().map_err(|e| failed(&path, e))?;
-            self.partitions
-                .insert(key.to_owned(), (Some(writer), clock));
-        }
-        let entry = self
+                create(&path)?
+            })
+        };
+        let partition = self
             .partitions
             .get_mut(key)
-            .ok_or_else(|| Error::Internal("a partition writer went missing".into()))?;
-        if is_open {
-            self.open.remove(&entry.1);
+            .ok_or_else(|| Error::Internal("a partition went missing".into()))?;
+        if let Some(file) = file {
+            partition.file = Some(file);
+            partition.created = true;
+        } else {
+            self.open.remove(&partition.used);
         }
         self.open.insert(clock, key.to_owned());
-        entry.1 = clock;
-        entry
-            .0
+        partition.used = clock;
+        let pending = std::mem::take(&mut partition.pending);
+        self.buffered -= pending.len();
+        partition
+            .file
             .as_mut()
-            .ok_or_else(|| Error::Internal("a partition writer went missing".into()))
+            .ok_or_else(|| Error::Internal("a partition file went missing".into()))?
+            .write_all(&pending)
+            .map_err(|e| failed(&path, e))
     }
 
     fn close_least_recent(&mut self) -> Result<()> {
         let Some((_, key)) = self.open.pop_first() else {
             return Ok(());
         };
-        if let Some(mut w) = self.partitions.get_mut(&key).and_then(|(w, _)| w.take()) {
-            // Flushed now, fsynced with the rest at the end.
-            w.flush()
-                .map_err(|e| Error::Internal(format!("writing a partition: {e}")))?;
+        // Closed now (its bytes are written), fsynced with the rest at the
+        // end.
+        if let Some(p) = self.partitions.get_mut(&key) {
+            p.file = None;
         }
         Ok(())
     }
 
     /// Flushes and fsyncs every partition, writes the schema, and says what
     /// was written.
-    fn finish(self) -> Result<Uploaded> {
+    fn finish(mut self) -> Result<Uploaded> {
         if self.header.is_empty() {
             return Err(Error::Config("line 1: the file is empty".into()));
         }
-        let mut names = Vec::with_capacity(self.partitions.len());
-        for (name, (writer, _)) in self.partitions {
+        let keys: Vec<String> = self.partitions.keys().cloned().collect();
+        let mut names = Vec::with_capacity(keys.len());
+        for name in keys {
+            self.spill(&name)?;
             let dir = self.partial.dir().join(&name);
-            match writer {
-                Some(w) => close(w)?,
-                None => {
-                    let path = dir.join("data.csv");
-                    File::open(&path)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| failed(&path, e))?;
-                }
+            let path = dir.join("data.csv");
+            match self.partitions.get_mut(&name).and_then(|p| p.file.take()) {
+                Some(file) => file.sync_all(),
+                None => File::open(&path).and_then(|f| f.sync_all()),
             }
+            .map_err(|e| failed(&path, e))?;
             sync(&dir)?;
             names.push(name);
         }
@@ -562,15 +666,6 @@ fn append(path: &Path) -> Result<File> {
         .append(true)
         .open(path)
         .map_err(|e| failed(path, e))
-}
-
-/// Flushes a partition's writer and fsyncs its file.
-fn close(writer: csv::Writer<File>) -> Result<()> {
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Internal(format!("writing a partition: {}", e.error())))?;
-    file.sync_all()
-        .map_err(|e| Error::Internal(format!("writing a partition: {e}")))
 }
 
 fn sync(dir: &Path) -> Result<()> {
