@@ -357,7 +357,7 @@ struct Split<'a> {
     /// Encodes one row at a time into `encoded`.
     scratch: csv::Writer<Sink>,
     encoded: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
-    /// Bytes in every partition's buffer together.
+    /// Bytes reserved by every partition's buffer together.
     buffered: usize,
 }
 
@@ -499,7 +499,7 @@ impl<'a> Split<'a> {
             let header = self.header.clone();
             self.encode(header.iter().map(String::as_str))?;
             let header = std::mem::replace(&mut *self.encoded.borrow_mut(), row);
-            self.buffered += header.len();
+            self.buffered += header.capacity();
             self.partitions.insert(
                 key.to_owned(),
                 Partition {
@@ -512,13 +512,24 @@ impl<'a> Split<'a> {
             .partitions
             .get_mut(key)
             .ok_or_else(|| Error::Internal("a partition went missing".into()))?;
-        let record = self.encoded.borrow();
-        partition.pending.extend_from_slice(&record);
-        self.buffered += record.len();
-        drop(record);
-        if partition.pending.len() >= PARTITION_CHUNK {
+        // Written out before the row would take the buffer past its chunk,
+        // so a buffer never grows beyond it (rows larger than a chunk go
+        // out alone).
+        if !partition.pending.is_empty()
+            && partition.pending.len() + self.encoded.borrow().len() > PARTITION_CHUNK
+        {
             self.spill(key)?;
         }
+        let partition = self
+            .partitions
+            .get_mut(key)
+            .ok_or_else(|| Error::Internal("a partition went missing".into()))?;
+        // Memory is what is reserved, not what is used.
+        let before = partition.pending.capacity();
+        partition
+            .pending
+            .extend_from_slice(&self.encoded.borrow());
+        self.buffered += partition.pending.capacity() - before;
         if self.buffered >= BUFFERED {
             let keys: Vec<String> = self
                 .partitions
@@ -571,7 +582,7 @@ impl<'a> Split<'a> {
         self.open.insert(clock, key.to_owned());
         partition.used = clock;
         let pending = std::mem::take(&mut partition.pending);
-        self.buffered -= pending.len();
+        self.buffered -= pending.capacity();
         partition
             .file
             .as_mut()
