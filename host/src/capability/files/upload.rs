@@ -526,9 +526,7 @@ impl<'a> Split<'a> {
             .ok_or_else(|| Error::Internal("a partition went missing".into()))?;
         // Memory is what is reserved, not what is used.
         let before = partition.pending.capacity();
-        partition
-            .pending
-            .extend_from_slice(&self.encoded.borrow());
+        partition.pending.extend_from_slice(&self.encoded.borrow());
         self.buffered += partition.pending.capacity() - before;
         if self.buffered >= BUFFERED {
             let keys: Vec<String> = self
