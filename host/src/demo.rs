@@ -633,7 +633,8 @@ async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
     .map_err(io)?;
     writeln!(
         out,
-        "  Add a real database: POST /v1/datasources with a read-only user (README), or"
+        "  Add a real database: POST /v1/datasources with a read-only user (README; one on this \
+         machine needs `serve --allow-private-network`), or"
     )
     .map_err(io)?;
     writeln!(

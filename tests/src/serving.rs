@@ -646,3 +646,85 @@ async fn request_path_queries_use_indexes_on_both_stores() {
         }
     }
 }
+
+/// Two hosts share a Postgres store; each caches what a session reads. A
+/// change on one host (revocation, attributes, membership) is seen by the
+/// other on its next request, and expiry needs no change at all.
+#[tokio::test]
+async fn cached_session_reads_follow_changes_made_on_another_host() {
+    let spec = StoreSpec::new("serving_cache", Backend::Postgres).await;
+    let master = MasterKey::generate().unwrap();
+    let first =
+        crate::control::Server::start(ControlPlane::open(spec.config(&master)).await.unwrap())
+            .await;
+    let (_, admin) = first
+        .cp
+        .create_api_key(&Principal::Cli, None, "ops")
+        .await
+        .unwrap();
+    let second =
+        crate::control::Server::start(ControlPlane::open(spec.config(&master)).await.unwrap())
+            .await;
+    let (a, b) = (Http::new(&first.base), Http::new(&second.base));
+    let (key, dataset, ann) = orders(&a, &admin.to_string(), "cached", 20).await;
+    let fetch = format!("/v1/embed/datasets/{dataset}/fetch");
+    let rows = |body: &J| body["rows"].as_array().map_or(0, Vec::len);
+    // Warm host A's cache.
+    for _ in 0..2 {
+        let (status, body) = a.call("POST", &fetch, Some(&ann), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(rows(&body), 18);
+    }
+    // Host B moves ann to another tenant: A's next fetch has the new rows.
+    let moved = json!({"attributes": {"tenant": "globex"}, "groups": ["tenants"]});
+    b.ok("PUT", "/v1/embed-users/ann", &key, Some(moved), 200)
+        .await;
+    let (status, body) = a.call("POST", &fetch, Some(&ann), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(rows(&body), 2, "{body}");
+    // Host B takes ann out of every group: A answers 404.
+    let none = json!({"attributes": {"tenant": "globex"}, "groups": []});
+    b.ok("PUT", "/v1/embed-users/ann", &key, Some(none), 200)
+        .await;
+    let (status, _) = a.call("POST", &fetch, Some(&ann), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Host B revokes the session: A refuses it on the next request.
+    let back = json!({"attributes": {"tenant": "acme"}, "groups": ["tenants"]});
+    b.ok("PUT", "/v1/embed-users/ann", &key, Some(back), 200)
+        .await;
+    let session = a
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &key,
+            Some(json!({"embed_user": "ann"})),
+            200,
+        )
+        .await;
+    let token = session["token"].as_str().unwrap();
+    let (status, _) = a.call("POST", &fetch, Some(token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = session["session"]["id"].as_str().unwrap();
+    b.ok("DELETE", &format!("/v1/sessions/{id}"), &key, None, 204)
+        .await;
+    let (status, _) = a.call("POST", &fetch, Some(token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A short session expires while cached.
+    let short = a
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &key,
+            Some(json!({"embed_user": "ann", "ttl_seconds": 2})),
+            200,
+        )
+        .await;
+    let token = short["token"].as_str().unwrap();
+    let (status, _) = a.call("POST", &fetch, Some(token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, _) = a.call("POST", &fetch, Some(token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    first.stop().await;
+    second.stop().await;
+}

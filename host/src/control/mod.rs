@@ -154,6 +154,8 @@ pub struct EmbedPrincipal {
     pub session: Session,
     /// Its embed user.
     pub user: EmbedUser,
+    /// The org's version when these were read (see [`EmbedCache`]).
+    version: Option<i64>,
 }
 
 impl EmbedPrincipal {
@@ -458,6 +460,55 @@ pub struct ControlPlane {
     writing: Writing,
     /// Purges expired sessions while the control plane lives.
     _purge: Background,
+    /// Sessions' reads, per org version.
+    embed_cache: EmbedCache,
+}
+
+/// What a request reads about its session, cached per (org, session) and
+/// valid only while the org's version (which the store bumps in the same
+/// transaction as any change to them) is the one it was read at: hosts
+/// sharing a store see a revocation on the next request, each reading one
+/// number instead of the session, user, memberships and grants.
+#[derive(Default)]
+struct EmbedCache(Mutex<HashMap<(String, String), Cached>>);
+
+/// One session's reads at one org version.
+#[derive(Clone)]
+struct Cached {
+    version: i64,
+    session: Session,
+    user: EmbedUser,
+    grants: Option<Vec<GroupGrant>>,
+}
+
+/// Sessions cached at once; past it the cache starts over.
+const EMBED_CACHE: usize = 10_000;
+
+impl EmbedCache {
+    fn get(&self, org: &str, session: &str, version: i64) -> Option<Cached> {
+        let map = self.0.lock().ok()?;
+        map.get(&(org.to_owned(), session.to_owned()))
+            .filter(|c| c.version == version)
+            .cloned()
+    }
+
+    fn put(&self, org: &str, session: &str, cached: Cached) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= EMBED_CACHE {
+                map.clear();
+            }
+            map.insert((org.to_owned(), session.to_owned()), cached);
+        }
+    }
+
+    fn put_grants(&self, org: &str, session: &str, version: i64, grants: &[GroupGrant]) {
+        if let Ok(mut map) = self.0.lock()
+            && let Some(c) = map.get_mut(&(org.to_owned(), session.to_owned()))
+            && c.version == version
+        {
+            c.grants = Some(grants.to_vec());
+        }
+    }
 }
 
 /// A background task that ends with its owner.
@@ -560,6 +611,7 @@ impl ControlPlane {
         let purge = Background(tokio::spawn(purge_sessions(store.clone())));
         Ok(ControlPlane {
             _purge: purge,
+            embed_cache: EmbedCache::default(),
             store,
             key: config.master_key,
             signer,
@@ -1093,30 +1145,51 @@ impl ControlPlane {
     pub async fn authenticate_session(&self, token: &str) -> Result<EmbedPrincipal> {
         let claims = self.signer.verify(token)?;
         let refused = || Error::Unauthorized("the session token is not valid".into());
-        let session = match self.store.session(&claims.org, &claims.sub).await {
-            Ok(s) => s,
-            Err(Error::NotFound(_)) => return Err(refused()),
-            Err(e) => return Err(e),
+        // The version first: reads after it are at least as new, so a
+        // change after it is seen by the next request.
+        let version = self.store.org_version(&claims.org).await?;
+        let cached = version.and_then(|v| self.embed_cache.get(&claims.org, &claims.sub, v));
+        let (session, user) = match cached {
+            Some(c) => (c.session, c.user),
+            None => {
+                let session = match self.store.session(&claims.org, &claims.sub).await {
+                    Ok(s) => s,
+                    Err(Error::NotFound(_)) => return Err(refused()),
+                    Err(e) => return Err(e),
+                };
+                let user = match self
+                    .store
+                    .embed_user(&claims.org, &session.embed_user_id)
+                    .await
+                {
+                    Ok(u) => u,
+                    Err(Error::NotFound(_)) => return Err(refused()),
+                    Err(e) => return Err(e),
+                };
+                if let Some(version) = version {
+                    let cached = Cached {
+                        version,
+                        session: session.clone(),
+                        user: user.clone(),
+                        grants: None,
+                    };
+                    self.embed_cache.put(&claims.org, &claims.sub, cached);
+                }
+                (session, user)
+            }
         };
+        // Checked on every request, cached or not: time moves on.
         if session.revoked_at.is_some()
             || session.expires_at <= now()
             || !claims.current_for(&session.id, session.generation)
         {
             return Err(refused());
         }
-        let user = match self
-            .store
-            .embed_user(&claims.org, &session.embed_user_id)
-            .await
-        {
-            Ok(u) => u,
-            Err(Error::NotFound(_)) => return Err(refused()),
-            Err(e) => return Err(e),
-        };
         Ok(EmbedPrincipal {
             org: claims.org,
             session,
             user,
+            version,
         })
     }
 
@@ -1143,10 +1216,22 @@ impl ControlPlane {
             .datasets
             .as_ref()
             .map(|d| d.iter().cloned().collect());
-        let grants = self
-            .store
-            .grants_of(&e.org, &e.user.id)
-            .await?
+        let cached = e
+            .version
+            .and_then(|v| self.embed_cache.get(&e.org, &e.session.id, v))
+            .and_then(|c| c.grants);
+        let all = match cached {
+            Some(grants) => grants,
+            None => {
+                let grants = self.store.grants_of(&e.org, &e.user.id).await?;
+                if let Some(v) = e.version {
+                    self.embed_cache
+                        .put_grants(&e.org, &e.session.id, v, &grants);
+                }
+                grants
+            }
+        };
+        let grants = all
             .into_iter()
             .filter(|g| session.as_ref().is_none_or(|s| s.contains(&g.dataset_id)))
             .collect();

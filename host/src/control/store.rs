@@ -29,6 +29,37 @@ macro_rules! q {
     };
 }
 
+/// A trigger that bumps the changed row's org version (see the migration
+/// that adds `org_versions`).
+macro_rules! bump {
+    (sqlite, $table:literal, $op:literal, $row:literal) => {
+        concat!(
+            "CREATE TRIGGER silo_version_",
+            $table,
+            "_",
+            $op,
+            " AFTER ",
+            $op,
+            " ON ",
+            $table,
+            " BEGIN UPDATE org_versions SET version = version + 1 WHERE org_id = ",
+            $row,
+            ".org_id; END"
+        )
+    };
+    (postgres, $table:literal, $ops:literal) => {
+        concat!(
+            "CREATE TRIGGER silo_version_",
+            $table,
+            " AFTER ",
+            $ops,
+            " ON ",
+            $table,
+            " FOR EACH ROW EXECUTE FUNCTION silo_bump_org_version()"
+        )
+    };
+}
+
 /// Which database holds the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -140,6 +171,52 @@ const MIGRATIONS: &[Migration] = &[
         ],
         sqlite: &[],
         postgres: &[],
+    },
+    // A version per org that the database itself bumps, in the changing
+    // transaction, on every change a request's cached reads depend on
+    // (sessions revoked, renewed or deleted; users, memberships, groups,
+    // grants, datasets): hosts sharing the store check one number per
+    // request instead of reading those again.
+    Migration {
+        shared: &[
+            "CREATE TABLE org_versions (org_id TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+            "INSERT INTO org_versions (org_id, version) SELECT id, 0 FROM orgs",
+        ],
+        sqlite: &[
+            "CREATE TRIGGER silo_version_new_org AFTER INSERT ON orgs \
+             BEGIN INSERT INTO org_versions (org_id, version) VALUES (NEW.id, 0); END",
+            bump!(sqlite, "sessions", "UPDATE", "NEW"),
+            bump!(sqlite, "sessions", "DELETE", "OLD"),
+            bump!(sqlite, "embed_users", "UPDATE", "NEW"),
+            bump!(sqlite, "embed_users", "DELETE", "OLD"),
+            bump!(sqlite, "memberships", "INSERT", "NEW"),
+            bump!(sqlite, "memberships", "UPDATE", "NEW"),
+            bump!(sqlite, "memberships", "DELETE", "OLD"),
+            bump!(sqlite, "user_groups", "UPDATE", "NEW"),
+            bump!(sqlite, "user_groups", "DELETE", "OLD"),
+            bump!(sqlite, "grants", "INSERT", "NEW"),
+            bump!(sqlite, "grants", "UPDATE", "NEW"),
+            bump!(sqlite, "grants", "DELETE", "OLD"),
+            bump!(sqlite, "datasets", "UPDATE", "NEW"),
+            bump!(sqlite, "datasets", "DELETE", "OLD"),
+        ],
+        postgres: &[
+            "CREATE FUNCTION silo_new_org_version() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO org_versions (org_id, version) VALUES (NEW.id, 0); RETURN NULL; END $$",
+            "CREATE TRIGGER silo_version_new_org AFTER INSERT ON orgs \
+             FOR EACH ROW EXECUTE FUNCTION silo_new_org_version()",
+            "CREATE FUNCTION silo_bump_org_version() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF TG_OP = 'DELETE' THEN \
+             UPDATE org_versions SET version = version + 1 WHERE org_id = OLD.org_id; \
+             ELSE UPDATE org_versions SET version = version + 1 WHERE org_id = NEW.org_id; \
+             END IF; RETURN NULL; END $$",
+            bump!(postgres, "sessions", "UPDATE OR DELETE"),
+            bump!(postgres, "embed_users", "UPDATE OR DELETE"),
+            bump!(postgres, "memberships", "INSERT OR UPDATE OR DELETE"),
+            bump!(postgres, "user_groups", "UPDATE OR DELETE"),
+            bump!(postgres, "grants", "INSERT OR UPDATE OR DELETE"),
+            bump!(postgres, "datasets", "UPDATE OR DELETE"),
+        ],
     },
 ];
 
@@ -1023,6 +1100,18 @@ impl Store {
             .into_iter()
             .next()
             .ok_or_else(|| Error::NotFound("session".into()))
+    }
+
+    /// `org`'s version: it changes whenever something a request's cached
+    /// reads depend on changes (`None`: no such org).
+    pub async fn org_version(&self, org: &str) -> Result<Option<i64>> {
+        let row = q!(
+            fetch_optional,
+            &self.pool,
+            "SELECT version FROM org_versions WHERE org_id = $1",
+            org
+        )?;
+        row.map(|r| r.try_get::<i64, _>(0).map_err(db)).transpose()
     }
 
     /// Deletes sessions that expired before `before` (their tokens expired

@@ -186,11 +186,14 @@ impl SqlClient for PgClient {
         let begin = format!(
             "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
              SET LOCAL idle_in_transaction_session_timeout = {idle_ms}; \
-             SET LOCAL search_path = pg_catalog"
+             SET LOCAL search_path = pg_catalog; SET LOCAL plan_cache_mode = force_custom_plan"
         );
         // A connector's statements repeat (the filter's values are
         // parameters), so each connection keeps its prepared statements, up
-        // to a bound a connector inventing new text cannot push past.
+        // to a bound a connector inventing new text cannot push past. Each
+        // execution is still planned for its own values (custom plans): one
+        // generic plan for every tenant would fit the big ones and the small
+        // ones alike badly.
         if client.statement_cache.size() >= STATEMENT_CACHE {
             client.statement_cache.clear();
         }
