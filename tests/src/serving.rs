@@ -666,7 +666,7 @@ async fn cached_session_reads_follow_changes_made_on_another_host() {
         crate::control::Server::start(ControlPlane::open(spec.config(&master)).await.unwrap())
             .await;
     let (a, b) = (Http::new(&first.base), Http::new(&second.base));
-    let (key, dataset, ann) = orders(&a, &admin.to_string(), "cached", 20).await;
+    let (key, dataset, ann) = orders(&a, admin.as_ref(), "cached", 20).await;
     let fetch = format!("/v1/embed/datasets/{dataset}/fetch");
     let rows = |body: &J| body["rows"].as_array().map_or(0, Vec::len);
     // Warm host A's cache.
