@@ -323,7 +323,12 @@ pub fn bounded_text(text: &str, max: usize) -> String {
         .chars()
         .take(max)
         .flat_map(|c| {
-            if c.is_control() {
+            // Control characters, and the invisible ones that reorder or
+            // hide text (bidi overrides, zero-width), are shown escaped.
+            if c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+            {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
@@ -355,6 +360,30 @@ mod tests {
             prev_hash: prev.into(),
             hash,
         }
+    }
+
+    #[test]
+    fn text_in_a_record_is_bounded_and_shows_what_would_hide() {
+        let forged = "ds\n2026 fetch ok\u{202E}kcatta\u{200B}";
+        let shown = bounded_text(forged, 200);
+        assert!(
+            !shown.contains('\n') && !shown.contains('\u{202E}') && !shown.contains('\u{200B}')
+        );
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{202e}"),
+            "{shown}"
+        );
+        let long = bounded_text(&"x".repeat(60_000), MAX_FIELD_CHARS);
+        assert_eq!(long.chars().count(), MAX_FIELD_CHARS + 1);
+        let e = bounded(&AuditEvent {
+            actor: "a\r\nb".into(),
+            target: Some("t".repeat(10_000)),
+            detail: Some("d".repeat(10_000)),
+            ..AuditEvent::default()
+        });
+        assert_eq!(e.actor, "a\\r\\nb");
+        assert_eq!(e.target.unwrap().chars().count(), MAX_FIELD_CHARS + 1);
+        assert_eq!(e.detail.unwrap().chars().count(), MAX_DETAIL_CHARS + 1);
     }
 
     fn chain(n: i64) -> Vec<AuditRecord> {

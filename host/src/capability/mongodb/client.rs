@@ -29,20 +29,36 @@ const MAX_TIME_EXPIRED: i32 = 50;
 const UNAUTHORIZED: i32 = 13;
 
 /// The driver reads trusted roots from a file: `pem` in an owner-only file
-/// named by its hash, written once.
+/// named by its hash, in a directory this process created itself (fresh,
+/// with a random name, so nobody else can have prepared or can swap it).
 fn ca_file(pem: &[u8]) -> Result<std::path::PathBuf> {
     use sha2::Digest;
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     let io = |e: std::io::Error| Error::Internal(format!("writing a CA file: {e}"));
-    let dir = std::env::temp_dir().join(format!("silo-ca-{}", std::process::id()));
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(&dir).map_err(io)?;
+    let dir = match DIR.get() {
+        Some(dir) => dir,
+        None => {
+            let dir = std::env::temp_dir().join(crate::control::tokens::new_id("silo-ca")?);
+            let mut b = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            // Not recursive: fails if the name exists.
+            b.create(&dir).map_err(io)?;
+            DIR.get_or_init(|| dir)
+        }
+    };
     let file = dir.join(format!("{}.pem", hex::encode(sha2::Sha256::digest(pem))));
     if !file.exists() {
-        let partial = dir.join(format!("{}.partial", crate::control::tokens::new_id("ca")?));
-        std::fs::write(&partial, pem).map_err(io)?;
+        use std::io::Write;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt;
+        let partial = dir.join(crate::control::tokens::new_id("partial")?);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut f = options.open(&partial).map_err(io)?;
+        f.write_all(pem).map_err(io)?;
         std::fs::rename(&partial, &file).map_err(io)?;
     }
     Ok(file)
