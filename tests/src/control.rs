@@ -172,6 +172,23 @@ impl Http {
         (status, resp.text().await.unwrap())
     }
 
+    /// Calls, and asserts a refusal: `want` and a message containing
+    /// `needle`. Returns the body.
+    pub async fn refused(
+        &self,
+        (method, path): (&str, &str),
+        auth: &str,
+        body: Option<J>,
+        want: StatusCode,
+        needle: &str,
+    ) -> J {
+        let (status, body) = self.call(method, path, Some(auth), body).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{method} {path}: {body}");
+        body
+    }
+
     /// Calls and asserts the status, returning the body.
     pub async fn ok(&self, method: &str, path: &str, auth: &str, body: Option<J>, want: u16) -> J {
         let (status, json) = self.call(method, path, Some(auth), body).await;
@@ -1138,22 +1155,15 @@ async fn registration_and_settings(backend: Backend) {
     let (org_id, key) = http.org_with_key(&admin_key, "reg").await;
     let superuser = json!({"name": "su", "kind": "postgres",
         "settings": {"host": "127.0.0.1", "database": "test", "user": "postgres"}});
-    let (status, body) = http
-        .call(
-            "POST",
-            "/v1/datasources",
-            Some(&key),
-            Some(superuser.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("superuser"),
-        "{body}"
-    );
+    let post = ("POST", "/v1/datasources");
+    http.refused(
+        post,
+        &key,
+        Some(superuser.clone()),
+        StatusCode::FORBIDDEN,
+        "superuser",
+    )
+    .await;
     let (status, _) = http
         .call("GET", "/v1/datasources/su", Some(&key), None)
         .await;
@@ -1163,22 +1173,14 @@ async fn registration_and_settings(backend: Backend) {
     // org key cannot make it for itself...
     let mut accepted = superuser.clone();
     accepted["accept_write_privileges"] = json!(true);
-    let (status, body) = http
-        .call(
-            "POST",
-            "/v1/datasources",
-            Some(&key),
-            Some(accepted.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("operator"),
-        "{body}"
-    );
+    http.refused(
+        post,
+        &key,
+        Some(accepted.clone()),
+        StatusCode::FORBIDDEN,
+        "operator",
+    )
+    .await;
     // ...but a host the operator started allowing it for this org can.
     let mut config = _spec.config(&_key);
     config.write_orgs = vec![org_id];

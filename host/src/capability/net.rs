@@ -45,6 +45,12 @@ pub struct Protected {
 /// What a datasource connection to a protected store is refused with.
 pub const STORE_REFUSAL: &str = "a datasource may not read the control plane's own store";
 
+/// A name that did not resolve: the resolver's words to the log only.
+fn unresolved(host: &str, e: &std::io::Error) -> Error {
+    tracing::warn!(host, "resolving a datasource's host failed: {e}");
+    Error::Datasource(format!("the host name `{host}` could not be resolved"))
+}
+
 /// Where datasources may connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetPolicy {
@@ -128,10 +134,7 @@ impl NetPolicy {
     ) -> Result<Vec<SocketAddr>> {
         let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| {
-                tracing::warn!(host, "resolving a datasource's host failed: {e}");
-                Error::Datasource(format!("the host name `{host}` could not be resolved"))
-            })?
+            .map_err(|e| unresolved(host, &e))?
             .collect();
         self.filter(host, found, purpose)
     }
@@ -147,10 +150,7 @@ impl NetPolicy {
         use std::net::ToSocketAddrs;
         let found: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(|e| {
-                tracing::warn!(host, "resolving a datasource's host failed: {e}");
-                Error::Datasource(format!("the host name `{host}` could not be resolved"))
-            })?
+            .map_err(|e| unresolved(host, &e))?
             .collect();
         self.filter(host, found, purpose)
     }
