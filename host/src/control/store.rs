@@ -292,9 +292,27 @@ impl Store {
             StoreKind::Sqlite => 1,
             StoreKind::Postgres => PG_POOL,
         };
+        let sqlite = kind == StoreKind::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Write-ahead logging with a full sync: one fsync per
+                        // commit (of the log) instead of a rollback journal's
+                        // several, and a committed transaction still survives
+                        // a crash or a power loss.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(|e| {
