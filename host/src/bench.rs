@@ -177,15 +177,7 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
         _ => crate::capability::Kind::Sql,
     };
     let silo = Silo::open(&SiloConfig::load(&prepared.config_path)?).await?;
-    let spec = FetchSpec {
-        dataset: "facts".into(),
-        columns: Some(
-            ["id", "tenant", "amount", "label"]
-                .map(String::from)
-                .to_vec(),
-        ),
-        limit: None,
-    };
+    let spec = facts_spec();
 
     let (mut sandboxed, mut baseline) = (Vec::new(), Vec::new());
     let (mut sandboxed_cpu, mut baseline_cpu) = (Vec::new(), Vec::new());
@@ -510,15 +502,7 @@ async fn run_files(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     )
     .map_err(io)?;
     let silo = Silo::open(&SiloConfig::load(&config)?).await?;
-    let spec = FetchSpec {
-        dataset: "facts".into(),
-        columns: Some(
-            ["id", "tenant", "amount", "label"]
-                .map(String::from)
-                .to_vec(),
-        ),
-        limit: None,
-    };
+    let spec = facts_spec();
     let tenant = Predicate {
         column: "tenant".into(),
         op: Op::Eq,
@@ -705,4 +689,17 @@ pub fn profile(rows: u64, out: &mut impl std::io::Write) -> Result<()> {
         profiler.heap_bytes() / 1024
     )
     .map_err(io)
+}
+
+/// The benchmark's fetch: every column of `facts`.
+fn facts_spec() -> FetchSpec {
+    FetchSpec {
+        dataset: "facts".into(),
+        columns: Some(
+            ["id", "tenant", "amount", "label"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        limit: None,
+    }
 }

@@ -492,6 +492,15 @@ impl EmbedCache {
             .cloned()
     }
 
+    /// The grants cached for a session at `version`, if any (without
+    /// copying the rest of the entry).
+    fn grants(&self, org: &str, session: &str, version: i64) -> Option<Vec<GroupGrant>> {
+        let map = self.0.lock().ok()?;
+        map.get(&(org.to_owned(), session.to_owned()))
+            .filter(|c| c.version == version)
+            .and_then(|c| c.grants.clone())
+    }
+
     fn put(&self, org: &str, session: &str, cached: Cached) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= EMBED_CACHE {
@@ -1218,8 +1227,7 @@ impl ControlPlane {
             .map(|d| d.iter().cloned().collect());
         let cached = e
             .version
-            .and_then(|v| self.embed_cache.get(&e.org, &e.session.id, v))
-            .and_then(|c| c.grants);
+            .and_then(|v| self.embed_cache.grants(&e.org, &e.session.id, v));
         let all = match cached {
             Some(grants) => grants,
             None => {
