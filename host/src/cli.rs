@@ -164,8 +164,12 @@ enum Command {
         #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
     },
-    /// Measure sandboxed fetch against a plain driver loop, and instantiation.
+    /// Measure sandboxed fetch against a plain driver loop, and instantiation;
+    /// `silo bench api`: the embed fetch over HTTP against a native handler.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
         /// Database to measure against.
         #[arg(long, value_enum, default_value_t = crate::bench::Db::Postgres)]
         db: crate::bench::Db,
@@ -183,6 +187,52 @@ enum Command {
         /// Instantiations to time.
         #[arg(long, default_value_t = 10_000)]
         instantiations: usize,
+    },
+}
+
+/// `silo bench …`.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Load `silo serve` and a native axum + tokio-postgres handler with the
+    /// same embed fetches, alternately, and print req/s, latency and ratios.
+    Api {
+        /// Admin connection used for seeding.
+        #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]
+        admin: String,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per timed run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Timed runs of each server, alternated.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Rows per fetch (comma-separated; each is measured).
+        #[arg(long, value_delimiter = ',', default_value = "100,10")]
+        limit: Vec<u64>,
+        /// Tenants in the table, one embed user and session each.
+        #[arg(long, default_value_t = 100)]
+        tenants: u32,
+        /// Rows per tenant.
+        #[arg(long, default_value_t = 1000)]
+        rows_per_tenant: u32,
+        /// Database connections of each server.
+        #[arg(long, default_value_t = 16)]
+        pool: usize,
+    },
+    /// The native handler `silo bench api` compares with (started by it).
+    #[command(hide = true)]
+    Native {
+        /// Where to listen.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Postgres connection string.
+        #[arg(long)]
+        dsn: String,
+        /// Pooled connections.
+        #[arg(long, default_value_t = 16)]
+        pool: usize,
     },
 }
 
@@ -760,6 +810,39 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::BenchProfile { rows } => crate::bench::profile(rows, &mut out),
         Command::Bench {
+            what:
+                Some(BenchCommand::Api {
+                    admin,
+                    connections,
+                    seconds,
+                    runs,
+                    limit,
+                    tenants,
+                    rows_per_tenant,
+                    pool,
+                }),
+            ..
+        } => {
+            let opts = crate::bench::api::ApiOptions {
+                admin,
+                connections: connections.clamp(1, 10_000),
+                seconds,
+                runs,
+                limits: limit,
+                tenants,
+                rows_per_tenant,
+                pool,
+            };
+            crate::bench::api::run(&opts, &mut out).await
+        }
+        Command::Bench {
+            what: Some(BenchCommand::Native { listen, dsn, pool }),
+            ..
+        } => {
+            crate::bench::api::native(&crate::bench::api::NativeOptions { listen, dsn, pool }).await
+        }
+        Command::Bench {
+            what: None,
             db,
             admin,
             rows,

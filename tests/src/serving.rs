@@ -725,6 +725,39 @@ async fn cached_session_reads_follow_changes_made_on_another_host() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, _) = a.call("POST", &fetch, Some(token), Some(json!({}))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Grants, datasets and datasources are cached too. Host B narrows the
+    // group's grant to `describe`: A stops serving rows at once.
+    let token = a.session(&key, json!({"embed_user": "ann"})).await;
+    let (status, body) = a.call("POST", &fetch, Some(&token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let describe = json!({"grants": [{"dataset_id": dataset, "permission": "describe"}]});
+    b.ok("PUT", "/v1/groups/tenants", &key, Some(describe), 200)
+        .await;
+    let (status, body) = a.call("POST", &fetch, Some(&token), Some(json!({}))).await;
+    assert_ne!(status, StatusCode::OK, "{body}");
+    assert!(body.get("rows").is_none(), "{body}");
+    b.tenants_group(&key, &dataset).await;
+    let (status, body) = a.call("POST", &fetch, Some(&token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Host B deletes the dataset, then its datasource: A answers 404.
+    b.ok(
+        "DELETE",
+        &format!("/v1/datasets/{dataset}"),
+        &key,
+        None,
+        204,
+    )
+    .await;
+    let (status, _) = a.call("POST", &fetch, Some(&token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let sources = b.ok("GET", "/v1/datasources", &key, None, 200).await;
+    for ds in sources.as_array().unwrap() {
+        let id = ds["id"].as_str().unwrap();
+        b.ok("DELETE", &format!("/v1/datasources/{id}"), &key, None, 204)
+            .await;
+    }
+    let (status, _) = a.call("POST", &fetch, Some(&token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     first.stop().await;
     second.stop().await;
 }

@@ -163,6 +163,10 @@ pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
     record.await.map_err(|_| stopped())?
 }
 
+/// Records per `INSERT` statement (14 values each, well under both
+/// databases' limits on bound values).
+const INSERT_ROWS: usize = 64;
+
 /// Appends `events` in order after the current head, in one transaction
 /// under the store's write lock.
 async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<AuditRecord>> {
@@ -183,28 +187,6 @@ async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<Audit
     for event in events {
         seq += 1;
         let hash = chain_hash(seq, at, event, &prev)?;
-        sqlx::query(
-            "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, rows_, bytes, \
-             outcome, duration_ms, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(&event.org_id)
-        .bind(&event.actor)
-        .bind(&event.action)
-        .bind(&event.target)
-        .bind(&event.filter_fingerprint)
-        .bind(event.rows)
-        .bind(event.bytes)
-        .bind(&event.outcome)
-        .bind(event.duration_ms)
-        .bind(&event.detail)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
         records.push(AuditRecord {
             seq,
             at,
@@ -212,6 +194,48 @@ async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<Audit
             prev_hash: std::mem::replace(&mut prev, hash.clone()),
             hash,
         });
+    }
+    // A statement per chunk of records, not per record: each statement is a
+    // round trip to the store.
+    for chunk in records.chunks(INSERT_ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, rows_, \
+             bytes, outcome, duration_ms, detail, prev_hash, hash) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n = i * 14;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 1..=14 {
+                if c > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", n + c));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let e = &r.event;
+            q = q
+                .bind(r.seq)
+                .bind(r.at)
+                .bind(&e.org_id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(&e.filter_fingerprint)
+                .bind(e.rows)
+                .bind(e.bytes)
+                .bind(&e.outcome)
+                .bind(e.duration_ms)
+                .bind(&e.detail)
+                .bind(&r.prev_hash)
+                .bind(&r.hash);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
     Ok(records)

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod model;
 pub mod store;
 pub mod tokens;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -154,7 +155,7 @@ pub struct EmbedPrincipal {
     pub session: Session,
     /// Its embed user.
     pub user: EmbedUser,
-    /// The org's version when these were read (see [`EmbedCache`]).
+    /// The org's version when these were read (see [`Versioned`]).
     version: Option<i64>,
 }
 
@@ -460,64 +461,78 @@ pub struct ControlPlane {
     writing: Writing,
     /// Purges expired sessions while the control plane lives.
     _purge: Background,
-    /// Sessions' reads, per org version.
-    embed_cache: EmbedCache,
+    /// The request path's reads, per org version.
+    caches: Caches,
+    /// Org version reads, shared by requests that arrive together.
+    versions: versions::VersionReads,
 }
 
-/// What a request reads about its session, cached per (org, session) and
-/// valid only while the org's version (which the store bumps in the same
-/// transaction as any change to them) is the one it was read at: hosts
-/// sharing a store see a revocation on the next request, each reading one
-/// number instead of the session, user, memberships and grants.
-#[derive(Default)]
-struct EmbedCache(Mutex<HashMap<(String, String), Cached>>);
+/// Reads cached per (org, key), each valid only while the org's version
+/// (which the store bumps in the same transaction as any change to what is
+/// cached) is the one it was read at: hosts sharing a store see a change,
+/// revocation included, on the next request, each reading one number
+/// instead of the session, user, memberships, grants, datasets and
+/// datasource. A version counter rather than LISTEN/NOTIFY: a notification
+/// arrives some time after the commit, the counter is read by the request
+/// itself, and it works the same on SQLite.
+struct Versioned<V>(Mutex<HashMap<(String, String), (i64, V)>>);
 
-/// One session's reads at one org version.
-#[derive(Clone)]
-struct Cached {
-    version: i64,
-    session: Session,
-    user: EmbedUser,
-    grants: Option<Vec<GroupGrant>>,
+impl<V> Default for Versioned<V> {
+    fn default() -> Self {
+        Versioned(Mutex::new(HashMap::new()))
+    }
 }
 
-/// Sessions cached at once; past it the cache starts over.
-const EMBED_CACHE: usize = 10_000;
+/// Entries of one cache; past it the cache starts over.
+const CACHE_ENTRIES: usize = 10_000;
 
-impl EmbedCache {
-    fn get(&self, org: &str, session: &str, version: i64) -> Option<Cached> {
+impl<V: Clone> Versioned<V> {
+    /// The value cached for `key` at `version`, if any.
+    fn get(&self, org: &str, key: &str, version: Option<i64>) -> Option<V> {
+        let version = version?;
         let map = self.0.lock().ok()?;
-        map.get(&(org.to_owned(), session.to_owned()))
-            .filter(|c| c.version == version)
-            .cloned()
+        map.get(&(org.to_owned(), key.to_owned()))
+            .filter(|(v, _)| *v == version)
+            .map(|(_, value)| value.clone())
     }
 
-    /// The grants cached for a session at `version`, if any (without
-    /// copying the rest of the entry).
-    fn grants(&self, org: &str, session: &str, version: i64) -> Option<Vec<GroupGrant>> {
-        let map = self.0.lock().ok()?;
-        map.get(&(org.to_owned(), session.to_owned()))
-            .filter(|c| c.version == version)
-            .and_then(|c| c.grants.clone())
-    }
-
-    fn put(&self, org: &str, session: &str, cached: Cached) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= EMBED_CACHE {
+    /// Caches `value`, read after the org's version was `version`.
+    fn put(&self, org: &str, key: &str, version: Option<i64>, value: V) {
+        if let (Some(version), Ok(mut map)) = (version, self.0.lock()) {
+            if map.len() >= CACHE_ENTRIES {
                 map.clear();
             }
-            map.insert((org.to_owned(), session.to_owned()), cached);
+            map.insert((org.to_owned(), key.to_owned()), (version, value));
         }
     }
 
-    fn put_grants(&self, org: &str, session: &str, version: i64, grants: &[GroupGrant]) {
-        if let Ok(mut map) = self.0.lock()
-            && let Some(c) = map.get_mut(&(org.to_owned(), session.to_owned()))
-            && c.version == version
-        {
-            c.grants = Some(grants.to_vec());
+    /// The cached value at `version`, or `load`'s, cached.
+    async fn get_or_load<F>(&self, org: &str, key: &str, version: Option<i64>, load: F) -> Result<V>
+    where
+        F: std::future::Future<Output = Result<V>>,
+    {
+        if let Some(v) = self.get(org, key, version) {
+            return Ok(v);
         }
+        let v = load.await?;
+        self.put(org, key, version, v.clone());
+        Ok(v)
     }
+}
+
+/// What the request path reads, cached per org version.
+#[derive(Default)]
+struct Caches {
+    /// Per session id: the session and its user.
+    sessions: Versioned<Arc<(Session, EmbedUser)>>,
+    /// Per embed user id: its groups' grants.
+    grants: Versioned<Arc<Vec<GroupGrant>>>,
+    /// Per dataset id.
+    datasets: Versioned<Arc<Dataset>>,
+    /// Per datasource id: its record, sealed credential and revision.
+    datasources: Versioned<Arc<(Datasource, Option<String>, i64)>>,
+    /// Per datasource id: its datasets' ids by name.
+    names: Versioned<Arc<HashMap<String, String>>>,
 }
 
 /// A background task that ends with its owner.
@@ -620,7 +635,8 @@ impl ControlPlane {
         let purge = Background(tokio::spawn(purge_sessions(store.clone())));
         Ok(ControlPlane {
             _purge: purge,
-            embed_cache: EmbedCache::default(),
+            caches: Caches::default(),
+            versions: versions::VersionReads::default(),
             store,
             key: config.master_key,
             signer,
@@ -1156,36 +1172,23 @@ impl ControlPlane {
         let refused = || Error::Unauthorized("the session token is not valid".into());
         // The version first: reads after it are at least as new, so a
         // change after it is seen by the next request.
-        let version = self.store.org_version(&claims.org).await?;
-        let cached = version.and_then(|v| self.embed_cache.get(&claims.org, &claims.sub, v));
-        let (session, user) = match cached {
-            Some(c) => (c.session, c.user),
-            None => {
-                let session = match self.store.session(&claims.org, &claims.sub).await {
-                    Ok(s) => s,
-                    Err(Error::NotFound(_)) => return Err(refused()),
-                    Err(e) => return Err(e),
-                };
-                let user = match self
+        let version = self.versions.read(&self.store, &claims.org).await?;
+        let read = self
+            .caches
+            .sessions
+            .get_or_load(&claims.org, &claims.sub, version, async {
+                let session = self.store.session(&claims.org, &claims.sub).await?;
+                let user = self
                     .store
                     .embed_user(&claims.org, &session.embed_user_id)
-                    .await
-                {
-                    Ok(u) => u,
-                    Err(Error::NotFound(_)) => return Err(refused()),
-                    Err(e) => return Err(e),
-                };
-                if let Some(version) = version {
-                    let cached = Cached {
-                        version,
-                        session: session.clone(),
-                        user: user.clone(),
-                        grants: None,
-                    };
-                    self.embed_cache.put(&claims.org, &claims.sub, cached);
-                }
-                (session, user)
-            }
+                    .await?;
+                Ok(Arc::new((session, user)))
+            })
+            .await;
+        let (session, user) = match read {
+            Ok(pair) => (pair.0.clone(), pair.1.clone()),
+            Err(Error::NotFound(_)) => return Err(refused()),
+            Err(e) => return Err(e),
         };
         // Checked on every request, cached or not: time moves on.
         if session.revoked_at.is_some()
@@ -1225,23 +1228,17 @@ impl ControlPlane {
             .datasets
             .as_ref()
             .map(|d| d.iter().cloned().collect());
-        let cached = e
-            .version
-            .and_then(|v| self.embed_cache.grants(&e.org, &e.session.id, v));
-        let all = match cached {
-            Some(grants) => grants,
-            None => {
-                let grants = self.store.grants_of(&e.org, &e.user.id).await?;
-                if let Some(v) = e.version {
-                    self.embed_cache
-                        .put_grants(&e.org, &e.session.id, v, &grants);
-                }
-                grants
-            }
-        };
+        let all = self
+            .caches
+            .grants
+            .get_or_load(&e.org, &e.user.id, e.version, async {
+                Ok(Arc::new(self.store.grants_of(&e.org, &e.user.id).await?))
+            })
+            .await?;
         let grants = all
-            .into_iter()
+            .iter()
             .filter(|g| session.as_ref().is_none_or(|s| s.contains(&g.dataset_id)))
+            .cloned()
             .collect();
         Ok(Access { attrs, grants })
     }
@@ -1275,12 +1272,12 @@ impl ControlPlane {
         dataset: &str,
     ) -> Result<Vec<ColumnInfo>> {
         let access = self.access(e).await?;
-        let d = self.store.dataset(&e.org, dataset).await?;
+        let d = self.embed_dataset(e, dataset).await?;
         let grants: Vec<&GroupGrant> = access.of(&d.id, Permission::Describe);
         if grants.is_empty() {
             return Err(Error::NotFound("dataset".into()));
         }
-        let (silo, _) = self.engine(&e.org, &d.datasource_id).await?;
+        let (silo, _) = self.engine(&e.org, e.version, &d.datasource_id).await?;
         Ok(silo
             .dataset_columns(&d.name)
             .await?
@@ -1786,6 +1783,16 @@ impl ControlPlane {
     /// Resolves what a fetch of `dataset` by `e` may read: the dataset,
     /// its columns (default: those every granting group allows, so that
     /// every group's rows apply) and the groups' filters.
+    /// A dataset of the session's org, cached per org version.
+    async fn embed_dataset(&self, e: &EmbedPrincipal, id: &str) -> Result<Arc<Dataset>> {
+        self.caches
+            .datasets
+            .get_or_load(&e.org, id, e.version, async {
+                Ok(Arc::new(self.store.dataset(&e.org, id).await?))
+            })
+            .await
+    }
+
     async fn plan(
         &self,
         e: &EmbedPrincipal,
@@ -1793,7 +1800,7 @@ impl ControlPlane {
         columns: Option<Vec<String>>,
     ) -> Result<Plan> {
         let access = self.access(e).await?;
-        let d = self.store.dataset(&e.org, dataset).await?;
+        let d = self.embed_dataset(e, dataset).await?;
         if access.of(&d.id, Permission::Describe).is_empty() {
             return Err(Error::NotFound("dataset".into()));
         }
@@ -1803,7 +1810,7 @@ impl ControlPlane {
                 "the session may describe this dataset, not read it".into(),
             ));
         }
-        let (silo, revision) = self.engine(&e.org, &d.datasource_id).await?;
+        let (silo, revision) = self.engine(&e.org, e.version, &d.datasource_id).await?;
         let columns = match columns.filter(|c| !c.is_empty()) {
             Some(c) => c,
             None => silo
@@ -1829,13 +1836,20 @@ impl ControlPlane {
                 format!("the session may not read column(s) {}", hidden.join(", "))
             }));
         }
-        let names: HashMap<String, String> = self
-            .store
-            .datasets(&e.org, Some(&d.datasource_id))
-            .await?
-            .into_iter()
-            .map(|x| (x.name, x.id))
-            .collect();
+        let names = self
+            .caches
+            .names
+            .get_or_load(&e.org, &d.datasource_id, e.version, async {
+                Ok(Arc::new(
+                    self.store
+                        .datasets(&e.org, Some(&d.datasource_id))
+                        .await?
+                        .into_iter()
+                        .map(|x| (x.name, x.id))
+                        .collect(),
+                ))
+            })
+            .await?;
         Ok(Plan {
             silo,
             revision,
@@ -1848,8 +1862,20 @@ impl ControlPlane {
 
     /// The registry serving one datasource and its revision, rebuilt when
     /// its datasets change.
-    async fn engine(&self, org: &str, datasource: &str) -> Result<(Arc<Silo>, i64)> {
-        let (ds, sealed, revision) = self.store.datasource(org, datasource).await?;
+    async fn engine(
+        &self,
+        org: &str,
+        version: Option<i64>,
+        datasource: &str,
+    ) -> Result<(Arc<Silo>, i64)> {
+        let read = self
+            .caches
+            .datasources
+            .get_or_load(org, datasource, version, async {
+                Ok(Arc::new(self.store.datasource(org, datasource).await?))
+            })
+            .await?;
+        let (ds, sealed, revision) = (&read.0, read.1.clone(), read.2);
         if let Some((rev, silo)) = self
             .engines
             .lock()
@@ -1860,7 +1886,7 @@ impl ControlPlane {
             return Ok((silo.clone(), revision));
         }
         let datasets = self.store.datasets(org, Some(&ds.id)).await?;
-        let config = self.engine_config(&ds, sealed, &datasets)?;
+        let config = self.engine_config(ds, sealed, &datasets)?;
         let runtime = self.runtime.clone();
         let silo = tokio::task::spawn_blocking(move || Silo::with_runtime(runtime, &config))
             .await
@@ -2105,11 +2131,11 @@ fn metadata_aad(org: &str, dataset: &str, key: &str) -> String {
 struct Plan {
     silo: Arc<Silo>,
     revision: i64,
-    dataset: Dataset,
+    dataset: Arc<Dataset>,
     columns: Vec<String>,
     access: Access,
     /// Dataset ids of the datasource by name (for the filters of joins).
-    names: HashMap<String, String>,
+    names: Arc<HashMap<String, String>>,
 }
 
 impl Plan {

@@ -218,11 +218,30 @@ const MIGRATIONS: &[Migration] = &[
             bump!(postgres, "datasets", "UPDATE OR DELETE"),
         ],
     },
+    // Datasources and new datasets are cached per org version too: the
+    // request path then reads nothing but the version.
+    Migration {
+        shared: &[],
+        sqlite: &[
+            bump!(sqlite, "datasources", "INSERT", "NEW"),
+            bump!(sqlite, "datasources", "UPDATE", "NEW"),
+            bump!(sqlite, "datasources", "DELETE", "OLD"),
+            bump!(sqlite, "datasets", "INSERT", "NEW"),
+        ],
+        postgres: &[
+            bump!(postgres, "datasources", "INSERT OR UPDATE OR DELETE"),
+            "DROP TRIGGER silo_version_datasets ON datasets",
+            bump!(postgres, "datasets", "INSERT OR UPDATE OR DELETE"),
+        ],
+    },
 ];
 
 /// Postgres advisory lock serializing migrations and audit appends between
 /// hosts sharing the store.
 const PG_LOCK: i64 = 0x5111_0C0D;
+
+/// Read-only connections to a SQLite store, beside its one writer.
+const SQLITE_READERS: u32 = 4;
 
 /// Connections to a Postgres store: a handful per host is plenty for
 /// control-plane traffic.
@@ -232,6 +251,10 @@ const PG_POOL: u32 = 8;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Reads of the request path. SQLite: read-only connections of their
+    /// own, which in WAL mode read the last commit while the writer
+    /// commits, instead of queueing behind its fsync. Postgres: the pool.
+    reads: AnyPool,
     kind: StoreKind,
     /// The audit log's writer, started by the first append (see
     /// [`super::audit::append`]).
@@ -296,6 +319,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // A SQLite connection is a file in this process: no need to
+            // ping it (a round trip to its worker thread) before each use.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -319,12 +345,35 @@ impl Store {
                 tracing::warn!(error = %e, "opening the control-plane store");
                 Error::Datasource("the control-plane store is unavailable".into())
             })?;
-        let store = Store {
+        let mut store = Store {
+            reads: pool.clone(),
             pool,
             kind,
             audit: Arc::default(),
         };
         store.migrate().await?;
+        if sqlite {
+            // Opened after the migrations (and the switch to WAL): these
+            // connections never write.
+            store.reads = AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA query_only = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&format!("{url}?mode=ro"))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "opening the control-plane store's readers");
+                    Error::Datasource("the control-plane store is unavailable".into())
+                })?;
+        }
         Ok(store)
     }
 
@@ -533,7 +582,7 @@ impl Store {
     ) -> Result<(Datasource, Option<String>, i64)> {
         let row = q!(
             fetch_optional,
-            &self.pool,
+            &self.reads,
             &datasource_by_id(),
             org,
             id_or_name
@@ -579,7 +628,7 @@ impl Store {
     pub async fn datasets(&self, org: &str, datasource: Option<&str>) -> Result<Vec<Dataset>> {
         q!(
             fetch_all,
-            &self.pool,
+            &self.reads,
             "SELECT id, org_id, datasource_id, name, created_at, privacy FROM datasets \
              WHERE org_id = $1 AND ($2 IS NULL OR datasource_id = $2) ORDER BY name, id",
             org,
@@ -592,7 +641,7 @@ impl Store {
 
     /// One dataset of `org`.
     pub async fn dataset(&self, org: &str, id: &str) -> Result<Dataset> {
-        let row = q!(fetch_optional, &self.pool, DATASET_BY_ID, org, id)?;
+        let row = q!(fetch_optional, &self.reads, DATASET_BY_ID, org, id)?;
         dataset_row(&row.ok_or_else(|| Error::NotFound("dataset".into()))?)
     }
 
@@ -970,10 +1019,10 @@ impl Store {
     async fn embed_users_where(&self, org: &str, id: Option<&str>) -> Result<Vec<EmbedUser>> {
         // One user by primary key or (org, external id): each an index.
         let rows = match id {
-            Some(id) => q!(fetch_all, &self.pool, &user_by_id(), org, id)?,
+            Some(id) => q!(fetch_all, &self.reads, &user_by_id(), org, id)?,
             None => q!(
                 fetch_all,
-                &self.pool,
+                &self.reads,
                 &format!("{USER_COLUMNS} WHERE org_id = $1 ORDER BY external_id"),
                 org
             )?,
@@ -991,10 +1040,10 @@ impl Store {
             });
         }
         let members = match users.as_slice() {
-            [one] => q!(fetch_all, &self.pool, MEMBERSHIPS_OF_USER, org, &one.id)?,
+            [one] => q!(fetch_all, &self.reads, MEMBERSHIPS_OF_USER, org, &one.id)?,
             _ => q!(
                 fetch_all,
-                &self.pool,
+                &self.reads,
                 "SELECT embed_user_id, group_id FROM memberships WHERE org_id = $1 ORDER BY group_id",
                 org
             )?,
@@ -1022,7 +1071,7 @@ impl Store {
 
     /// Every grant the groups of embed user `user` (record id) hold.
     pub async fn grants_of(&self, org: &str, user: &str) -> Result<Vec<GroupGrant>> {
-        q!(fetch_all, &self.pool, &grants_of_user(), org, user)?
+        q!(fetch_all, &self.reads, &grants_of_user(), org, user)?
             .iter()
             .map(|r| grant_row(r, 0))
             .collect()
@@ -1082,10 +1131,10 @@ impl Store {
     pub async fn sessions(&self, org: &str, id: Option<&str>) -> Result<Vec<Session>> {
         let rows = match id {
             // The request path: one session by primary key.
-            Some(id) => q!(fetch_all, &self.pool, &session_by_id(), org, id)?,
+            Some(id) => q!(fetch_all, &self.reads, &session_by_id(), org, id)?,
             None => q!(
                 fetch_all,
-                &self.pool,
+                &self.reads,
                 &format!("{SESSION_COLUMNS} WHERE org_id = $1 ORDER BY created_at, id"),
                 org
             )?,
@@ -1125,7 +1174,7 @@ impl Store {
     pub async fn org_version(&self, org: &str) -> Result<Option<i64>> {
         let row = q!(
             fetch_optional,
-            &self.pool,
+            &self.reads,
             "SELECT version FROM org_versions WHERE org_id = $1",
             org
         )?;
@@ -1249,6 +1298,7 @@ impl Store {
         self.audit.get_or_init(|| {
             super::audit::Queue::start(Store {
                 pool: self.pool.clone(),
+                reads: self.reads.clone(),
                 kind: self.kind,
                 audit: Arc::default(),
             })

@@ -167,7 +167,15 @@ pub struct Signer {
     validation: Validation,
     issuer: String,
     audience: String,
+    /// Tokens whose signature checked out, by their SHA-256: the same bytes
+    /// under the same key verify the same way, so a session's later
+    /// requests cost a hash instead of a signature check. Expiry is
+    /// checked on every use.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
 }
+
+/// Verified tokens remembered at once; past it the memory starts over.
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,6 +231,7 @@ impl Signer {
             validation,
             issuer,
             audience,
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -284,12 +293,35 @@ impl Signer {
             tracing::debug!("session token refused: a `crit` header");
             return Err(Error::Unauthorized("the session token is not valid".into()));
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
+        if let Some(claims) = known {
+            if claims.exp < now {
+                tracing::debug!("session token refused: expired");
+                return Err(Error::Unauthorized("the session token is not valid".into()));
+            }
+            return Ok(claims);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| {
                 tracing::debug!(reason = %e, "session token refused");
                 Error::Unauthorized("the session token is not valid".into())
-            })
+            })?;
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= VERIFIED_TOKENS {
+                m.clear();
+            }
+            m.insert(digest, claims.clone());
+        }
+        Ok(claims)
     }
 }
 
@@ -344,6 +376,26 @@ mod tests {
             // Another deployment's key of the same algorithm: refused.
             assert!(signer(alg).verify(&s.sign(&claims).unwrap()).is_err());
         }
+    }
+
+    /// A verified token is remembered byte for byte, and its expiry is
+    /// still checked on every use.
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked() {
+        let s = signer(TokenAlg::EdDsa);
+        let claims = s.claims("org_a", "ses_1", 0, now(), now() + 1);
+        let token = s.sign(&claims).unwrap();
+        assert_eq!(s.verify(&token).unwrap(), claims);
+        assert_eq!(s.verify(&token).unwrap(), claims);
+        // One signature byte changed (not the last character, whose low
+        // bits are padding).
+        let mut bytes = token.clone().into_bytes();
+        let at = bytes.len() - 10;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(bytes).unwrap();
+        assert!(s.verify(&forged).is_err());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(s.verify(&token).is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer, TokenizerError, Whitespace};
 
 /// A table whose rows are governed by a row filter.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GovernedTable {
     /// Schema (Postgres) or database (MySQL), as stored in the catalog.
     pub schema: String,
@@ -224,6 +224,11 @@ const MYSQL_BARE_FUNCTIONS: &[&str] = &[
 /// `default_schema` resolves unqualified table names (Postgres: "public"; MySQL: the datasource's database).
 /// `readable` lists (schema, table) relations that may be read as they are (catalog views used by a
 /// connector's describe, e.g. ("information_schema","columns")); empty for a fetch.
+///
+/// The rewrite is a pure function of its inputs other than the connector's
+/// parameter values, so its result is remembered (see [`RewriteCache`]): a
+/// connector that sends the same statement for the same user costs a hash
+/// and a comparison, not a parse.
 pub fn rewrite(
     dialect: SqlDialect,
     sql: &str,
@@ -232,6 +237,196 @@ pub fn rewrite(
     tables: &[GovernedTable],
     readable: &[(&str, &str)],
 ) -> Result<Rewritten> {
+    let key = RewriteKey {
+        dialect,
+        sql,
+        params: params.len(),
+        default_schema,
+        tables,
+        readable,
+    };
+    let done = match REWRITES.get(&key) {
+        Some(done) => done,
+        None => {
+            let done = std::sync::Arc::new(rewrite_uncached(&key)?);
+            REWRITES.put(&key, done.clone());
+            done
+        }
+    };
+    let mut values = params;
+    values.extend(done.filter_params.iter().cloned());
+    let params = done
+        .order
+        .iter()
+        .map(|&i| values.get(i).cloned().ok_or(ORDER))
+        .collect::<Result<Vec<Value>>>()?;
+    Ok(Rewritten {
+        sql: done.sql.clone(),
+        params,
+    })
+}
+
+const ORDER: SqlPolicyError = SqlPolicyError::Internal("placeholders could not be ordered");
+
+/// Everything a rewrite depends on.
+struct RewriteKey<'a> {
+    dialect: SqlDialect,
+    sql: &'a str,
+    /// How many values the connector bound (their values do not matter).
+    params: usize,
+    default_schema: &'a str,
+    tables: &'a [GovernedTable],
+    readable: &'a [(&'a str, &'a str)],
+}
+
+impl RewriteKey<'_> {
+    fn hash(&self, state: &std::hash::RandomState) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = state.build_hasher();
+        std::mem::discriminant(&self.dialect).hash(&mut h);
+        self.sql.hash(&mut h);
+        self.params.hash(&mut h);
+        self.default_schema.hash(&mut h);
+        self.readable.hash(&mut h);
+        for t in self.tables {
+            (&t.schema, &t.name, &t.columns).hash(&mut h);
+            hash_filter(&t.filter, &mut h);
+        }
+        h.finish()
+    }
+
+    fn owned(&self) -> OwnedKey {
+        OwnedKey {
+            dialect: self.dialect,
+            sql: self.sql.to_owned(),
+            params: self.params,
+            default_schema: self.default_schema.to_owned(),
+            tables: self.tables.to_vec(),
+            readable: self
+                .readable
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+        }
+    }
+}
+
+fn hash_filter(f: &RowFilter, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    std::mem::discriminant(f).hash(h);
+    if let RowFilter::AnyOf(any) = f {
+        any.len().hash(h);
+        for all in any {
+            all.len().hash(h);
+            for p in all {
+                p.column.hash(h);
+                std::mem::discriminant(&p.op).hash(h);
+                p.values.len().hash(h);
+                for v in &p.values {
+                    std::mem::discriminant(v).hash(h);
+                    match v {
+                        Value::Null => {}
+                        Value::Boolean(b) => b.hash(h),
+                        Value::Int(i) => i.hash(h),
+                        Value::Float(x) => x.to_bits().hash(h),
+                        Value::Decimal(t) | Value::Text(t) | Value::Json(t) => t.hash(h),
+                        Value::Bytes(b) => b.hash(h),
+                        Value::Date(d) => d.hash(h),
+                        Value::Timestamp(t) => t.hash(h),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A [`RewriteKey`] kept in the cache.
+struct OwnedKey {
+    dialect: SqlDialect,
+    sql: String,
+    params: usize,
+    default_schema: String,
+    tables: Vec<GovernedTable>,
+    readable: Vec<(String, String)>,
+}
+
+impl OwnedKey {
+    fn matches(&self, k: &RewriteKey<'_>) -> bool {
+        self.dialect == k.dialect
+            && self.sql == k.sql
+            && self.params == k.params
+            && self.default_schema == k.default_schema
+            && self.tables.as_slice() == k.tables
+            && self.readable.len() == k.readable.len()
+            && self
+                .readable
+                .iter()
+                .zip(k.readable)
+                .all(|((a, b), (c, d))| a == c && b == d)
+    }
+}
+
+/// A rewrite's result with the connector's values left out: the statement,
+/// the filters' values, and the order of all the values in the statement
+/// (indexes into the connector's values followed by the filters').
+struct Done {
+    sql: String,
+    filter_params: Vec<Value>,
+    order: Vec<usize>,
+}
+
+/// Rewrites remembered by their inputs, exactly compared (a hash collision
+/// is a miss). Bounded: past [`REWRITE_ENTRIES`] it starts over.
+struct RewriteCache {
+    state: std::hash::RandomState,
+    entries: std::sync::Mutex<HashMap<u64, Bucket>>,
+}
+
+/// The rewrites whose inputs share one hash.
+type Bucket = Vec<(OwnedKey, std::sync::Arc<Done>)>;
+
+/// Rewrites remembered at once.
+const REWRITE_ENTRIES: usize = 4096;
+
+static REWRITES: std::sync::LazyLock<RewriteCache> = std::sync::LazyLock::new(|| RewriteCache {
+    state: std::hash::RandomState::new(),
+    entries: std::sync::Mutex::default(),
+});
+
+impl RewriteCache {
+    fn get(&self, k: &RewriteKey<'_>) -> Option<std::sync::Arc<Done>> {
+        let hash = k.hash(&self.state);
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(&hash)?
+            .iter()
+            .find(|(key, _)| key.matches(k))
+            .map(|(_, done)| done.clone())
+    }
+
+    fn put(&self, k: &RewriteKey<'_>, done: std::sync::Arc<Done>) {
+        let hash = k.hash(&self.state);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= REWRITE_ENTRIES {
+                entries.clear();
+            }
+            let bucket = entries.entry(hash).or_default();
+            if bucket.len() < 4 {
+                bucket.push((k.owned(), done));
+            }
+        }
+    }
+}
+
+fn rewrite_uncached(key: &RewriteKey<'_>) -> Result<Done> {
+    let RewriteKey {
+        dialect,
+        sql,
+        params,
+        default_schema,
+        tables,
+        readable,
+    } = *key;
     let mut statement = parse_one(dialect, sql)?;
     if !matches!(statement, Statement::Query(_)) {
         return Err(SqlPolicyError::NotSelect(statement_keyword(&statement)));
@@ -240,10 +435,9 @@ pub fn rewrite(
         // `?` carries no number; give each one its position in the connector's
         // text now, so that injected placeholders can be told apart later.
         let found = number_placeholders(&mut statement, 1)?;
-        if found != params.len() {
+        if found != params {
             return Err(SqlPolicyError::Placeholder(format!(
-                "the statement has {found} `?` placeholder(s) but {} parameter(s) were bound",
-                params.len()
+                "the statement has {found} `?` placeholder(s) but {params} parameter(s) were bound"
             )));
         }
     }
@@ -255,7 +449,7 @@ pub fn rewrite(
         tables,
         readable,
         materialize,
-        connector_params: params.len(),
+        connector_params: params,
         statements: 0,
         expect_relation: false,
         filtered: HashMap::new(),
@@ -264,55 +458,55 @@ pub fn rewrite(
     if let ControlFlow::Break(err) = statement.visit(&mut policy) {
         return Err(err);
     }
-    let mut values = params;
-    values.append(&mut policy.filter_params);
-
-    match dialect {
+    let filter_params = std::mem::take(&mut policy.filter_params);
+    let values = params + filter_params.len();
+    let (sql, order) = match dialect {
         SqlDialect::Postgres => {
             let sql = statement.to_string();
             check_rendered(dialect, &sql, &statement)?;
-            Ok(Rewritten {
-                sql,
-                params: values,
-            })
+            (sql, (0..values).collect())
         }
-        SqlDialect::MySql => finish_mysql(statement, values),
-    }
+        SqlDialect::MySql => finish_mysql(statement, values)?,
+    };
+    Ok(Done {
+        sql,
+        filter_params,
+        order,
+    })
 }
 
 /// MySQL binds by position, so the values are put in the order in which the
 /// numbered markers (`?N`, meaning `values[N-1]`) appear in the rendered text,
 /// and the markers are then turned back into plain `?`.
-fn finish_mysql(mut statement: Statement, values: Vec<Value>) -> Result<Rewritten> {
-    const UNORDERED: SqlPolicyError = SqlPolicyError::Internal("placeholders could not be ordered");
+fn finish_mysql(mut statement: Statement, values: usize) -> Result<(String, Vec<usize>)> {
     let marked = statement.to_string();
-    let tokens = tokenize(SqlDialect::MySql, &marked).map_err(|_| UNORDERED)?;
+    let tokens = tokenize(SqlDialect::MySql, &marked).map_err(|_| ORDER)?;
     // Each value must be used exactly once: every marker is distinct.
-    let mut used = vec![false; values.len()];
-    let mut params = Vec::with_capacity(values.len());
+    let mut used = vec![false; values];
+    let mut order = Vec::with_capacity(values);
     for token in &tokens {
         let Token::Placeholder(p) = token else {
             continue;
         };
         let index = placeholder_number(p, '?')
             .and_then(|n| n.checked_sub(1))
-            .ok_or(UNORDERED)?;
-        match (used.get_mut(index), values.get(index)) {
-            (Some(seen), Some(value)) if !*seen => {
+            .ok_or(ORDER)?;
+        match used.get_mut(index) {
+            Some(seen) if !*seen => {
                 *seen = true;
-                params.push(value.clone());
+                order.push(index);
             }
-            _ => return Err(UNORDERED),
+            _ => return Err(ORDER),
         }
     }
-    if params.len() != values.len() {
-        return Err(UNORDERED);
+    if order.len() != values {
+        return Err(ORDER);
     }
 
     let _ = statement.visit(&mut Unnumber);
     let sql = statement.to_string();
     check_rendered(SqlDialect::MySql, &sql, &statement)?;
-    Ok(Rewritten { sql, params })
+    Ok((sql, order))
 }
 
 /// The walk over the connector's statement: checks every node it meets and
@@ -1911,6 +2105,61 @@ mod tests {
             },
         ];
         rewrite(SqlDialect::MySql, sql, params, "shop", &tables, &[])
+    }
+
+    /// A remembered rewrite gives what a fresh one would: the connector's
+    /// values of this call (not the first call's) in their positions, and
+    /// another user's filter is another entry, with its own values.
+    #[test]
+    fn remembered_rewrites_bind_this_calls_values_and_this_users_filter() {
+        let sql = "SELECT * FROM customers c JOIN orders o ON o.cid = c.id WHERE o.amount > ? AND c.k = ?";
+        let first = my(sql, vec![Value::Int(5), text("a")]).unwrap();
+        let again = my(sql, vec![Value::Int(7), text("b")]).unwrap();
+        assert_eq!(first.sql, again.sql);
+        let swap = |p: &[Value]| -> Vec<Value> {
+            p.iter()
+                .map(|v| match v {
+                    Value::Int(5) => Value::Int(7),
+                    Value::Text(t) if t == "a" => text("b"),
+                    other => other.clone(),
+                })
+                .collect()
+        };
+        assert_eq!(again.params, swap(&first.params));
+        assert_eq!(first.params.len(), 5);
+
+        let for_user = |tenant: &str| {
+            rewrite(
+                SqlDialect::Postgres,
+                "SELECT id FROM orders WHERE amount > $1",
+                vec![Value::Int(1)],
+                "public",
+                &[governed("orders", eq("tenant", text(tenant)))],
+                &[],
+            )
+            .unwrap()
+        };
+        let (acme, globex) = (for_user("acme"), for_user("globex"));
+        assert_eq!(acme.sql, globex.sql);
+        assert_eq!(acme.params, vec![Value::Int(1), text("acme")]);
+        assert_eq!(globex.params, vec![Value::Int(1), text("globex")]);
+        assert_eq!(for_user("acme"), acme);
+        // A filter of another shape is another statement.
+        let none = rewrite(
+            SqlDialect::Postgres,
+            "SELECT id FROM orders WHERE amount > $1",
+            vec![Value::Int(1)],
+            "public",
+            &[governed("orders", RowFilter::NoRows)],
+            &[],
+        )
+        .unwrap();
+        assert_ne!(none.sql, acme.sql);
+        assert_eq!(none.params, vec![Value::Int(1)]);
+        // A refused statement stays refused however often it comes.
+        for _ in 0..2 {
+            assert!(pg("SELECT pg_read_file('x') FROM orders", vec![]).is_err());
+        }
     }
 
     #[test]

@@ -197,24 +197,35 @@ impl SqlClient for PgClient {
         if client.statement_cache.size() >= STATEMENT_CACHE {
             client.statement_cache.clear();
         }
-        // Pipelined: the transaction's settings and the statement's parse
-        // go out together, one round trip. The server runs them in order, so
-        // the statement is parsed under `search_path = pg_catalog`.
-        let (begun, stmt) = tokio::join!(
-            client.batch_execute(&begin),
-            client.prepare_cached(statement)
-        );
+        // Pipelined: the transaction's settings, then the statement (its
+        // parse only when this connection has not prepared it yet, then its
+        // execution), go out together: one round trip when the statement is
+        // cached. The server runs them in order, so the statement is parsed
+        // under `search_path = pg_catalog` and runs inside the read-only
+        // transaction; if the settings failed, it is never run (an aborted
+        // transaction refuses it).
+        let run = async {
+            let stmt = client.prepare_cached(statement).await.map_err(failed)?;
+            driver::check_bound(stmt.params().len(), params.len())?;
+            let decoders = stmt
+                .columns()
+                .iter()
+                .map(|col| {
+                    Decoder::for_type(col.type_())
+                        .ok_or_else(|| driver::unsupported_column(col.name(), col.type_()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let stream = client
+                .query_raw(&stmt, params.iter().map(Param))
+                .await
+                .map_err(failed)?;
+            Ok::<_, Error>((stmt, decoders, stream))
+        };
+        // `biased`: the settings' future is polled first, and it queues its
+        // message on that first poll, so it is ahead of the statement's.
+        let (begun, ran) = tokio::join!(biased; client.batch_execute(&begin), run);
         begun.map_err(failed)?;
-        let stmt = stmt.map_err(failed)?;
-        driver::check_bound(stmt.params().len(), params.len())?;
-        let decoders = stmt
-            .columns()
-            .iter()
-            .map(|col| {
-                Decoder::for_type(col.type_())
-                    .ok_or_else(|| driver::unsupported_column(col.name(), col.type_()))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (stmt, decoders, stream) = ran?;
         let columns = stmt
             .columns()
             .iter()
@@ -225,10 +236,6 @@ impl SqlClient for PgClient {
                 nullable: true,
             })
             .collect();
-        let stream = client
-            .query_raw(&stmt, params.iter().map(Param))
-            .await
-            .map_err(failed)?;
         Ok(Box::new(PgRows {
             lease,
             stream: Box::pin(stream),

@@ -1,6 +1,8 @@
 //! `silo bench`: the numbers in BENCHMARKS.md. Each run seeds a table in the
 //! local database, then times the sandboxed fetch and a plain driver loop
 //! alternately in one process, so both share the same conditions.
+pub mod api;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
