@@ -220,6 +220,12 @@ enum BenchCommand {
         /// Database connections of each server.
         #[arg(long, default_value_t = 16)]
         pool: usize,
+        /// Extra embed users, each with a session, in the measured org (P6).
+        #[arg(long, default_value_t = 0)]
+        population: u32,
+        /// Embed users, each with a session, in another org of the store.
+        #[arg(long, default_value_t = 0)]
+        other_population: u32,
     },
     /// The native handler `silo bench api` compares with (started by it).
     #[command(hide = true)]
@@ -820,6 +826,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     tenants,
                     rows_per_tenant,
                     pool,
+                    population,
+                    other_population,
                 }),
             ..
         } => {
@@ -832,6 +840,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 tenants,
                 rows_per_tenant,
                 pool,
+                population: population.min(1_000_000),
+                other_population: other_population.min(1_000_000),
             };
             crate::bench::api::run(&opts, &mut out).await
         }

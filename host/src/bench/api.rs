@@ -52,6 +52,10 @@ pub struct ApiOptions {
     pub rows_per_tenant: u32,
     /// Database connections of each server.
     pub pool: usize,
+    /// Extra embed users, each with a session, in the measured org.
+    pub population: u32,
+    /// Embed users, each with a session, in another org of the same store.
+    pub other_population: u32,
 }
 
 /// `silo bench native`: the handler Silo is compared with.
@@ -231,6 +235,18 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
         (&pg_host, pg_port, &pg_db),
     )
     .await?;
+    if opts.population > 0 || opts.other_population > 0 {
+        let store =
+            crate::control::store::Store::open(&data.join("silo.db").display().to_string()).await?;
+        populate(&store, &setup.org, "pop", opts.population).await?;
+        populate(&store, &setup.other, "other", opts.other_population).await?;
+    }
+    writeln!(
+        out,
+        "population: {} extra embed users and sessions in the org, {} in another org",
+        opts.population, opts.other_population
+    )
+    .map_err(io)?;
     writeln!(
         out,
         "native: pid {} on {native_addr}; silo: pid {} on {silo_addr}; {} connections, {:.0} s per run",
@@ -491,6 +507,8 @@ async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Resul
 
 /// What the setup made: the dataset's id and one session token per tenant.
 struct Setup {
+    org: String,
+    other: String,
     dataset: String,
     tokens: Vec<String>,
 }
@@ -531,13 +549,17 @@ async fn setup_silo(
             .map(str::to_owned)
             .ok_or_else(|| Error::Internal(format!("setup: no `{k}` in {v}")))
     };
-    call(
-        Method::POST,
-        "/v1/orgs",
-        admin_key,
-        json!({"name": "bench"}),
-    )
-    .await?;
+    // The measured org, and another one sharing the store.
+    let mut orgs = Vec::new();
+    for name in ["bench", "other"] {
+        let made = call(Method::POST, "/v1/orgs", admin_key, json!({"name": name})).await?;
+        orgs.push(text(&made, "id")?);
+    }
+    let mut orgs = orgs.into_iter();
+    let (org, other) = (
+        orgs.next().unwrap_or_default(),
+        orgs.next().unwrap_or_default(),
+    );
     let key = text(
         &call(
             Method::POST,
@@ -594,7 +616,73 @@ async fn setup_silo(
         .await?;
         tokens.push(text(&s, "token")?);
     }
-    Ok(Setup { dataset, tokens })
+    Ok(Setup {
+        org,
+        other,
+        dataset,
+        tokens,
+    })
+}
+
+/// Adds `n` embed users of `org`, each with a live session, straight into
+/// the store in one transaction (the API would take one commit each).
+async fn populate(
+    store: &crate::control::store::Store,
+    org: &str,
+    tag: &str,
+    n: u32,
+) -> Result<()> {
+    const CHUNK: u32 = 500;
+    let db = |e: sqlx::Error| Error::Internal(format!("populating the store: {e}"));
+    let mut tx = store.begin().await?;
+    let now = crate::control::store::now();
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let rows = |width: usize| {
+            (0..(end - start) as usize)
+                .map(|r| {
+                    let cells: Vec<String> =
+                        (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let users = format!(
+            "INSERT INTO embed_users (id, org_id, external_id, attributes, created_at, updated_at) VALUES {}",
+            rows(6)
+        );
+        let mut q = sqlx::query(&users);
+        for i in start..end {
+            q = q
+                .bind(format!("usr_{tag}{i}"))
+                .bind(org.to_owned())
+                .bind(format!("{tag}{i}"))
+                .bind(format!("{{\"tenant\":\"t{}\"}}", i % 100))
+                .bind(now)
+                .bind(now);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+        let sessions = format!(
+            "INSERT INTO sessions (id, org_id, embed_user_id, datasets, parameters, created_at, expires_at) VALUES {}",
+            rows(7)
+        );
+        let mut q = sqlx::query(&sessions);
+        for i in start..end {
+            q = q
+                .bind(format!("ses_{tag}{i}"))
+                .bind(org.to_owned())
+                .bind(format!("usr_{tag}{i}"))
+                .bind(None::<String>)
+                .bind("{}".to_owned())
+                .bind(now)
+                .bind(now + 86_400);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+        start = end;
+    }
+    tx.commit().await.map_err(db)
 }
 
 /// A loopback address nothing listens on now.
