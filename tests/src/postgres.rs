@@ -270,3 +270,79 @@ async fn registration_refuses_a_role_that_can_write() {
     let err = crate::support::registration_refusal(&fx.config_path()).await;
     assert!(err.contains("superuser"), "{err}");
 }
+
+/// Every statement runs inside the read-only transaction with its settings,
+/// also once the connection has it prepared (then the settings and the
+/// execution go out in one write): a statement that would write is refused
+/// by the server on the cached path too, and nothing was written.
+#[tokio::test]
+async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
+    use silo_host::capability::SqlClient;
+    use silo_host::capability::net::NetPolicy;
+    use silo_host::capability::postgres::{PgClient, PgSettings, PostgresConfig};
+    use silo_host::limits::Limits;
+
+    let (admin, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "DROP SEQUENCE IF EXISTS public.silo_ro_probe; CREATE SEQUENCE public.silo_ro_probe",
+        )
+        .await
+        .unwrap();
+    // One connection: every call after the first finds the statement prepared.
+    let config: PostgresConfig = serde_json::from_value(serde_json::json!({
+        "host": "127.0.0.1", "port": 5432, "database": "test", "user": "postgres",
+        "pool_size": 1, "fetch_connections": 1, "tls": {"mode": "disable"},
+    }))
+    .unwrap();
+    let limits = Limits::default();
+    let client = PgClient::new(PgSettings {
+        config,
+        password: None,
+        statement_timeout: limits.statement_timeout,
+        fetch_timeout: limits.fetch_timeout,
+        max_row_bytes: limits.max_row_bytes,
+        net: NetPolicy {
+            local: true,
+            ..NetPolicy::default()
+        },
+    })
+    .unwrap();
+    let probe = "SELECT current_setting('transaction_read_only'), \
+                 current_setting('statement_timeout'), current_setting('search_path'), \
+                 CASE WHEN $1 THEN nextval('public.silo_ro_probe') ELSE 0 END";
+    for _ in 0..3 {
+        let mut rows = client
+            .query(probe, vec![Value::Boolean(false)])
+            .await
+            .unwrap();
+        let batch = rows.next_batch(10).await.unwrap().unwrap();
+        let row = batch.iter().next().unwrap().to_vec();
+        assert_eq!(row[0], Value::Text("on".into()));
+        assert_ne!(row[1], Value::Text("0".into()));
+        assert_eq!(row[2], Value::Text("pg_catalog".into()));
+        while rows.next_batch(10).await.unwrap().is_some() {}
+    }
+    // The prepared statement, now taking the branch that writes.
+    let refused = match client.query(probe, vec![Value::Boolean(true)]).await {
+        Err(_) => true,
+        Ok(mut rows) => rows.next_batch(10).await.is_err(),
+    };
+    assert!(refused);
+    let called: bool = admin
+        .query_one("SELECT is_called FROM public.silo_ro_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!called, "a read-only fetch advanced a sequence");
+    admin
+        .batch_execute("DROP SEQUENCE public.silo_ro_probe")
+        .await
+        .unwrap();
+}

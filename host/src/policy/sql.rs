@@ -245,11 +245,16 @@ pub fn rewrite(
         tables,
         readable,
     };
-    let done = match REWRITES.get(&key) {
+    // A long statement is rewritten afresh: a connector inventing long
+    // texts cannot fill the cache with them.
+    let cached = sql.len() <= REWRITE_MAX_SQL;
+    let done = match cached.then(|| REWRITES.get(&key)).flatten() {
         Some(done) => done,
         None => {
             let done = std::sync::Arc::new(rewrite_uncached(&key)?);
-            REWRITES.put(&key, done.clone());
+            if cached {
+                REWRITES.put(&key, done.clone());
+            }
             done
         }
     };
@@ -387,6 +392,8 @@ type Bucket = Vec<(OwnedKey, std::sync::Arc<Done>)>;
 
 /// Rewrites remembered at once.
 const REWRITE_ENTRIES: usize = 4096;
+/// Longest statement whose rewrite is remembered (bytes).
+const REWRITE_MAX_SQL: usize = 16 << 10;
 
 static REWRITES: std::sync::LazyLock<RewriteCache> = std::sync::LazyLock::new(|| RewriteCache {
     state: std::hash::RandomState::new(),
