@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::{io, ms};
 use crate::demo::{Reader, admin, exec, prepare_reader};
 use crate::error::{Error, Result};
 
@@ -127,10 +128,6 @@ struct Answer {
     rows: Vec<Vec<serde_json::Value>>,
 }
 
-fn io(e: std::io::Error) -> Error {
-    Error::Internal(e.to_string())
-}
-
 /// Runs the benchmark and prints its table.
 pub async fn run(opts: &ApiOptions, out: &mut impl Write) -> Result<()> {
     let exe = std::env::current_exe().map_err(io)?;
@@ -169,8 +166,7 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
         connector: "postgres",
     };
     let prepared = prepare_reader(&client, &opts.admin, work, &reader, "").await?;
-    let password = std::fs::read_to_string(prepared.dir.join("reader.password")).map_err(io)?;
-    let password = password.trim().to_owned();
+    let (password, dsn) = super::reader_login(&opts.admin, &prepared, ROLE)?;
     let pg: tokio_postgres::Config = opts
         .admin
         .parse()
@@ -184,8 +180,6 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
 
     // The two servers, as children that die with this process's handles.
     let native_addr = free_port()?;
-    let dsn =
-        format!("host={pg_host} port={pg_port} dbname={pg_db} user={ROLE} password={password}");
     let native = Child::spawn(
         exe,
         &[
@@ -345,10 +339,6 @@ fn line(r: &Load) -> String {
         ));
     }
     s
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn native_target(addr: SocketAddr, tenant: &str, limit: u64) -> Target {

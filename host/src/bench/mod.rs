@@ -144,7 +144,6 @@ pub async fn run(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     if opts.db == Db::Files {
         return run_files(opts, out).await;
     }
-    let io = |e: std::io::Error| Error::Internal(e.to_string());
     let rows = opts.rows;
     let dir = std::env::temp_dir().join(format!("silo-bench-{:?}", opts.db).to_lowercase());
     // The fetch must not hit the statement or connector-call time limit on
@@ -298,18 +297,7 @@ async fn seed_postgres(
     };
     let prepared = prepare_reader(&client, &opts.admin, dir, &reader, body).await?;
     // Same role, same statement shape, same decoding into owned values.
-    let password = std::fs::read_to_string(prepared.dir.join("reader.password"))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let base: Vec<&str> = opts
-        .admin
-        .split_whitespace()
-        .filter(|kv| !kv.starts_with("user="))
-        .collect();
-    let conn_str = format!(
-        "{} user={ROLE} password={}",
-        base.join(" "),
-        password.trim()
-    );
+    let (_, conn_str) = reader_login(&opts.admin, &prepared, ROLE)?;
     let (plain, conn) = tokio_postgres::connect(&conn_str, NoTls)
         .await
         .map_err(|e| Error::Datasource(e.to_string()))?;
@@ -453,7 +441,6 @@ async fn run_files(opts: &BenchOptions, out: &mut impl Write) -> Result<()> {
     use crate::capability::files::{FilesConfig, FilesStore};
     use crate::silo::DatasetAccess;
     use silo_types::{Op, Predicate, RowFilter, Value};
-    let io = |e: std::io::Error| Error::Internal(e.to_string());
     let rows = opts.rows;
     let dir = std::env::temp_dir().join("silo-bench-files");
     let _ = std::fs::remove_dir_all(&dir);
@@ -637,6 +624,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+fn io(e: std::io::Error) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// The password [`prepare_reader`] gave `role`, and a connection string that
+/// logs in as it: the admin's with the user swapped.
+fn reader_login(admin: &str, prepared: &Prepared, role: &str) -> Result<(String, String)> {
+    let password = std::fs::read_to_string(prepared.dir.join("reader.password")).map_err(io)?;
+    let password = password.trim().to_owned();
+    let base: Vec<&str> = admin
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("user=") && !kv.starts_with("password="))
+        .collect();
+    let conn = format!("{} user={role} password={password}", base.join(" "));
+    Ok((password, conn))
+}
+
 /// Profiler throughput: `rows` synthetic rows of six columns of every kind
 /// (a batch reused, so only profiling is timed) through
 /// [`crate::metadata::Profiler`] on one thread, with categories tracked on
@@ -644,7 +648,6 @@ fn ms(d: Duration) -> f64 {
 pub fn profile(rows: u64, out: &mut impl std::io::Write) -> Result<()> {
     use crate::metadata::{Privacy, PrivacyPolicy, Profiler};
     use silo_types::{ColumnType, Value};
-    let io = |e: std::io::Error| Error::Internal(e.to_string());
     let columns: Vec<(String, ColumnType)> = [
         ("id", ColumnType::Int),
         ("amount", ColumnType::Decimal),
