@@ -2169,6 +2169,46 @@ mod tests {
         }
     }
 
+    /// Every input of a rewrite is part of what it is remembered by: the
+    /// granted columns, the default schema, the readable relations and the
+    /// number of bound values each give their own result, never a
+    /// neighbour's.
+    #[test]
+    fn a_remembered_rewrite_is_never_another_inputs() {
+        let sql = "SELECT * FROM orders";
+        let with = |columns: Option<Vec<String>>, schema: &str, readable: &[(&str, &str)]| {
+            let mut t = orders();
+            t.columns = columns;
+            rewrite(SqlDialect::Postgres, sql, vec![], schema, &[t], readable)
+        };
+        let all = with(None, "public", &[]).unwrap();
+        let narrow = with(Some(cols(&["id", "tenant"])), "public", &[]).unwrap();
+        assert_ne!(all.sql, narrow.sql);
+        assert!(!narrow.sql.contains("amount"), "{}", narrow.sql);
+        assert_eq!(with(None, "public", &[]).unwrap(), all);
+        // Another default schema: `orders` is no longer the governed table.
+        assert_ne!(with(None, "other", &[]).map(|r| r.sql), Ok(all.sql.clone()));
+        // A relation readable for describe is readable only where granted.
+        let catalog = "SELECT table_name FROM information_schema.tables";
+        let describe = rewrite(
+            SqlDialect::Postgres,
+            catalog,
+            vec![],
+            "public",
+            &[orders()],
+            &[("information_schema", "tables")],
+        );
+        assert!(describe.is_ok());
+        assert!(pg(catalog, vec![]).is_err());
+        // The number of bound values is part of the key: the filter's value
+        // is numbered after the connector's.
+        let none = pg("SELECT id FROM orders", vec![]).unwrap();
+        let one = pg("SELECT id FROM orders", vec![Value::Int(1)]).unwrap();
+        assert_ne!(none.sql, one.sql);
+        assert_eq!(none.params, vec![text("acme")]);
+        assert_eq!(one.params, vec![Value::Int(1), text("acme")]);
+    }
+
     #[test]
     fn mysql_params_follow_placeholder_positions() {
         let out = my("SELECT * FROM orders WHERE amount > ?", vec![Value::Int(5)]).unwrap();
