@@ -1,6 +1,6 @@
 //! Builds this workspace's guest crates for `wasm32-wasip2` with a nested
 //! cargo, into a target directory of their own (so the outer build's lock is
-//! never contended). Shared by the build scripts of `silo-host` (built-in
+//! never contended). Shared by the build scripts of `silo-engine` (built-in
 //! connectors) and `silo-tests` (test connectors).
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,9 +11,11 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// returns each package's `.wasm` path.
 pub fn build(packages: &[(&str, &str)]) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    // The workspace root: the nearest ancestor holding the WIT and the lock.
     let root = manifest_dir
-        .parent()
-        .ok_or("crate has no parent directory")?
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file() && d.join("wit").is_dir())
+        .ok_or("no workspace root (with Cargo.lock and wit/) above the crate")?
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // OUT_DIR is <target>/[<triple>/]<profile>/build/<pkg>/out.

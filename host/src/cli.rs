@@ -892,6 +892,6 @@ async fn profile_as(target: &AsUser) -> Result<crate::metadata::Payload> {
     };
     let fetch = silo.fetch(user, &spec).await?;
     let policy = silo.privacy(dataset)?.clone();
-    let profile = crate::metadata::profile(&silo, fetch, dataset, &policy).await?;
+    let profile = crate::silo::profile(&silo, fetch, dataset, &policy).await?;
     Ok(profile.payload(&policy))
 }

@@ -1,11 +1,17 @@
-//! The Silo host: runs datasource connectors as sandboxed WebAssembly
-//! components and returns only the rows each embed user may see.
+//! The `silo` binary's library: the command line, the demo and the
+//! benchmarks, over the host's layers, which it re-exports under the paths
+//! tests and tools use. A fetch travels the layers in this order:
 //!
-//! A fetch goes: resolve the user's row filter from the dataset's policy
-//! ([`policy::rule`]); instantiate the connector fresh, with a capability whose
-//! every statement is rewritten so governed tables are already filtered
-//! ([`policy::sql`], [`capability`]); stream its output through the
-//! [`policy::Verifier`], which re-checks every row and enforces the limits.
+//! 1. [`api`] (`silo-api`): the REST routers and the server;
+//! 2. [`control`] (`silo-control`): organizations, sessions, grants, the
+//!    store, tokens and the audit log;
+//! 3. [`policy`] (`silo-policy`): the row filter, the SQL / document / HTTP
+//!    rewrites and the row re-check, as a pure library;
+//! 4. [`silo`], [`runtime`], [`capability`] (`silo-engine`): a fresh sandboxed
+//!    instance per fetch, whose capabilities go through the policy to the
+//!    drivers, and the re-check of every row it returns;
+//! 5. [`metadata`] (`silo-metadata`): profiles and privacy guards, what an
+//!    LLM may see.
 //!
 //! ```no_run
 //! # async fn example() -> silo_host::error::Result<()> {
@@ -18,22 +24,15 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod api;
+pub use silo_api as api;
+pub use silo_api::{output, server};
+pub use silo_control as control;
+pub use silo_core::{batch, error, fingerprint, limits};
+pub use silo_engine::{builtin, capability, config, runtime, silo};
+pub use silo_metadata as metadata;
+pub use silo_policy as policy;
+
 pub mod authoring;
-pub mod batch;
 pub mod bench;
-pub mod builtin;
-pub mod capability;
 pub mod cli;
-pub mod config;
-pub mod control;
 pub mod demo;
-pub mod error;
-pub mod fingerprint;
-pub mod limits;
-pub mod metadata;
-pub mod output;
-pub mod policy;
-pub mod runtime;
-pub mod server;
-pub mod silo;
