@@ -806,7 +806,7 @@ async fn a_parameter_of_the_wrong_type_says_so() {
     let mut fx = Fixture::postgres("types").await;
     drop(fx.silo("postgres", "").await.unwrap());
     let config = SiloConfig::load(&fx.dir.join("silo.toml")).unwrap();
-    let (backend, _) = silo_host::capability::connect(
+    let (backend, _) = silo_host::config::connect(
         "main",
         &config.datasources["main"],
         &config.limits,

@@ -14,6 +14,9 @@ pub mod connectors {
 mod support;
 
 #[cfg(test)]
+mod layers;
+
+#[cfg(test)]
 mod postgres;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Unknown keys are errors naming the key and line.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -215,6 +216,94 @@ pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<Secr
             })
             .map_err(|e| Error::Config(format!("secret file {}: {e}", path.display()))),
         (None, None) => Ok(None),
+    }
+}
+
+/// Opens the SQL client a datasource's config names, and the built-in
+/// connector that serves it unless the config names another.
+pub fn connect(
+    name: &str,
+    ds: &DatasourceConfig,
+    limits: &silo_core::limits::Limits,
+    net: &crate::capability::net::NetPolicy,
+) -> Result<(crate::capability::Backend, &'static str)> {
+    let statement_timeout = limits.statement_timeout;
+    // A password the store supplies wins over one the config file names.
+    let secret = |env: Option<&str>, file: Option<&std::path::Path>| match &ds.password {
+        Some(p) => Ok(Some(p.clone())),
+        None => read_secret(env, file),
+    };
+    let others = usize::from(ds.postgres.is_some())
+        + usize::from(ds.mysql.is_some())
+        + usize::from(ds.mongodb.is_some());
+    if let Some(f) = &ds.files {
+        if others > 0 || ds.http.is_some() {
+            return Err(one_kind_error(name));
+        }
+        return Ok((
+            crate::capability::Backend::Files(Arc::new(crate::capability::files::FilesStore::new(
+                f,
+            )?)),
+            "files",
+        ));
+    }
+    if let Some(h) = &ds.http {
+        if others > 0 {
+            return Err(one_kind_error(name));
+        }
+        let token = secret(h.token_env.as_deref(), h.token_file.as_deref())?;
+        let client =
+            crate::capability::http::HttpClient::new(crate::capability::http::HttpSettings {
+                config: h.clone(),
+                token,
+                timeout: statement_timeout,
+                net: net.clone(),
+            })?;
+        return Ok((
+            crate::capability::Backend::Http(Arc::new(client)),
+            "http-json",
+        ));
+    }
+    match (&ds.postgres, &ds.mysql, &ds.mongodb) {
+        (Some(pg), None, None) => {
+            let password = secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
+            let settings = crate::capability::postgres::PgSettings {
+                config: pg.clone(),
+                password,
+                statement_timeout,
+                fetch_timeout: limits.fetch_timeout,
+                max_row_bytes: limits.max_row_bytes,
+                net: net.clone(),
+            };
+            Ok((
+                crate::capability::Backend::Sql(Arc::new(
+                    crate::capability::postgres::PgClient::new(settings)?,
+                )),
+                "postgres",
+            ))
+        }
+        (None, Some(my), None) => {
+            let password = secret(my.password_env.as_deref(), my.password_file.as_deref())?;
+            Ok((
+                crate::capability::Backend::Sql(Arc::new(crate::capability::mysql::MyClient::new(
+                    my, password, limits, net,
+                )?)),
+                "mysql",
+            ))
+        }
+        (None, None, Some(mongo)) => {
+            let password = secret(
+                mongo.password_env.as_deref(),
+                mongo.password_file.as_deref(),
+            )?;
+            Ok((
+                crate::capability::Backend::Document(Arc::new(
+                    crate::capability::mongodb::MongoClient::new(mongo, password, limits, net)?,
+                )),
+                "mongodb",
+            ))
+        }
+        _ => Err(one_kind_error(name)),
     }
 }
 

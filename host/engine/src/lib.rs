@@ -21,8 +21,14 @@
 //! ```
 #![deny(missing_docs)]
 
+#[allow(
+    missing_docs,
+    reason = "generated; wit/connector.wit documents each item"
+)]
+pub mod bindings;
 pub mod builtin;
 pub mod capability;
 pub mod config;
+pub mod rows;
 pub mod runtime;
 pub mod silo;

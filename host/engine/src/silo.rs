@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use silo_types::{Dataset, RowFilter, Value};
 use wasmtime::component::ResourceAny;
 
+use crate::bindings::WitErrors;
+use crate::bindings::exports::silo::connector::connector::FetchOutput;
+use crate::bindings::silo::connector::types as wit;
 use crate::capability::files::Preopens;
 use crate::capability::http::{RequestLog, RequestRecord};
 use crate::capability::{Backend, DocumentGrant, FetchShare, Grant, RowSource, SqlGrant};
 use crate::config::SiloConfig;
-use crate::runtime::bindings::WitErrors;
-use crate::runtime::bindings::exports::silo::connector::connector::FetchOutput;
-use crate::runtime::bindings::silo::connector::types as wit;
 use crate::runtime::{Instance, Loaded, Runtime};
 use silo_core::batch::Batch;
 use silo_core::error::{Error, Result};
@@ -108,8 +108,7 @@ impl Silo {
     pub fn with_runtime(runtime: Arc<Runtime>, config: &SiloConfig) -> Result<Silo> {
         let mut datasources = BTreeMap::new();
         for (name, ds) in &config.datasources {
-            let (backend, builtin) =
-                crate::capability::connect(name, ds, &config.limits, &config.net)?;
+            let (backend, builtin) = crate::config::connect(name, ds, &config.limits, &config.net)?;
             let schema = backend.default_schema().to_owned();
             let wasm = connector_bytes(ds.connector.as_deref().unwrap_or(builtin))?;
             if let Some(pinned) = &ds.connector_sha256 {
@@ -270,7 +269,7 @@ impl Silo {
         let grant = self.grant(ds, |_| DatasetAccess::rows(RowFilter::NoRows), None)?;
         let mut instance = self
             .runtime
-            .instantiate(&ds.connector, &ds.name, Some(grant))
+            .instantiate(&ds.connector, &ds.name, Some(Box::new(grant)))
             .await?;
         let found = instance
             .call(async |c, store| c.silo_connector_connector().call_describe(store).await)
@@ -416,7 +415,7 @@ impl Silo {
         };
         let mut instance = self
             .runtime
-            .instantiate(&ds.connector, &ds.name, Some(grant))
+            .instantiate(&ds.connector, &ds.name, Some(Box::new(grant)))
             .await?;
         let request = wit::FetchRequest {
             dataset: spec.dataset.clone(),

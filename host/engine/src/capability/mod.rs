@@ -12,48 +12,20 @@ pub mod postgres;
 pub mod registration;
 pub mod tls;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use silo_types::{Column, SqlDialect, Value};
+use silo_types::{SqlDialect, Value};
 use wasmtime::component::Resource;
 
+use crate::bindings::WitErrors;
+use crate::bindings::silo::connector::{log, sql, streams, types};
+pub use crate::rows::{FetchShare, HostRowStream, Permitted, RowSource};
+pub use crate::runtime::Kind;
 use crate::runtime::State;
-use crate::runtime::bindings::WitErrors;
-use crate::runtime::bindings::silo::connector::{log, sql, streams, types};
-use silo_core::batch::Batch;
 use silo_core::error::{Error, Result};
 use silo_core::limits::BATCH_ROWS;
 use silo_policy::sql::GovernedTable;
-
-/// What a datasource's connector may import besides logging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `silo:connector/sql` (Postgres, MySQL).
-    Sql,
-    /// `silo:connector/document` (MongoDB).
-    Document,
-    /// `silo:connector/files` (uploads, through preopened directories).
-    Files,
-    /// `silo:connector/http` (a JSON or REST API).
-    Http,
-}
-
-impl Kind {
-    /// The WIT interface this kind grants.
-    pub fn interface(self) -> &'static str {
-        match self {
-            Kind::Sql => "sql",
-            Kind::Document => "document",
-            Kind::Files => "files",
-            Kind::Http => "http",
-        }
-    }
-
-    /// Every kind, in the order `silo connector new --kind` lists them.
-    pub const ALL: [Kind; 4] = [Kind::Sql, Kind::Document, Kind::Files, Kind::Http];
-}
 
 /// A datasource's driver, by kind.
 #[derive(Clone)]
@@ -103,6 +75,15 @@ pub enum Grant {
     Files(files::Preopens),
     /// GET requests to the datasource's API.
     Http(http::HttpGrant),
+}
+
+impl crate::runtime::Grant for Grant {
+    fn preopened(&self) -> &[(std::path::PathBuf, String)] {
+        match self {
+            Grant::Files(p) => &p.dirs,
+            _ => &[],
+        }
+    }
 }
 
 /// What a fetch may do with documents: the pool and the governed collections.
@@ -182,17 +163,6 @@ const MAX_PARAMS: usize = 1024;
 /// Longest log line kept from a connector.
 const MAX_LOG_LINE: usize = 1024;
 
-/// A host-side source of rows: a database cursor, or anything else that
-/// yields rows without the guest in the loop.
-#[async_trait]
-pub trait RowSource: Send {
-    /// The columns every row carries, in order.
-    fn columns(&self) -> &[Column];
-    /// Up to `max` rows, each as wide as [`RowSource::columns`], or `None`
-    /// when finished.
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>>;
-}
-
 /// Checks a datasource's pool settings, which an org may supply: the pool
 /// size (1 to [`postgres::MAX_POOL_SIZE`]) and how many of its connections one
 /// fetch may hold (default: a quarter, at least one; never the whole pool of
@@ -213,63 +183,6 @@ pub fn pool_bounds(pool_size: usize, fetch_connections: Option<usize>) -> Result
         )));
     }
     Ok((pool_size, share))
-}
-
-/// Statements one fetch holds open at once against its datasource, bounded
-/// by the datasource's `fetch_connections` so other fetches keep the rest of
-/// the pool. A statement's permit lives as long as its row stream.
-#[derive(Clone)]
-pub struct FetchShare(Arc<tokio::sync::Semaphore>, usize);
-
-impl FetchShare {
-    /// A share of `n` open statements.
-    pub fn new(n: usize) -> FetchShare {
-        FetchShare(Arc::new(tokio::sync::Semaphore::new(n)), n)
-    }
-
-    /// A permit for one more open statement, or a limit error.
-    pub fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().map_err(|_| {
-            Error::Limit(format!(
-                "a fetch may hold {} statements open at once against this datasource; \
-                 read or drop one first",
-                self.1
-            ))
-        })
-    }
-}
-
-/// A row source holding one of its fetch's [`FetchShare`] permits.
-pub struct Permitted {
-    source: Box<dyn RowSource>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Permitted {
-    /// Runs `open` under a permit of `share`, and keeps the permit with the
-    /// source it opens.
-    pub async fn open<F>(share: &FetchShare, open: F) -> Result<Box<dyn RowSource>>
-    where
-        F: Future<Output = Result<Box<dyn RowSource>>>,
-    {
-        let permit = share.take()?;
-        let source = open.await?;
-        Ok(Box::new(Permitted {
-            source,
-            _permit: permit,
-        }))
-    }
-}
-
-#[async_trait]
-impl RowSource for Permitted {
-    fn columns(&self) -> &[Column] {
-        self.source.columns()
-    }
-
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>> {
-        self.source.next_batch(max).await
-    }
 }
 
 /// The driver behind the SQL capability (Postgres now, MySQL next).
@@ -302,12 +215,6 @@ pub struct SqlGrant {
     pub readable: &'static [(&'static str, &'static str)],
     /// This fetch's share of the datasource's connections.
     pub share: FetchShare,
-}
-
-/// The `row-stream` resource: a host row source the guest holds a handle to.
-pub struct HostRowStream {
-    /// Where the rows come from.
-    pub source: Box<dyn RowSource>,
 }
 
 impl types::Host for State {}
@@ -347,7 +254,7 @@ impl sql::Host for State {
         statement: String,
         params: Vec<types::Value>,
     ) -> wasmtime::Result<Result<Resource<HostRowStream>, types::Error>> {
-        let result = match self.grant.clone() {
+        let result = match self.grant::<Grant>().cloned() {
             Some(Grant::Sql(grant)) => match self.admit(statement.len(), params.len()) {
                 Ok(()) => {
                     let params = params.into_iter().map(Into::into).collect();
@@ -382,84 +289,6 @@ impl log::Host for State {
             log::Level::Error => tracing::error!(connector, "{line}"),
         }
         Ok(())
-    }
-}
-
-/// Opens the SQL client a datasource's config names, and the built-in
-/// connector that serves it unless the config names another.
-pub fn connect(
-    name: &str,
-    ds: &crate::config::DatasourceConfig,
-    limits: &silo_core::limits::Limits,
-    net: &net::NetPolicy,
-) -> Result<(Backend, &'static str)> {
-    let statement_timeout = limits.statement_timeout;
-    // A password the store supplies wins over one the config file names.
-    let secret = |env: Option<&str>, file: Option<&std::path::Path>| match &ds.password {
-        Some(p) => Ok(Some(p.clone())),
-        None => crate::config::read_secret(env, file),
-    };
-    let others = usize::from(ds.postgres.is_some())
-        + usize::from(ds.mysql.is_some())
-        + usize::from(ds.mongodb.is_some());
-    if let Some(f) = &ds.files {
-        if others > 0 || ds.http.is_some() {
-            return Err(crate::config::one_kind_error(name));
-        }
-        return Ok((
-            Backend::Files(Arc::new(files::FilesStore::new(f)?)),
-            "files",
-        ));
-    }
-    if let Some(h) = &ds.http {
-        if others > 0 {
-            return Err(crate::config::one_kind_error(name));
-        }
-        let token = secret(h.token_env.as_deref(), h.token_file.as_deref())?;
-        let client = http::HttpClient::new(http::HttpSettings {
-            config: h.clone(),
-            token,
-            timeout: statement_timeout,
-            net: net.clone(),
-        })?;
-        return Ok((Backend::Http(Arc::new(client)), "http-json"));
-    }
-    match (&ds.postgres, &ds.mysql, &ds.mongodb) {
-        (Some(pg), None, None) => {
-            let password = secret(pg.password_env.as_deref(), pg.password_file.as_deref())?;
-            let settings = postgres::PgSettings {
-                config: pg.clone(),
-                password,
-                statement_timeout,
-                fetch_timeout: limits.fetch_timeout,
-                max_row_bytes: limits.max_row_bytes,
-                net: net.clone(),
-            };
-            Ok((
-                Backend::Sql(Arc::new(postgres::PgClient::new(settings)?)),
-                "postgres",
-            ))
-        }
-        (None, Some(my), None) => {
-            let password = secret(my.password_env.as_deref(), my.password_file.as_deref())?;
-            Ok((
-                Backend::Sql(Arc::new(mysql::MyClient::new(my, password, limits, net)?)),
-                "mysql",
-            ))
-        }
-        (None, None, Some(mongo)) => {
-            let password = secret(
-                mongo.password_env.as_deref(),
-                mongo.password_file.as_deref(),
-            )?;
-            Ok((
-                Backend::Document(Arc::new(mongodb::MongoClient::new(
-                    mongo, password, limits, net,
-                )?)),
-                "mongodb",
-            ))
-        }
-        _ => Err(crate::config::one_kind_error(name)),
     }
 }
 

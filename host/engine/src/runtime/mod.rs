@@ -1,13 +1,9 @@
 //! The wasmtime side: one engine with a pooling allocator, one cached
 //! `InstancePre` per connector (keyed by the component's sha256), compiled
 //! artifacts cached on disk, and a fresh, limited store per fetch.
-#[allow(
-    missing_docs,
-    reason = "generated; wit/connector.wit documents each item"
-)]
-pub mod bindings;
 mod wasi;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime::{ResourceLimiter, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability::{Grant, Kind};
-use bindings::{AnyConnector, AnyConnectorPre};
+use crate::bindings::{AnyConnector, AnyConnectorPre};
 use silo_core::error::{Error, Result};
 use silo_core::limits::{LOG_BYTES, Limits};
 
@@ -46,6 +41,45 @@ const COMMON_IMPORTS: &[&str] = &[
     "silo:connector/log@",
 ];
 
+/// What a datasource's connector may import besides logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `silo:connector/sql` (Postgres, MySQL).
+    Sql,
+    /// `silo:connector/document` (MongoDB).
+    Document,
+    /// `silo:connector/files` (uploads, through preopened directories).
+    Files,
+    /// `silo:connector/http` (a JSON or REST API).
+    Http,
+}
+
+impl Kind {
+    /// The WIT interface this kind grants.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Kind::Sql => "sql",
+            Kind::Document => "document",
+            Kind::Files => "files",
+            Kind::Http => "http",
+        }
+    }
+
+    /// Every kind, in the order `silo connector new --kind` lists them.
+    pub const ALL: [Kind; 4] = [Kind::Sql, Kind::Document, Kind::Files, Kind::Http];
+}
+
+/// A capability bound to one fetch, as the runtime sees it: something the
+/// store holds for the capability's host functions to find again, plus the
+/// directories (if any) the guest gets preopened read-only. The runtime never
+/// looks inside; each capability downcasts to its own grant.
+pub trait Grant: Any + Send {
+    /// (host directory, guest path) pairs preopened read-only.
+    fn preopened(&self) -> &[(PathBuf, String)] {
+        &[]
+    }
+}
+
 /// Per-fetch store data: the guest's capabilities and nothing more.
 pub struct State {
     table: ResourceTable,
@@ -56,9 +90,7 @@ pub struct State {
     queries: usize,
     connector: Arc<str>,
     /// The capability bound to this fetch (none: the connector may only log).
-    pub(crate) grant: Option<Grant>,
-    /// Directories preopened read-only (files connectors only).
-    pub(crate) preopens: crate::capability::files::Preopens,
+    grant: Option<Box<dyn Grant>>,
 }
 
 impl State {
@@ -78,6 +110,12 @@ impl State {
     pub(crate) fn charge_query(&mut self, max: usize) -> bool {
         self.queries += 1;
         self.queries <= max
+    }
+
+    /// This fetch's grant, if it is a `G`.
+    pub(crate) fn grant<G: Grant>(&self) -> Option<&G> {
+        let grant: &dyn Any = self.grant.as_deref()?;
+        grant.downcast_ref()
     }
 
     /// The connector's name, for log lines.
@@ -295,7 +333,7 @@ impl Runtime {
         &self,
         loaded: &Loaded,
         name: &str,
-        grant: Option<Grant>,
+        grant: Option<Box<dyn Grant>>,
     ) -> Result<Instance> {
         let slot =
             match tokio::time::timeout(INSTANCE_WAIT, self.slots.clone().acquire_owned()).await {
@@ -309,13 +347,9 @@ impl Runtime {
                     )));
                 }
             };
-        let preopens = match &grant {
-            Some(Grant::Files(p)) => p.clone(),
-            _ => crate::capability::files::Preopens::default(),
-        };
         let state = State {
             table: ResourceTable::new(),
-            wasi: wasi::ctx(&preopens.dirs)?,
+            wasi: wasi::ctx(grant.as_deref().map_or(&[], |g| g.preopened()))?,
             limiter: Limiter {
                 max_memory: self.limits.memory_bytes,
                 memory_refused: false,
@@ -325,7 +359,6 @@ impl Runtime {
             queries: 0,
             connector: name.into(),
             grant,
-            preopens,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

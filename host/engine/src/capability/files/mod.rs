@@ -26,8 +26,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use silo_types::{Column, RowFilter};
 
+use crate::bindings::silo::connector::files;
 use crate::runtime::State;
-use crate::runtime::bindings::silo::connector::files;
 use silo_core::error::{Error, Result};
 use upload::create_private_dir;
 
@@ -384,7 +384,10 @@ impl Drop for Views {
 
 impl files::Host for State {
     async fn directories(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(self.preopens.guest_paths())
+        Ok(match self.grant::<crate::capability::Grant>() {
+            Some(crate::capability::Grant::Files(p)) => p.guest_paths(),
+            _ => Vec::new(),
+        })
     }
 }
 

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{HttpClient, HttpSettings};
 
+use crate::bindings::silo::connector::{http, types};
 use crate::runtime::State;
-use crate::runtime::bindings::silo::connector::{http, types};
 use silo_core::error::Error;
 use silo_policy::sql::GovernedTable;
 
@@ -155,7 +155,7 @@ impl RequestLog {
 
 impl http::Host for State {
     async fn settings(&mut self) -> wasmtime::Result<String> {
-        Ok(match &self.grant {
+        Ok(match self.grant::<crate::capability::Grant>() {
             Some(crate::capability::Grant::Http(g)) => g.client.settings_json().to_owned(),
             _ => "{}".to_owned(),
         })
@@ -166,7 +166,7 @@ impl http::Host for State {
         path: String,
         query: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<http::Response, types::Error>> {
-        let result = match self.grant.clone() {
+        let result = match self.grant::<crate::capability::Grant>().cloned() {
             Some(crate::capability::Grant::Http(grant)) => {
                 if self.charge_query(grant.client.max_requests()) {
                     let sent = grant.client.get(&path, &query, &grant.datasets).await;

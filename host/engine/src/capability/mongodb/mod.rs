@@ -58,8 +58,8 @@ fn default_pool_size() -> usize {
 use wasmtime::component::Resource;
 
 use super::{DocumentGrant, Grant, HostRowStream, Permitted};
+use crate::bindings::silo::connector::{document, types};
 use crate::runtime::State;
-use crate::runtime::bindings::silo::connector::{document, types};
 use silo_core::error::{Error, Result};
 
 /// Most documents `sample-fields` looks at.
@@ -70,7 +70,7 @@ const MAX_DISTINCT: usize = 10_000;
 impl State {
     /// The document grant, after counting the call and checking its size.
     fn document_call(&mut self, text_bytes: usize, values: usize) -> Result<DocumentGrant> {
-        let Some(Grant::Document(grant)) = self.grant.clone() else {
+        let Some(Grant::Document(grant)) = self.grant::<Grant>().cloned() else {
             return Err(Error::Policy(
                 "this connector has no document capability".into(),
             ));

@@ -6,11 +6,11 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
-        "silo:connector/streams.row-stream": crate::capability::HostRowStream,
+        "silo:connector/streams.row-stream": crate::rows::HostRowStream,
     },
 });
 
-silo_types::wit_conversions!(crate::runtime::bindings::silo::connector::types);
+silo_types::wit_conversions!(crate::bindings::silo::connector::types);
 
 use silo::connector::types::Error as WitError;
 use silo_core::error::Error;
