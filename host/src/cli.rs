@@ -624,6 +624,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let runtime = crate::runtime::Runtime::new(
                 crate::limits::Limits::default(),
                 crate::silo::default_cache_dir(),
+                crate::capability::ALL,
             )?;
             let (manifest, wasm) = crate::authoring::build(&dir, &runtime, None)?;
             writeln!(
@@ -646,6 +647,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let runtime = crate::runtime::Runtime::new(
                 crate::limits::Limits::default(),
                 crate::silo::default_cache_dir(),
+                crate::capability::ALL,
             )?;
             let found = runtime.inspect(&wasm, kind.map(Into::into))?;
             writeln!(

@@ -26,7 +26,7 @@ fn scaffold_in(name: &str, kind: Kind, language: Language) -> PathBuf {
         authoring::new(&dir, name, kind, language, &sdk).is_err(),
         "never overwrites"
     );
-    let runtime = Runtime::new(Default::default(), None).unwrap();
+    let runtime = Runtime::new(Default::default(), None, silo_host::capability::ALL).unwrap();
     // One target directory for these builds, kept between runs.
     let target = std::env::temp_dir().join("silo-authoring-target");
     // As an author types it: relative to the working directory.
@@ -102,7 +102,7 @@ async fn a_new_sql_connector_builds_registers_and_fetches() {
     assert_connector_test(&fx.config_path()).await;
 
     // Pinned by its manifest's sha256: the same file loads, another is refused.
-    let digest = Runtime::new(Default::default(), None)
+    let digest = Runtime::new(Default::default(), None, silo_host::capability::ALL)
         .unwrap()
         .inspect(&std::fs::read(&wasm).unwrap(), None)
         .unwrap()

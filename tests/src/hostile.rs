@@ -239,7 +239,7 @@ mod inspect {
 
     fn runtime() -> Runtime {
         let cache = std::env::temp_dir().join("silo-test-compile-cache");
-        Runtime::new(Default::default(), Some(cache)).unwrap()
+        Runtime::new(Default::default(), Some(cache), silo_host::capability::ALL).unwrap()
     }
 
     #[test]

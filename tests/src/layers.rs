@@ -12,13 +12,15 @@ fn host_dir() -> PathBuf {
 fn crate_sources() -> Vec<PathBuf> {
     let host = host_dir();
     let mut out = vec![host.join("src")];
-    for entry in std::fs::read_dir(&host).unwrap() {
-        let dir = entry.unwrap().path();
-        if dir.join("Cargo.toml").is_file() && dir.join("src").is_dir() {
-            out.push(dir.join("src"));
+    for parent in [host.clone(), host.join("capability")] {
+        for entry in std::fs::read_dir(&parent).unwrap() {
+            let dir = entry.unwrap().path();
+            if dir.join("Cargo.toml").is_file() && dir.join("src").is_dir() {
+                out.push(dir.join("src"));
+            }
         }
     }
-    assert!(out.len() > 5, "expected the host's crates under {host:?}");
+    assert!(out.len() >= 15, "expected the host's crates under {host:?}");
     out
 }
 
@@ -200,4 +202,55 @@ fn the_policy_crate_builds_without_the_runtime_drivers_or_an_async_runtime() {
         }
     }
     assert!(seen.len() >= 2, "followed silo-core and silo-types");
+}
+
+/// The host's crates from the bottom up: each may use only crates before it
+/// (the capabilities, one rank, not each other), so the runtime never names a
+/// capability and no capability reaches the engine, control plane or API.
+const LAYERS: &[&[&str]] = &[
+    &["silo-types"],
+    &["silo-core"],
+    &["silo-policy", "silo-metadata"],
+    &["silo-bindings"],
+    &["silo-runtime"],
+    &["silo-capability"],
+    &[
+        "silo-postgres",
+        "silo-mysql",
+        "silo-mongodb",
+        "silo-files",
+        "silo-http",
+    ],
+    &["silo-engine"],
+    &["silo-control"],
+    &["silo-api"],
+    &["silo-host"],
+];
+
+fn package_name(manifest: &Path) -> String {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn every_host_crate_uses_only_the_layers_below_it() {
+    let rank = |name: &str| LAYERS.iter().position(|layer| layer.contains(&name));
+    for manifest in crate_sources()
+        .iter()
+        .map(|src| src.parent().unwrap().join("Cargo.toml"))
+    {
+        let name = package_name(&manifest);
+        let own = rank(&name).unwrap_or_else(|| panic!("{name} is in no layer"));
+        for dep in dependencies(&manifest)
+            .into_iter()
+            .filter(|d| d.starts_with("silo-"))
+        {
+            let theirs = rank(&dep).unwrap_or_else(|| panic!("{dep} is in no layer"));
+            assert!(theirs < own, "{name} uses {dep}, which is not below it");
+        }
+    }
 }

@@ -197,7 +197,12 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
     let dir = std::env::temp_dir().join(format!("silo-tests-{}-cache", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let wasm = std::fs::read(crate::connectors::POSTGRES).unwrap();
-    let first = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
+    let first = Runtime::new(
+        Limits::default(),
+        Some(dir.clone()),
+        silo_host::capability::ALL,
+    )
+    .unwrap();
     assert_eq!(
         first
             .load(&wasm, silo_host::capability::Kind::Sql)
@@ -213,7 +218,12 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
         LoadSource::Memory
     );
     drop(first);
-    let restarted = Runtime::new(Limits::default(), Some(dir.clone())).unwrap();
+    let restarted = Runtime::new(
+        Limits::default(),
+        Some(dir.clone()),
+        silo_host::capability::ALL,
+    )
+    .unwrap();
     let loaded = restarted
         .load(&wasm, silo_host::capability::Kind::Sql)
         .unwrap();
@@ -228,7 +238,7 @@ async fn compiled_connector_is_reused_from_disk_after_a_restart() {
     for e in std::fs::read_dir(&dir).unwrap() {
         std::fs::write(e.unwrap().path(), b"garbage").unwrap();
     }
-    let again = Runtime::new(Limits::default(), Some(dir)).unwrap();
+    let again = Runtime::new(Limits::default(), Some(dir), silo_host::capability::ALL).unwrap();
     assert_eq!(
         again
             .load(&wasm, silo_host::capability::Kind::Sql)

@@ -283,7 +283,11 @@ impl ControlPlane {
             .cache_dir
             .clone()
             .or_else(silo_engine::silo::default_cache_dir);
-        let runtime = Arc::new(Runtime::new(config.limits, cache_dir)?);
+        let runtime = Arc::new(Runtime::new(
+            config.limits,
+            cache_dir,
+            silo_engine::capability::ALL,
+        )?);
         let net = store_protected(&store, &config.store, config.net.clone()).await?;
         let fingerprints = config.master_key.fingerprint_key();
         // What a crash or an interrupted upload left behind.

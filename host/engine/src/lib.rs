@@ -1,12 +1,12 @@
-//! The fetch engine: loads connector components, gives each fetch a fresh
+//! The fetch engine: the one layer that knows every capability. It loads
+//! connector components into `silo-runtime`, gives each fetch a fresh
 //! instance whose capabilities (postgres, mysql, mongodb, files, http) put
 //! the embed user's row filter below the connector through `silo-policy`,
 //! and re-checks every row it returns.
 //!
 //! - [`config`]: `silo.toml`: datasources, datasets, limits.
-//! - [`runtime`]: the wasmtime engine, instance pool, compile cache, WASI.
-//! - [`capability`]: one module per host capability, each with its config,
-//!   host-trait impl, driver client and limits.
+//! - [`capability`]: the capabilities by name (each its own crate), the
+//!   backend a datasource connects to and the grant a fetch holds.
 //! - [`silo`]: a fetch from grant to verified rows.
 //! - [`builtin`]: the connectors compiled into the binary.
 //!
@@ -21,14 +21,11 @@
 //! ```
 #![deny(missing_docs)]
 
-#[allow(
-    missing_docs,
-    reason = "generated; wit/connector.wit documents each item"
-)]
-pub mod bindings;
 pub mod builtin;
 pub mod capability;
 pub mod config;
-pub mod rows;
-pub mod runtime;
 pub mod silo;
+
+pub use silo_bindings as bindings;
+pub use silo_bindings::rows;
+pub use silo_runtime as runtime;

@@ -99,7 +99,7 @@ impl Silo {
     /// The runtime [`Silo::new`] builds for `config`: its limits and cache.
     pub fn runtime_for(config: &SiloConfig) -> Result<Runtime> {
         let cache_dir = config.cache_dir.clone().or_else(default_cache_dir);
-        Runtime::new(config.limits, cache_dir)
+        Runtime::new(config.limits, cache_dir, crate::capability::ALL)
     }
 
     /// Like [`Silo::new`], on a runtime shared with other registries (the
@@ -269,7 +269,7 @@ impl Silo {
         let grant = self.grant(ds, |_| DatasetAccess::rows(RowFilter::NoRows), None)?;
         let mut instance = self
             .runtime
-            .instantiate(&ds.connector, &ds.name, Some(Box::new(grant)))
+            .instantiate(&ds.connector, &ds.name, Some(grant.into_runtime()))
             .await?;
         let found = instance
             .call(async |c, store| c.silo_connector_connector().call_describe(store).await)
@@ -415,7 +415,7 @@ impl Silo {
         };
         let mut instance = self
             .runtime
-            .instantiate(&ds.connector, &ds.name, Some(Box::new(grant)))
+            .instantiate(&ds.connector, &ds.name, Some(grant.into_runtime()))
             .await?;
         let request = wit::FetchRequest {
             dataset: spec.dataset.clone(),

@@ -14,8 +14,8 @@ use silo_types::{Column, ColumnType, Value};
 
 use super::MongoConfig;
 use super::codec;
-use crate::capability::RowSource;
-use crate::capability::driver::{self, ServerFailure};
+use silo_bindings::rows::RowSource;
+use silo_capability::driver::{self, ServerFailure};
 use silo_core::batch::Batch;
 use silo_core::error::{Error, Result};
 use silo_core::limits::{BATCH_BYTES, BATCH_ROWS};
@@ -79,9 +79,9 @@ impl MongoClient {
         config: &MongoConfig,
         password: Option<SecretString>,
         limits: &silo_core::limits::Limits,
-        net: &crate::capability::net::NetPolicy,
+        net: &silo_capability::net::NetPolicy,
     ) -> Result<MongoClient> {
-        use crate::capability::net::Purpose;
+        use silo_capability::net::Purpose;
         // With TLS the certificate names the host: check the policy on what
         // it resolves to, and connect by name. Without, pin the address.
         let tls = config.tls.client(&config.host)?;
@@ -111,7 +111,7 @@ impl MongoClient {
             )
             .build();
         let (pool, fetch_share) =
-            crate::capability::pool_bounds(config.pool_size, config.fetch_connections)?;
+            silo_capability::pool_bounds(config.pool_size, config.fetch_connections)?;
         let pool = u32::try_from(pool)
             .map_err(|_| Error::Config("mongodb pool_size is too large".into()))?;
         let options = ClientOptions::builder()
@@ -125,7 +125,7 @@ impl MongoClient {
                 Some(t) => Tls::Enabled(
                     TlsOptions::builder()
                         .allow_invalid_certificates(
-                            t.mode == crate::capability::tls::TlsMode::Require,
+                            t.mode == silo_capability::tls::TlsMode::Require,
                         )
                         .ca_file_path(t.ca_pem.as_deref().map(ca_file).transpose()?)
                         .build(),
@@ -276,10 +276,10 @@ impl MongoClient {
     }
 
     /// What the user may do beyond reading `database` (see
-    /// [`crate::capability::registration`]).
+    /// [`silo_capability::registration`]).
     pub async fn write_privileges(&self) -> Result<Vec<String>> {
         let status = self.connection_status().await?;
-        Ok(crate::capability::registration::mongo_offending(
+        Ok(silo_capability::registration::mongo_offending(
             &status,
             &self.database,
         ))

@@ -22,8 +22,9 @@ use tokio_postgres::error::SqlState;
 use super::PgSettings;
 use super::codec::{Decoder, Param, Raw};
 use super::wire::{self, GuardedConnect};
-use crate::capability::driver::{self, ServerFailure};
-use crate::capability::{RowSource, SqlClient};
+use silo_bindings::rows::RowSource;
+use silo_capability::SqlClient;
+use silo_capability::driver::{self, ServerFailure};
 use silo_core::batch::Batch;
 use silo_core::error::{Error, Result};
 use silo_core::limits::BATCH_BYTES;
@@ -346,7 +347,7 @@ struct Faults {
 
 /// A hook that refuses a new connection which turns out to be a protected
 /// store's server and database, whatever address it was reached by.
-fn refuse_stores(net: &crate::capability::net::NetPolicy) -> Option<Hook> {
+fn refuse_stores(net: &silo_capability::net::NetPolicy) -> Option<Hook> {
     let stores: Vec<(String, String)> = net
         .protected
         .iter()
@@ -366,7 +367,7 @@ fn refuse_stores(net: &crate::capability::net::NetPolicy) -> Option<Hook> {
             let database: String = row.try_get(0).map_err(HookError::Backend)?;
             let started: String = row.try_get(1).map_err(HookError::Backend)?;
             if stores.contains(&(database, started)) {
-                return Err(HookError::message(crate::capability::net::STORE_REFUSAL));
+                return Err(HookError::message(silo_capability::net::STORE_REFUSAL));
             }
             Ok(())
         })

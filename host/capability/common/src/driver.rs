@@ -13,7 +13,7 @@ use std::fmt::Display;
 use silo_core::error::{Error, Result};
 
 /// The server ran the statement and refused or failed it.
-pub(crate) enum ServerFailure<'a> {
+pub enum ServerFailure<'a> {
     /// The datasource's statement time limit stopped it.
     Timeout,
     /// It tried to write inside the read-only transaction.
@@ -21,7 +21,12 @@ pub(crate) enum ServerFailure<'a> {
     /// Any other error about the statement the connector wrote. `code` is the
     /// server's error code (SQLSTATE, or MongoDB's code name): only it and
     /// [`describe_code`]'s words for it reach the connector.
-    Other { message: &'a str, code: &'a str },
+    Other {
+        /// The server's own text: logged, never shown to the connector.
+        message: &'a str,
+        /// The server's error code.
+        code: &'a str,
+    },
 }
 
 impl From<ServerFailure<'_>> for Error {
@@ -47,7 +52,7 @@ impl From<ServerFailure<'_>> for Error {
 /// Words for a server error code, written by the host: SQLSTATEs (Postgres,
 /// MySQL and MariaDB share the standard's classes) by code, then by class.
 /// MongoDB's code names are descriptive identifiers already.
-pub(crate) fn describe_code(code: &str) -> &'static str {
+pub fn describe_code(code: &str) -> &'static str {
     match code {
         "42601" => "syntax error",
         "42703" | "42S22" => "undefined column",
@@ -84,28 +89,28 @@ pub(crate) fn describe_code(code: &str) -> &'static str {
 
 /// The database could not be reached or the connection broke. Details (host,
 /// port, OS error) go to the host log only.
-pub(crate) fn unavailable(driver: &str, detail: impl Display) -> Error {
+pub fn unavailable(driver: &str, detail: impl Display) -> Error {
     tracing::warn!("{driver} connection failed: {detail}");
     Error::Datasource("the database is unavailable".into())
 }
 
 /// TLS to the server failed (a certificate refused, a handshake broken):
 /// the client's own words, which name no row.
-pub(crate) fn tls_failure(driver: &str, e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+pub fn tls_failure(driver: &str, e: &(dyn std::error::Error + 'static)) -> Option<Error> {
     silo_core::error::find::<rustls::Error>(e)
         .map(|t| Error::Config(format!("{driver}: TLS to the server failed: {t}")))
 }
 
 /// Every connection of the datasource's pool stayed in use for as long as a
 /// statement may wait: other fetches hold them.
-pub(crate) fn busy(pool_size: usize) -> Error {
+pub fn busy(pool_size: usize) -> Error {
     Error::Busy(format!(
         "the datasource is busy: all {pool_size} of its connections are in use; retry shortly"
     ))
 }
 
 /// The statement's placeholders and the bound values must match in number.
-pub(crate) fn check_bound(placeholders: usize, values: usize) -> Result<()> {
+pub fn check_bound(placeholders: usize, values: usize) -> Result<()> {
     if placeholders == values {
         return Ok(());
     }
@@ -115,14 +120,14 @@ pub(crate) fn check_bound(placeholders: usize, values: usize) -> Result<()> {
 }
 
 /// A result column of a type Silo has no value for.
-pub(crate) fn unsupported_column(name: &str, ty: impl Display) -> Error {
+pub fn unsupported_column(name: &str, ty: impl Display) -> Error {
     Error::Datasource(format!(
         "column `{name}` has type {ty}, which Silo cannot carry"
     ))
 }
 
 /// A row larger than `max_row_bytes`, refused before it was buffered.
-pub(crate) fn row_too_large(max: u64) -> Error {
+pub fn row_too_large(max: u64) -> Error {
     Error::Limit(format!(
         "a row is larger than {max} bytes (max_row_bytes); select fewer or smaller columns"
     ))

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::capability::net::{NetPolicy, Purpose};
+use silo_capability::net::{NetPolicy, Purpose};
 use silo_core::error::find;
 
 /// The error a guarded stream fails with; found again by [`is_row_too_large`].
@@ -194,7 +194,7 @@ pub(crate) struct GuardedConnect {
     pub max_message: u64,
     pub oversized: Arc<AtomicU64>,
     /// TLS, unless it is off.
-    pub tls: Option<crate::capability::tls::TlsClient>,
+    pub tls: Option<silo_capability::tls::TlsClient>,
 }
 
 /// Postgres' `SSLRequest` message: length 8, code 80877103.

@@ -8,7 +8,7 @@ use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::capability::net::{NetPolicy, Purpose};
+use silo_capability::net::{NetPolicy, Purpose};
 
 use super::HttpConfig;
 use silo_core::error::{Error, Result};
@@ -35,7 +35,7 @@ pub struct HttpSettings {
     /// Time cap for each request, connect to last byte.
     pub timeout: Duration,
     /// Where it may connect.
-    pub net: crate::capability::net::NetPolicy,
+    pub net: silo_capability::net::NetPolicy,
 }
 
 /// The client behind one HTTP datasource.
@@ -245,7 +245,7 @@ impl HttpClient {
 }
 
 /// Resolves the base URL's name for every new connection, and keeps only the
-/// addresses the datasource may reach (see [`crate::capability::net`]): a
+/// addresses the datasource may reach (see [`silo_capability::net`]): a
 /// name that resolves, or rebinds, to loopback, a private range or
 /// link-local is refused, so an org cannot aim a datasource at the host's
 /// own network. Only checked addresses are handed to the connection.

@@ -1,6 +1,7 @@
 //! The Postgres capability: typed config, a pooled client that runs every
 //! statement in a `READ ONLY` transaction with a statement timeout, and the
 //! codec between Postgres' binary format and Silo values.
+#![deny(missing_docs)]
 mod client;
 mod codec;
 mod wire;
@@ -12,11 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::PgClient;
 
-/// Connections a datasource's pool may open: enough for concurrent fetches on
-/// one host, few enough that a busy host cannot exhaust the database.
-pub const DEFAULT_POOL_SIZE: usize = 16;
-/// Largest pool a datasource may ask for (an org supplies this number).
-pub const MAX_POOL_SIZE: usize = 128;
+pub use silo_capability::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 
 /// The database and the server's start time, as text any session may read:
 /// what recognizes the control plane's store behind any address.
@@ -45,14 +42,14 @@ pub struct PostgresConfig {
     /// Schema an unqualified table name means.
     #[serde(default = "default_schema")]
     pub schema: String,
-    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// TLS to the server (see [`silo_capability::tls`]): `verify-full`
     /// by default off loopback.
     #[serde(
         default,
-        deserialize_with = "crate::capability::tls::settings",
-        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+        deserialize_with = "silo_capability::tls::settings",
+        skip_serializing_if = "silo_capability::tls::TlsSettings::is_unset"
     )]
-    pub tls: crate::capability::tls::TlsSettings,
+    pub tls: silo_capability::tls::TlsSettings,
     /// Pool size (1 to [`MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
@@ -65,7 +62,7 @@ pub struct PostgresConfig {
 impl PostgresConfig {
     /// The pool size and each fetch's share of it, checked.
     pub fn pool_bounds(&self) -> silo_core::error::Result<(usize, usize)> {
-        crate::capability::pool_bounds(self.pool_size, self.fetch_connections)
+        silo_capability::pool_bounds(self.pool_size, self.fetch_connections)
     }
 }
 
@@ -94,7 +91,7 @@ pub struct PgSettings {
     /// Largest message (row) accepted from the server.
     pub max_row_bytes: u64,
     /// Where it may connect.
-    pub net: crate::capability::net::NetPolicy,
+    pub net: silo_capability::net::NetPolicy,
 }
 
 impl std::fmt::Debug for PgSettings {

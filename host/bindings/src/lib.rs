@@ -1,6 +1,19 @@
-//! Host bindings for `wit/connector.wit`, the one source of truth shared with
-//! the SDK and every test connector.
-wasmtime::component::bindgen!({
+//! The host side of the contract: bindings generated from `wit/connector.wit`
+//! (the one source of truth shared with the SDK and every test connector),
+//! the capability interfaces a connector may import ([`Kind`]), the
+//! `row-stream` resource ([`rows`]) and the mapping between the host's error
+//! and the guest-visible one. The runtime and every capability build on it;
+//! it knows neither.
+#![deny(missing_docs)]
+
+pub mod rows;
+
+#[allow(
+    missing_docs,
+    reason = "generated; wit/connector.wit documents each item"
+)]
+mod generated {
+    wasmtime::component::bindgen!({
     path: "../../wit",
     world: "any-connector",
     imports: { default: async | trappable },
@@ -8,9 +21,39 @@ wasmtime::component::bindgen!({
     with: {
         "silo:connector/streams.row-stream": crate::rows::HostRowStream,
     },
-});
+    });
+}
+pub use generated::*;
 
-silo_types::wit_conversions!(crate::bindings::silo::connector::types);
+silo_types::wit_conversions!(crate::silo::connector::types);
+
+/// What a datasource's connector may import besides logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `silo:connector/sql` (Postgres, MySQL).
+    Sql,
+    /// `silo:connector/document` (MongoDB).
+    Document,
+    /// `silo:connector/files` (uploads, through preopened directories).
+    Files,
+    /// `silo:connector/http` (a JSON or REST API).
+    Http,
+}
+
+impl Kind {
+    /// The WIT interface this kind grants.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Kind::Sql => "sql",
+            Kind::Document => "document",
+            Kind::Files => "files",
+            Kind::Http => "http",
+        }
+    }
+
+    /// Every kind, in the order `silo connector new --kind` lists them.
+    pub const ALL: [Kind; 4] = [Kind::Sql, Kind::Document, Kind::Files, Kind::Http];
+}
 
 use silo::connector::types::Error as WitError;
 use silo_core::error::Error;

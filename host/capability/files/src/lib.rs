@@ -17,6 +17,7 @@
 //! - a partition the filter cannot admit is not there at all.
 //!
 //! Rows are still re-checked like any other.
+#![deny(missing_docs)]
 pub mod generations;
 pub mod upload;
 
@@ -26,9 +27,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use silo_types::{Column, RowFilter};
 
-use crate::bindings::silo::connector::files;
-use crate::runtime::State;
+use silo_bindings::silo::connector::files;
 use silo_core::error::{Error, Result};
+use silo_runtime::State;
 use upload::create_private_dir;
 
 /// Where a dataset keeps its schema, beside its partitions.
@@ -382,12 +383,46 @@ impl Drop for Views {
     }
 }
 
-impl files::Host for State {
+impl silo_runtime::Grant for Preopens {
+    fn preopened(&self) -> &[(PathBuf, String)] {
+        &self.dirs
+    }
+}
+
+/// The `files` interface, linked for the runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct FilesCapability;
+
+impl silo_runtime::Capability for FilesCapability {
+    fn kind(&self) -> silo_bindings::Kind {
+        silo_bindings::Kind::Files
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<State>,
+    ) -> wasmtime::Result<()> {
+        files::add_to_linker::<State, HasFiles>(linker, |state| FilesHost(state))
+    }
+}
+
+/// Marks the `files` host functions' view for the linker.
+struct HasFiles;
+
+impl wasmtime::component::HasData for HasFiles {
+    type Data<'a> = FilesHost<'a>;
+}
+
+/// The `files` host functions' view of an instance's state.
+struct FilesHost<'a>(&'a mut State);
+
+impl files::Host for FilesHost<'_> {
     async fn directories(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(match self.grant::<crate::capability::Grant>() {
-            Some(crate::capability::Grant::Files(p)) => p.guest_paths(),
-            _ => Vec::new(),
-        })
+        Ok(self
+            .0
+            .grant::<Preopens>()
+            .map(Preopens::guest_paths)
+            .unwrap_or_default())
     }
 }
 

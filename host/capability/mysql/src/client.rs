@@ -19,8 +19,9 @@ use silo_types::{Column, SqlDialect, Value};
 
 use super::MysqlConfig;
 use super::codec::{Decoder, param};
-use crate::capability::driver::{self, ServerFailure};
-use crate::capability::{RowSource, SqlClient};
+use silo_bindings::rows::RowSource;
+use silo_capability::SqlClient;
+use silo_capability::driver::{self, ServerFailure};
 use silo_core::batch::Batch;
 use silo_core::error::{Error, Result};
 use silo_core::limits::{BATCH_BYTES, Limits};
@@ -35,8 +36,8 @@ const CATALOG: &[(&str, &str)] = &[("information_schema", "columns")];
 
 /// The driver's TLS options for `tls`. The driver connects to the address
 /// the policy allowed, so the certificate is checked against the name.
-fn ssl_opts(tls: &crate::capability::tls::TlsClient) -> mysql_async::SslOpts {
-    use crate::capability::tls::TlsMode;
+fn ssl_opts(tls: &silo_capability::tls::TlsClient) -> mysql_async::SslOpts {
+    use silo_capability::tls::TlsMode;
     let name = tls.server_name.to_str().into_owned();
     let opts = mysql_async::SslOpts::default().with_danger_tls_hostname_override(Some(name));
     match (tls.mode, &tls.ca_pem) {
@@ -67,17 +68,17 @@ impl MyClient {
         config: &MysqlConfig,
         password: Option<SecretString>,
         limits: &Limits,
-        net: &crate::capability::net::NetPolicy,
+        net: &silo_capability::net::NetPolicy,
     ) -> Result<MyClient> {
         // The driver resolves names itself: give it the address the policy
         // allowed.
         let host = net.pin(
             &config.host,
             config.port,
-            crate::capability::net::Purpose::Database,
+            silo_capability::net::Purpose::Database,
         )?;
         let (pool_size, fetch_share) =
-            crate::capability::pool_bounds(config.pool_size, config.fetch_connections)?;
+            silo_capability::pool_bounds(config.pool_size, config.fetch_connections)?;
         let constraints = PoolConstraints::new(0, pool_size)
             .ok_or_else(|| Error::Config("mysql pool_size must be at least 1".into()))?;
         // The driver refuses a packet over this from its header, before
@@ -167,7 +168,7 @@ impl SqlClient for MyClient {
     async fn write_privileges(&self) -> Result<Vec<String>> {
         let mut conn = self.connection().await?;
         let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(|e| self.error(e))?;
-        Ok(crate::capability::registration::mysql_offending(
+        Ok(silo_capability::registration::mysql_offending(
             &grants,
             &self.database,
         ))

@@ -2,6 +2,7 @@
 //! pooled client that runs only read commands (every one an `aggregate` with
 //! `maxTimeMS`), and the value codec. What a pipeline may contain, and the
 //! user's `$match` in front of it, is decided in [`silo_policy::document`].
+#![deny(missing_docs)]
 mod client;
 mod codec;
 
@@ -30,15 +31,15 @@ pub struct MongoConfig {
     /// File holding the password (first line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
-    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// TLS to the server (see [`silo_capability::tls`]): `verify-full`
     /// by default off loopback.
     #[serde(
         default,
-        deserialize_with = "crate::capability::tls::settings",
-        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+        deserialize_with = "silo_capability::tls::settings",
+        skip_serializing_if = "silo_capability::tls::TlsSettings::is_unset"
     )]
-    pub tls: crate::capability::tls::TlsSettings,
-    /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
+    pub tls: silo_capability::tls::TlsSettings,
+    /// Pool size (1 to [`silo_capability::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Cursors one fetch may hold open at once (default: a quarter of the
@@ -52,39 +53,94 @@ fn default_port() -> u16 {
 }
 
 fn default_pool_size() -> usize {
-    super::postgres::DEFAULT_POOL_SIZE
+    silo_capability::DEFAULT_POOL_SIZE
 }
 
 use wasmtime::component::Resource;
 
-use super::{DocumentGrant, Grant, HostRowStream, Permitted};
-use crate::bindings::silo::connector::{document, types};
-use crate::runtime::State;
+use std::sync::Arc;
+
+use silo_bindings::rows::{FetchShare, HostRowStream, Permitted};
+use silo_bindings::silo::connector::{document, types};
 use silo_core::error::{Error, Result};
+use silo_policy::sql::GovernedTable;
+use silo_runtime::State;
 
 /// Most documents `sample-fields` looks at.
 const MAX_SAMPLE: u32 = 1000;
 /// Most values `distinct` returns (the rest is a limit error).
 const MAX_DISTINCT: usize = 10_000;
 
-impl State {
-    /// The document grant, after counting the call and checking its size.
-    fn document_call(&mut self, text_bytes: usize, values: usize) -> Result<DocumentGrant> {
-        let Some(Grant::Document(grant)) = self.grant::<Grant>().cloned() else {
-            return Err(Error::Policy(
-                "this connector has no document capability".into(),
-            ));
-        };
-        self.admit(text_bytes, values)?;
-        Ok(grant)
-    }
-}
-
 fn text_len(fields: &[String]) -> usize {
     fields.iter().map(String::len).sum()
 }
 
-impl document::Host for State {
+/// What a fetch may do with documents: the pool and the governed collections.
+#[derive(Clone)]
+pub struct DocumentGrant {
+    /// The pooled driver.
+    pub client: Arc<MongoClient>,
+    /// Governed collections with this user's filters.
+    pub collections: Arc<[GovernedTable]>,
+    /// Whether this instance only describes: sampling field names is allowed.
+    pub describing: bool,
+    /// This fetch's share of the datasource's connections (open cursors).
+    pub share: FetchShare,
+}
+
+impl DocumentGrant {
+    /// The policy view of this grant.
+    pub fn governed(&self) -> silo_policy::document::Governed<'_> {
+        silo_policy::document::Governed {
+            database: self.client.database(),
+            collections: &self.collections,
+        }
+    }
+}
+
+impl silo_runtime::Grant for DocumentGrant {}
+
+/// The `document` interface, linked for the runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentCapability;
+
+impl silo_runtime::Capability for DocumentCapability {
+    fn kind(&self) -> silo_bindings::Kind {
+        silo_bindings::Kind::Document
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<State>,
+    ) -> wasmtime::Result<()> {
+        document::add_to_linker::<State, HasDocument>(linker, |state| DocumentHost(state))
+    }
+}
+
+/// Marks the `document` host functions' view for the linker.
+struct HasDocument;
+
+impl wasmtime::component::HasData for HasDocument {
+    type Data<'a> = DocumentHost<'a>;
+}
+
+/// The `document` host functions' view of an instance's state.
+struct DocumentHost<'a>(&'a mut State);
+
+impl DocumentHost<'_> {
+    /// The document grant, after counting the call and checking its size.
+    fn document_call(&mut self, text_bytes: usize, values: usize) -> Result<DocumentGrant> {
+        let Some(grant) = self.0.grant::<DocumentGrant>().cloned() else {
+            return Err(Error::Policy(
+                "this connector has no document capability".into(),
+            ));
+        };
+        self.0.admit(text_bytes, values)?;
+        Ok(grant)
+    }
+}
+
+impl document::Host for DocumentHost<'_> {
     async fn collections(&mut self) -> wasmtime::Result<Result<Vec<String>, types::Error>> {
         let result = self.document_call(0, 0).map(|grant| {
             grant
@@ -94,7 +150,7 @@ impl document::Host for State {
                 .map(|c| c.name.clone())
                 .collect()
         });
-        Ok(self.report(result))
+        Ok(self.0.report(result))
     }
 
     async fn sample_fields(
@@ -117,7 +173,7 @@ impl document::Host for State {
             Ok(columns.into_iter().map(Into::into).collect())
         }
         .await;
-        Ok(self.report(result))
+        Ok(self.0.report(result))
     }
 
     async fn find(
@@ -134,7 +190,7 @@ impl document::Host for State {
             Permitted::open(&grant.share, grant.client.read(&collection, read, fields)).await
         }
         .await;
-        self.push_stream(result)
+        self.0.push_stream(result)
     }
 
     async fn aggregate(
@@ -154,7 +210,7 @@ impl document::Host for State {
             .await
         }
         .await;
-        self.push_stream(result)
+        self.0.push_stream(result)
     }
 
     async fn count(
@@ -174,7 +230,7 @@ impl document::Host for State {
             Ok(docs.first().map_or(0, |d| client::count_of(d)))
         }
         .await;
-        Ok(self.report(result))
+        Ok(self.0.report(result))
     }
 
     async fn distinct(
@@ -196,6 +252,6 @@ impl document::Host for State {
             Ok(docs.iter().map(|d| client::group_key(d).into()).collect())
         }
         .await;
-        Ok(self.report(result))
+        Ok(self.0.report(result))
     }
 }

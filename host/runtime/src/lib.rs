@@ -1,6 +1,13 @@
 //! The wasmtime side: one engine with a pooling allocator, one cached
 //! `InstancePre` per connector (keyed by the component's sha256), compiled
 //! artifacts cached on disk, and a fresh, limited store per fetch.
+//!
+//! It knows a capability only through [`Capability`] (how to link its host
+//! functions) and [`Grant`] (what a store holds for them): the list of
+//! capabilities is given to [`Runtime::new`] by the layer that knows them.
+#![deny(missing_docs)]
+
+mod host;
 mod wasi;
 
 use std::any::Any;
@@ -11,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{ResourceLimiter, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{AnyConnector, AnyConnectorPre};
+pub use silo_bindings::Kind;
+use silo_bindings::{AnyConnector, AnyConnectorPre};
 use silo_core::error::{Error, Result};
 use silo_core::limits::{LOG_BYTES, Limits};
 
@@ -41,32 +49,15 @@ const COMMON_IMPORTS: &[&str] = &[
     "silo:connector/log@",
 ];
 
-/// What a datasource's connector may import besides logging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `silo:connector/sql` (Postgres, MySQL).
-    Sql,
-    /// `silo:connector/document` (MongoDB).
-    Document,
-    /// `silo:connector/files` (uploads, through preopened directories).
-    Files,
-    /// `silo:connector/http` (a JSON or REST API).
-    Http,
-}
-
-impl Kind {
-    /// The WIT interface this kind grants.
-    pub fn interface(self) -> &'static str {
-        match self {
-            Kind::Sql => "sql",
-            Kind::Document => "document",
-            Kind::Files => "files",
-            Kind::Http => "http",
-        }
-    }
-
-    /// Every kind, in the order `silo connector new --kind` lists them.
-    pub const ALL: [Kind; 4] = [Kind::Sql, Kind::Document, Kind::Files, Kind::Http];
+/// A host capability as the runtime sees it: the contract interface it
+/// grants and how its host functions are linked. Each capability crate has
+/// one; the runtime never names them.
+pub trait Capability: Send + Sync {
+    /// The interface a connector imports to use it.
+    fn kind(&self) -> Kind;
+    /// Adds its host functions, which find their state in [`State`] (its
+    /// [`Grant`], the resource table, the call budget).
+    fn add_to_linker(&self, linker: &mut Linker<State>) -> wasmtime::Result<()>;
 }
 
 /// A capability bound to one fetch, as the runtime sees it: something the
@@ -95,31 +86,31 @@ pub struct State {
 
 impl State {
     /// The resource table holding host resources handed to the guest.
-    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+    pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
 
     /// Charges `n` bytes of guest log output; false once the budget is spent.
-    pub(crate) fn charge_log(&mut self, n: usize) -> bool {
+    pub fn charge_log(&mut self, n: usize) -> bool {
         let ok = self.log_budget >= n;
         self.log_budget = self.log_budget.saturating_sub(n);
         ok
     }
 
     /// Counts a statement; false once `max` have run in this store.
-    pub(crate) fn charge_query(&mut self, max: usize) -> bool {
+    pub fn charge_query(&mut self, max: usize) -> bool {
         self.queries += 1;
         self.queries <= max
     }
 
     /// This fetch's grant, if it is a `G`.
-    pub(crate) fn grant<G: Grant>(&self) -> Option<&G> {
+    pub fn grant<G: Grant>(&self) -> Option<&G> {
         let grant: &dyn Any = self.grant.as_deref()?;
         grant.downcast_ref()
     }
 
     /// The connector's name, for log lines.
-    pub(crate) fn connector(&self) -> &str {
+    pub fn connector(&self) -> &str {
         &self.connector
     }
 }
@@ -203,8 +194,13 @@ impl Drop for Runtime {
 
 impl Runtime {
     /// An engine sized for `limits`, caching compiled components in `cache_dir`
-    /// (created owner-only) when given.
-    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Runtime> {
+    /// (created owner-only) when given, linking the common interfaces and
+    /// `capabilities`.
+    pub fn new(
+        limits: Limits,
+        cache_dir: Option<PathBuf>,
+        capabilities: &[&dyn Capability],
+    ) -> Result<Runtime> {
         let instances = limits.instances.clamp(1, silo_core::limits::MAX_INSTANCES);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
@@ -222,8 +218,10 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(internal)?;
-        AnyConnector::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(internal)?;
+        host::add_to_linker(&mut linker).map_err(internal)?;
+        for capability in capabilities {
+            capability.add_to_linker(&mut linker).map_err(internal)?;
+        }
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
@@ -397,7 +395,7 @@ pub struct Instance {
 impl Instance {
     /// Runs one call into the guest under the per-call time limit, mapping
     /// traps to errors that say which limit was hit.
-    pub(crate) async fn call<R, F>(&mut self, f: F) -> Result<R>
+    pub async fn call<R, F>(&mut self, f: F) -> Result<R>
     where
         F: AsyncFnOnce(&AnyConnector, &mut Store<State>) -> wasmtime::Result<R>,
     {
@@ -456,7 +454,7 @@ impl Instance {
     }
 
     /// The store, for taking host resources the guest handed back.
-    pub(crate) fn store_mut(&mut self) -> &mut Store<State> {
+    pub fn store_mut(&mut self) -> &mut Store<State> {
         &mut self.store
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP capability, in the same shape as the databases: typed config, a
 //! client that holds the credential and the caps, and the generated-trait
 //! impl. Every request goes through [`silo_policy::http`] first.
+#![deny(missing_docs)]
 mod client;
 
 use std::collections::BTreeMap;
@@ -11,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{HttpClient, HttpSettings};
 
-use crate::bindings::silo::connector::{http, types};
-use crate::runtime::State;
+use silo_bindings::silo::connector::{http, types};
 use silo_core::error::Error;
 use silo_policy::sql::GovernedTable;
+use silo_runtime::State;
 
 /// Largest response body by default: a page of JSON, far below guest memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
@@ -153,10 +154,39 @@ impl RequestLog {
     }
 }
 
-impl http::Host for State {
+impl silo_runtime::Grant for HttpGrant {}
+
+/// The `http` interface, linked for the runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCapability;
+
+impl silo_runtime::Capability for HttpCapability {
+    fn kind(&self) -> silo_bindings::Kind {
+        silo_bindings::Kind::Http
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<State>,
+    ) -> wasmtime::Result<()> {
+        http::add_to_linker::<State, HasHttp>(linker, |state| HttpHost(state))
+    }
+}
+
+/// Marks the `http` host functions' view for the linker.
+struct HasHttp;
+
+impl wasmtime::component::HasData for HasHttp {
+    type Data<'a> = HttpHost<'a>;
+}
+
+/// The `http` host functions' view of an instance's state.
+struct HttpHost<'a>(&'a mut State);
+
+impl http::Host for HttpHost<'_> {
     async fn settings(&mut self) -> wasmtime::Result<String> {
-        Ok(match self.grant::<crate::capability::Grant>() {
-            Some(crate::capability::Grant::Http(g)) => g.client.settings_json().to_owned(),
+        Ok(match self.0.grant::<HttpGrant>() {
+            Some(g) => g.client.settings_json().to_owned(),
             _ => "{}".to_owned(),
         })
     }
@@ -166,9 +196,9 @@ impl http::Host for State {
         path: String,
         query: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<http::Response, types::Error>> {
-        let result = match self.grant::<crate::capability::Grant>().cloned() {
-            Some(crate::capability::Grant::Http(grant)) => {
-                if self.charge_query(grant.client.max_requests()) {
+        let result = match self.0.grant::<HttpGrant>().cloned() {
+            Some(grant) => {
+                if self.0.charge_query(grant.client.max_requests()) {
                     let sent = grant.client.get(&path, &query, &grant.datasets).await;
                     grant.log.push(match &sent {
                         Ok((admitted, answer)) => RequestRecord {
@@ -202,7 +232,7 @@ impl http::Host for State {
                 "this connector has no HTTP capability".into(),
             )),
         };
-        Ok(self.report(result).map(|r| http::Response {
+        Ok(self.0.report(result).map(|r| http::Response {
             status: r.status,
             content_type: r.content_type,
             body: r.body,

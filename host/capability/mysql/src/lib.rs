@@ -1,6 +1,7 @@
 //! The MySQL/MariaDB capability, in the same shape as Postgres: typed config,
 //! a pooled client that runs every statement inside `START TRANSACTION READ
 //! ONLY` with a server-side time limit, and the value codec.
+#![deny(missing_docs)]
 mod client;
 mod codec;
 
@@ -27,15 +28,15 @@ pub struct MysqlConfig {
     /// File holding the password (first line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<std::path::PathBuf>,
-    /// TLS to the server (see [`crate::capability::tls`]): `verify-full`
+    /// TLS to the server (see [`silo_capability::tls`]): `verify-full`
     /// by default off loopback.
     #[serde(
         default,
-        deserialize_with = "crate::capability::tls::settings",
-        skip_serializing_if = "crate::capability::tls::TlsSettings::is_unset"
+        deserialize_with = "silo_capability::tls::settings",
+        skip_serializing_if = "silo_capability::tls::TlsSettings::is_unset"
     )]
-    pub tls: crate::capability::tls::TlsSettings,
-    /// Pool size (1 to [`super::postgres::MAX_POOL_SIZE`]).
+    pub tls: silo_capability::tls::TlsSettings,
+    /// Pool size (1 to [`silo_capability::MAX_POOL_SIZE`]).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Statements one fetch may hold open at once (default: a quarter of the
@@ -49,5 +50,5 @@ fn default_port() -> u16 {
 }
 
 fn default_pool_size() -> usize {
-    super::postgres::DEFAULT_POOL_SIZE
+    silo_capability::DEFAULT_POOL_SIZE
 }

@@ -8,8 +8,8 @@
 //! Memory does not grow with the file: one record (at most
 //! [`MAX_RECORD_BYTES`]), one type per column (at most [`MAX_COLUMNS`]), the
 //! partition names (at most [`MAX_PARTITIONS`]), rows waiting to be written
-//! to their partitions (at most [`BUFFERED`] bytes together) and at most
-//! [`OPEN_PARTITIONS`] open files.
+//! to their partitions (at most `BUFFERED` bytes together) and at most
+//! `OPEN_PARTITIONS` open files.
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
