@@ -583,3 +583,41 @@ fn internal(e: impl std::fmt::Display) -> Error {
 fn invalid_component(e: wasmtime::Error) -> Error {
     Error::Connector(format!("not a valid component: {e}"))
 }
+
+/// Declares how a capability is linked: `$name`, a unit struct implementing
+/// [`Capability`] for the interface `$kind`, whose host functions (the
+/// generated `Host` trait of `$interface`, implemented by the capability on
+/// `$view`) see an instance's [`State`] through `$view`, a struct this
+/// declares. One declaration per capability crate, so each links the same way.
+#[macro_export]
+macro_rules! capability {
+    ($name:ident, $kind:ident, $interface:ident, $view:ident) => {
+        #[doc = concat!("The `", stringify!($interface), "` interface, linked for the runtime.")]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+
+        #[doc = concat!("The `", stringify!($interface), "` host functions' view of an instance's state.")]
+        struct $view<'a>(&'a mut $crate::State);
+
+        const _: () = {
+            struct View;
+
+            impl ::wasmtime::component::HasData for View {
+                type Data<'a> = $view<'a>;
+            }
+
+            impl $crate::Capability for $name {
+                fn kind(&self) -> $crate::Kind {
+                    $crate::Kind::$kind
+                }
+
+                fn add_to_linker(
+                    &self,
+                    linker: &mut ::wasmtime::component::Linker<$crate::State>,
+                ) -> ::wasmtime::Result<()> {
+                    $interface::add_to_linker::<$crate::State, View>(linker, |state| $view(state))
+                }
+            }
+        };
+    };
+}

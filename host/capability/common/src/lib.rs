@@ -14,14 +14,12 @@ pub mod tls;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use silo_bindings::Kind;
 use silo_bindings::rows::{FetchShare, HostRowStream, Permitted, RowSource};
 use silo_bindings::silo::connector::{sql, types};
 use silo_core::error::{Error, Result};
 use silo_policy::sql::GovernedTable;
-use silo_runtime::{Capability, State};
 use silo_types::{SqlDialect, Value};
-use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime::component::Resource;
 
 /// Connections a datasource's pool may open: enough for concurrent fetches on
 /// one host, few enough that a busy host cannot exhaust the database.
@@ -85,29 +83,7 @@ pub struct SqlGrant {
 
 impl silo_runtime::Grant for SqlGrant {}
 
-/// The `sql` interface, linked for the runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct SqlCapability;
-
-impl Capability for SqlCapability {
-    fn kind(&self) -> Kind {
-        Kind::Sql
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<State>) -> wasmtime::Result<()> {
-        sql::add_to_linker::<State, HasSql>(linker, |state| SqlHost(state))
-    }
-}
-
-/// The `sql` host functions' view of an instance's state.
-struct SqlHost<'a>(&'a mut State);
-
-/// Marks the `sql` host functions' view for the linker.
-struct HasSql;
-
-impl HasData for HasSql {
-    type Data<'a> = SqlHost<'a>;
-}
+silo_runtime::capability!(SqlCapability, Sql, sql, SqlHost);
 
 impl sql::Host for SqlHost<'_> {
     async fn query(

@@ -29,7 +29,6 @@ use silo_types::{Column, RowFilter};
 
 use silo_bindings::silo::connector::files;
 use silo_core::error::{Error, Result};
-use silo_runtime::State;
 use upload::create_private_dir;
 
 /// Where a dataset keeps its schema, beside its partitions.
@@ -389,32 +388,7 @@ impl silo_runtime::Grant for Preopens {
     }
 }
 
-/// The `files` interface, linked for the runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct FilesCapability;
-
-impl silo_runtime::Capability for FilesCapability {
-    fn kind(&self) -> silo_bindings::Kind {
-        silo_bindings::Kind::Files
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<State>,
-    ) -> wasmtime::Result<()> {
-        files::add_to_linker::<State, HasFiles>(linker, |state| FilesHost(state))
-    }
-}
-
-/// Marks the `files` host functions' view for the linker.
-struct HasFiles;
-
-impl wasmtime::component::HasData for HasFiles {
-    type Data<'a> = FilesHost<'a>;
-}
-
-/// The `files` host functions' view of an instance's state.
-struct FilesHost<'a>(&'a mut State);
+silo_runtime::capability!(FilesCapability, Files, files, FilesHost);
 
 impl files::Host for FilesHost<'_> {
     async fn directories(&mut self) -> wasmtime::Result<Vec<String>> {

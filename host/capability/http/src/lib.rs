@@ -15,7 +15,6 @@ pub use client::{HttpClient, HttpSettings};
 use silo_bindings::silo::connector::{http, types};
 use silo_core::error::Error;
 use silo_policy::sql::GovernedTable;
-use silo_runtime::State;
 
 /// Largest response body by default: a page of JSON, far below guest memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
@@ -156,32 +155,7 @@ impl RequestLog {
 
 impl silo_runtime::Grant for HttpGrant {}
 
-/// The `http` interface, linked for the runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpCapability;
-
-impl silo_runtime::Capability for HttpCapability {
-    fn kind(&self) -> silo_bindings::Kind {
-        silo_bindings::Kind::Http
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<State>,
-    ) -> wasmtime::Result<()> {
-        http::add_to_linker::<State, HasHttp>(linker, |state| HttpHost(state))
-    }
-}
-
-/// Marks the `http` host functions' view for the linker.
-struct HasHttp;
-
-impl wasmtime::component::HasData for HasHttp {
-    type Data<'a> = HttpHost<'a>;
-}
-
-/// The `http` host functions' view of an instance's state.
-struct HttpHost<'a>(&'a mut State);
+silo_runtime::capability!(HttpCapability, Http, http, HttpHost);
 
 impl http::Host for HttpHost<'_> {
     async fn settings(&mut self) -> wasmtime::Result<String> {

@@ -64,7 +64,6 @@ use silo_bindings::rows::{FetchShare, HostRowStream, Permitted};
 use silo_bindings::silo::connector::{document, types};
 use silo_core::error::{Error, Result};
 use silo_policy::sql::GovernedTable;
-use silo_runtime::State;
 
 /// Most documents `sample-fields` looks at.
 const MAX_SAMPLE: u32 = 1000;
@@ -100,32 +99,7 @@ impl DocumentGrant {
 
 impl silo_runtime::Grant for DocumentGrant {}
 
-/// The `document` interface, linked for the runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct DocumentCapability;
-
-impl silo_runtime::Capability for DocumentCapability {
-    fn kind(&self) -> silo_bindings::Kind {
-        silo_bindings::Kind::Document
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<State>,
-    ) -> wasmtime::Result<()> {
-        document::add_to_linker::<State, HasDocument>(linker, |state| DocumentHost(state))
-    }
-}
-
-/// Marks the `document` host functions' view for the linker.
-struct HasDocument;
-
-impl wasmtime::component::HasData for HasDocument {
-    type Data<'a> = DocumentHost<'a>;
-}
-
-/// The `document` host functions' view of an instance's state.
-struct DocumentHost<'a>(&'a mut State);
+silo_runtime::capability!(DocumentCapability, Document, document, DocumentHost);
 
 impl DocumentHost<'_> {
     /// The document grant, after counting the call and checking its size.
