@@ -30,12 +30,12 @@ fn template(kind: Kind) -> (&'static str, &'static str, &'static str) {
         Kind::Files => (
             include_str!("../../connectors/files/src/lib.rs"),
             "Files",
-            "silo-types = { path = \"SDK/types\" }\ncsv = \"1.4\"\nserde_json = \"1\"\n",
+            "silo-types = \"SDK_VERSION\"\ncsv = \"1.4\"\nserde_json = \"1\"\n",
         ),
         Kind::Http => (
             include_str!("../../connectors/http-json/src/lib.rs"),
             "HttpJson",
-            "silo-types = { path = \"SDK/types\" }\nserde_json = \"1\"\n",
+            "silo-types = \"SDK_VERSION\"\nserde_json = \"1\"\n",
         ),
     }
 }
@@ -107,9 +107,40 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Config(format!("{}: {e}", path.display()))
 }
 
+/// The SDK release a scaffold depends on: this host's own version, as a
+/// caret requirement (`0.1`), so the crate builds from the registry anywhere.
+const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `silo-sdk` requirement a scaffold writes: `major.minor`.
+fn sdk_requirement() -> &'static str {
+    match SDK_VERSION.rmatch_indices('.').next() {
+        Some((i, _)) => &SDK_VERSION[..i],
+        None => SDK_VERSION,
+    }
+}
+
+/// The Silo checkout `dir` is inside, if any: the nearest ancestor holding
+/// `sdk/` (the `silo-sdk` crate) and `wit/connector.wit`. A scaffold made
+/// there builds against that SDK rather than the published one.
+pub fn checkout_sdk(dir: &Path) -> Option<PathBuf> {
+    let dir = dir.canonicalize().ok()?;
+    dir.ancestors().find_map(|d| {
+        let manifest = std::fs::read_to_string(d.join("sdk/Cargo.toml")).ok()?;
+        (manifest.contains("name = \"silo-sdk\"") && d.join("wit/connector.wit").is_file())
+            .then(|| d.join("sdk"))
+    })
+}
+
 /// Scaffolds connector `name` of `kind` in `dir/<name>`: a Rust crate
-/// depending on the SDK at `sdk` (a checkout's `sdk/`), or an npm project.
-pub fn new(dir: &Path, name: &str, kind: Kind, language: Language, sdk: &Path) -> Result<PathBuf> {
+/// depending on the published `silo-sdk` (with `sdk`, a local SDK such as a
+/// checkout's `sdk/`, patched in), or an npm project.
+pub fn new(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    language: Language,
+    sdk: Option<&Path>,
+) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -156,12 +187,24 @@ pub fn new(dir: &Path, name: &str, kind: Kind, language: Language, sdk: &Path) -
             &pattern.replace("{}", &ident),
         );
     }
-    let sdk = sdk.display().to_string();
+    let version = sdk_requirement();
+    // A local SDK replaces the registry's for this crate only.
+    let patch = match sdk {
+        Some(sdk) => {
+            let sdk = sdk.display().to_string();
+            format!(
+                "\n# A local Silo SDK in place of the published one (remove to use crates.io).\n\
+                 [patch.crates-io]\nsilo-sdk = {{ path = \"{sdk}\" }}\n\
+                 silo-types = {{ path = \"{sdk}/types\" }}\n"
+            )
+        }
+        None => String::new(),
+    };
     let cargo = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nsilo-sdk = {{ path = \"{sdk}\" }}\n{}\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nsilo-sdk = \"{version}\"\n{}{patch}\n\
          # Its own workspace: built on its own, wherever it lives.\n[workspace]\n",
-        extra.replace("SDK", &sdk)
+        extra.replace("SDK_VERSION", version)
     );
     let meta = format!(
         "# Read by `silo connector build`.\nname = \"{name}\"\nversion = \"0.1.0\"\nkind = \"{}\"\n",

@@ -295,7 +295,8 @@ enum ConnectorCommand {
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The Silo SDK to depend on (default: this checkout's `sdk/`).
+        /// A local Silo SDK (a checkout's `sdk/`) patched in for the published `silo-sdk`
+        /// (default: the checkout this runs inside, if any).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -542,14 +543,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ConnectorLanguage::Rust => crate::authoring::Language::Rust,
                 ConnectorLanguage::Javascript => crate::authoring::Language::Javascript,
             };
-            let sdk = match sdk {
-                Some(s) => s,
-                None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../sdk")
-                    .canonicalize()
-                    .map_err(|_| Error::Config("give --sdk <path to silo's sdk/>".into()))?,
-            };
-            let root = crate::authoring::new(&dir, &name, kind.into(), language, &sdk)?;
+            // Inside a Silo checkout, its SDK; elsewhere the published one.
+            let sdk = sdk.or_else(|| {
+                std::env::current_dir()
+                    .ok()
+                    .and_then(|d| crate::authoring::checkout_sdk(&d))
+            });
+            let root = crate::authoring::new(&dir, &name, kind.into(), language, sdk.as_deref())?;
             writeln!(
                 out,
                 "created {} (from the built-in connector); next: silo connector build {}",

@@ -58,7 +58,7 @@
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "any-connector",
         pub_export_macro: true,
         export_macro_name: "export_connector",

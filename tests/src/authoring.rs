@@ -21,9 +21,9 @@ fn scaffold_in(name: &str, kind: Kind, language: Language) -> PathBuf {
         .join("../sdk")
         .canonicalize()
         .unwrap();
-    let root = authoring::new(&dir, name, kind, language, &sdk).unwrap();
+    let root = authoring::new(&dir, name, kind, language, Some(&sdk)).unwrap();
     assert!(
-        authoring::new(&dir, name, kind, language, &sdk).is_err(),
+        authoring::new(&dir, name, kind, language, Some(&sdk)).is_err(),
         "never overwrites"
     );
     let runtime = Runtime::new(Default::default(), None, silo_host::capability::ALL).unwrap();
@@ -87,7 +87,7 @@ fn names_are_checked() {
     let dir = std::env::temp_dir();
     for bad in ["Bad", "has space", "-lead", "", "dots.no"] {
         assert!(
-            authoring::new(&dir, bad, Kind::Sql, Language::Rust, &dir).is_err(),
+            authoring::new(&dir, bad, Kind::Sql, Language::Rust, Some(&dir)).is_err(),
             "{bad}"
         );
     }
@@ -176,9 +176,15 @@ async fn a_new_javascript_connector_builds_registers_and_fetches() {
         "{rows:?}"
     );
     let dir = std::env::temp_dir();
-    let err = authoring::new(&dir, "js-files", Kind::Files, Language::Javascript, &dir)
-        .unwrap_err()
-        .to_string();
+    let err = authoring::new(
+        &dir,
+        "js-files",
+        Kind::Files,
+        Language::Javascript,
+        Some(&dir),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("sql connectors only"), "{err}");
 }
 
@@ -186,4 +192,126 @@ async fn a_new_javascript_connector_builds_registers_and_fetches() {
 async fn a_new_http_connector_builds_registers_and_fetches() {
     let wasm = scaffold("acme-api", Kind::Http);
     crate::http::assert_tenants(wasm.to_str().unwrap(), assert_connector_test).await;
+}
+
+/// The workspace root.
+fn workspace() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+#[test]
+fn the_sdk_crate_carries_the_one_wit_unchanged() {
+    let root = workspace();
+    let shared = std::fs::read(root.join("wit/connector.wit")).unwrap();
+    let carried = std::fs::read(root.join("sdk/wit/connector.wit")).unwrap();
+    assert!(
+        shared == carried,
+        "sdk/wit/connector.wit differs from wit/connector.wit: copy it over"
+    );
+}
+
+/// Runs `program` with `args` in `dir`, asserting success.
+fn run(dir: &std::path::Path, program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Outside a checkout, `new` writes a versioned dependency and no patch, and
+/// the scaffold builds from the SDK crates as `cargo package` makes them (in
+/// place of the registry, which does not have them here): nothing of the
+/// checkout is needed.
+#[test]
+fn a_scaffold_needs_no_checkout_only_the_published_sdk() {
+    let tmp = std::env::temp_dir().join(format!("silo-sdk-package-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    assert_eq!(
+        authoring::checkout_sdk(&tmp),
+        None,
+        "a temp dir is no checkout"
+    );
+    assert_eq!(
+        authoring::checkout_sdk(&workspace().join("host/src")),
+        Some(workspace().join("sdk")),
+        "inside a checkout, its sdk/"
+    );
+
+    let root = authoring::new(&tmp, "standalone", Kind::Files, Language::Rust, None).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let requirement = &version[..version.rfind('.').unwrap()];
+    assert!(
+        manifest.contains(&format!("silo-sdk = \"{requirement}\"")),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains(&format!("silo-types = \"{requirement}\"")),
+        "{manifest}"
+    );
+    assert!(!manifest.contains("[patch"), "{manifest}");
+    assert!(
+        !manifest.contains(workspace().to_str().unwrap()),
+        "{manifest}"
+    );
+
+    // The crates as they would be published, unpacked beside the scaffold.
+    let packages = tmp.join("package-target");
+    let target = packages.to_str().unwrap();
+    run(
+        &workspace(),
+        env!("CARGO"),
+        &[
+            "package",
+            "-p",
+            "silo-types",
+            "-p",
+            "silo-sdk",
+            "--no-verify",
+            "--allow-dirty",
+            "--target-dir",
+            target,
+        ],
+    );
+    let vendor = tmp.join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    for name in ["silo-types", "silo-sdk"] {
+        let file = packages.join(format!("package/{name}-{version}.crate"));
+        run(&vendor, "tar", &["xzf", file.to_str().unwrap()]);
+    }
+    // Stand-in for crates.io: the packaged crates, not the checkout.
+    let mut manifest = manifest;
+    manifest.push_str(&format!(
+        "\n[patch.crates-io]\nsilo-sdk = {{ path = \"{0}/silo-sdk-{1}\" }}\n\
+         silo-types = {{ path = \"{0}/silo-types-{1}\" }}\n",
+        vendor.display(),
+        version
+    ));
+    std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+
+    let runtime = Runtime::new(Default::default(), None, silo_host::capability::ALL).unwrap();
+    let target = std::env::temp_dir().join("silo-authoring-target");
+    let (built, wasm) = authoring::build(&root, &runtime, Some(&target)).unwrap();
+    assert_eq!(built.kind, "files");
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    assert!(lock.contains("name = \"silo-sdk\""), "built on silo-sdk");
+    assert_eq!(
+        runtime
+            .inspect(&std::fs::read(&wasm).unwrap(), Some(Kind::Files))
+            .unwrap()
+            .digest,
+        built.sha256
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
 }
