@@ -351,6 +351,52 @@ async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
         .unwrap()
         .get(0);
     assert!(!called, "a read-only fetch advanced a sequence");
+
+    // The commit is queued, not awaited: once a fetch has read its rows, the
+    // pooled connection ends its transaction without being asked again, and
+    // the next statement on it starts a transaction of its own.
+    let probe = "SELECT pg_backend_pid()::int8, now()::text";
+    let first = client.query(probe, Vec::new()).await.unwrap();
+    let read = async |mut rows: Box<dyn silo_host::capability::RowSource>| {
+        let row = rows
+            .next_batch(10)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .to_vec();
+        while rows.next_batch(10).await.unwrap().is_some() {}
+        row
+    };
+    let first = read(first).await;
+    let Value::Int(pid) = first[0] else {
+        panic!("pid {:?}", first[0]);
+    };
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = admin
+            .query_one(
+                "SELECT coalesce(state, '') FROM pg_stat_activity WHERE pid = $1::int4",
+                &[&(pid as i32)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if state == "idle" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "idle", "the pooled connection ended its transaction");
+    let second = read(client.query(probe, Vec::new()).await.unwrap()).await;
+    assert_eq!(second[0], first[0], "the same pooled connection");
+    assert_ne!(
+        second[1], first[1],
+        "a transaction of its own, not the previous one's"
+    );
+
     admin
         .batch_execute("DROP SEQUENCE public.silo_ro_probe")
         .await
