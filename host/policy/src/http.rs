@@ -1,7 +1,7 @@
 //! The HTTP capability's policy: which requests a connector may make.
 //!
 //! A request names a path on the datasource's one base URL. The path must be
-//! plain (see [`check_path`]) and match a *path template* the datasource maps
+//! plain (see `check_path`) and match a *path template* the datasource maps
 //! to a governed dataset: literal segments, and `{column}` segments that bind
 //! a filter column (`/v2/orgs/{org}/tickets`). That dataset's filter for the
 //! embed user then binds the request, deny by default: every column the

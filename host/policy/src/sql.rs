@@ -25,7 +25,7 @@
 //!   18446744073709551615` is therefore materialized, admitted rows only,
 //!   before any connector expression sees a row. That copy costs the server
 //!   about twice a plain scan, so a *plain* statement (see
-//!   [`plain_statement`]), whose only connector code is output columns and
+//!   `plain_statement`), whose only connector code is output columns and
 //!   plain comparisons with literals, gets the mergeable fence instead: such
 //!   a comparison cannot fail on a value (a mismatch only warns, and warnings
 //!   never reach a connector), and its only effect is to choose rows that
@@ -226,7 +226,7 @@ const MYSQL_BARE_FUNCTIONS: &[&str] = &[
 /// connector's describe, e.g. ("information_schema","columns")); empty for a fetch.
 ///
 /// The rewrite is a pure function of its inputs other than the connector's
-/// parameter values, so its result is remembered (see [`RewriteCache`]): a
+/// parameter values, so its result is remembered (see `RewriteCache`): a
 /// connector that sends the same statement for the same user costs a hash
 /// and a comparison, not a parse.
 pub fn rewrite(
