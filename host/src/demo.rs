@@ -8,12 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use silo_types::{Op, RowFilter, Value};
+use silo_types::Value;
 use tokio_postgres::NoTls;
 
 use crate::config::SiloConfig;
 use crate::error::{Error, Result};
-use crate::output::{cell_text, write_table};
+use crate::output::write_table;
 use crate::silo::{FetchSpec, Silo};
 
 /// The default admin connection: the local server's `postgres` superuser.
@@ -201,44 +201,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
-/// A filter in the `column op value` notation of `silo.toml`.
-pub fn filter_text(f: &RowFilter) -> String {
-    match f {
-        RowFilter::AllRows => "all rows".into(),
-        RowFilter::NoRows => "no rows".into(),
-        RowFilter::AnyOf(any) if any.is_empty() => "no rows".into(),
-        RowFilter::AnyOf(any) => any
-            .iter()
-            .map(|conj| {
-                conj.iter()
-                    .map(|p| {
-                        let lit = |v: &Value| match v {
-                            Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
-                            other => cell_text(other),
-                        };
-                        match p.op {
-                            Op::IsNull | Op::NotNull => format!("{} {}", p.column, p.op.symbol()),
-                            Op::In | Op::NotIn => format!(
-                                "{} {} ({})",
-                                p.column,
-                                p.op.symbol(),
-                                p.values.iter().map(lit).collect::<Vec<_>>().join(", ")
-                            ),
-                            op => format!(
-                                "{} {} {}",
-                                p.column,
-                                op.symbol(),
-                                p.values.first().map(lit).unwrap_or_default()
-                            ),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            })
-            .collect::<Vec<_>>()
-            .join("  OR  "),
-    }
-}
+pub use silo_core::display::filter_text;
 
 const DEMO_SCHEMA: &str = "silo_demo";
 const DEMO_ROLE: &str = "silo_demo_reader";
@@ -568,7 +531,7 @@ async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
         while let Some(batch) = fetch.next_batch().await? {
             rows.extend(batch);
         }
-        audit.record(fetch.rows(), fetch.bytes(), "ok").await;
+        audit.commit(fetch.rows(), fetch.bytes(), "ok").await?;
         let elapsed = started.elapsed();
         report_user(out, user, tenant, group, &filter, &columns, &rows, elapsed)?;
         let summary = cp.embed_summary(&session, &orders.id).await?;

@@ -35,6 +35,7 @@ mod mongodb;
 mod files;
 
 #[cfg(test)]
+#[macro_use]
 mod control;
 
 #[cfg(test)]

@@ -403,6 +403,17 @@ async fn the_audit_counts_what_a_client_got_and_is_bounded_keyed_and_paged() {
         .await
         .unwrap();
     let whole = resp.bytes().await.unwrap();
+    // Its one record was durable before the response: no waiting.
+    let now = http
+        .ok("GET", "/v1/audit?limit=1000", &key, None, 200)
+        .await;
+    let whole_record = now["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "fetch" && r["outcome"] == "ok")
+        .cloned();
+    assert!(whole_record.is_some(), "{now}");
 
     let fetches = |records: &[J]| -> Vec<J> {
         records
@@ -433,9 +444,14 @@ async fn the_audit_counts_what_a_client_got_and_is_bounded_keyed_and_paged() {
     let ok = f.iter().find(|r| r["outcome"] == "ok").unwrap();
     assert_eq!(ok["rows"], json!(acme), "{ok}");
     assert_eq!(ok["bytes"], json!(whole.len()), "{ok}");
-    // Each fetch was on record before its first byte.
-    let starts = all.iter().filter(|r| r["action"] == "fetch.start").count();
-    assert_eq!(starts, 2);
+    // Each fetch was on record before its first byte: the stream by its
+    // `fetch.start`, the JSON body by its one record (checked above).
+    let starts: Vec<_> = all
+        .iter()
+        .filter(|r| r["action"] == "fetch.start")
+        .collect();
+    assert_eq!(starts.len(), 1, "{all:?}");
+    assert!(starts[0]["seq"].as_i64() < cut["seq"].as_i64());
 
     // The fingerprint is keyed: the same filter under another master key
     // fingerprints differently; under the same key, the same.
@@ -760,4 +776,138 @@ async fn cached_session_reads_follow_changes_made_on_another_host() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     first.stop().await;
     second.stop().await;
+}
+
+/// Makes every audit append fail (a full disk, a store that refuses
+/// writes), or, with `refuse` false, work again.
+async fn refuse_audit_appends(spec: &StoreSpec, backend: Backend, refuse: bool) {
+    use sqlx::Connection;
+    let (create, drop) = match backend {
+        Backend::Sqlite => (
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            "DROP TRIGGER refuse_audit",
+        ),
+        Backend::Postgres => (
+            "ALTER TABLE audit ADD CONSTRAINT refuse_audit CHECK (false) NOT VALID",
+            "ALTER TABLE audit DROP CONSTRAINT refuse_audit",
+        ),
+    };
+    let sql = if refuse { create } else { drop };
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", spec.url))
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&spec.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+/// A fetch is on record before its first byte, or it releases nothing:
+/// with the audit log unwritable, JSON and streamed fetches answer 503
+/// `busy` without a row, and serve again once the log is writable.
+async fn a_fetch_that_cannot_be_put_on_record_releases_nothing(backend: Backend) {
+    let name = format!("unrecorded_{backend:?}").to_lowercase();
+    let (spec, _, server, http, admin) = crate::control::start(&name, backend).await;
+    let (_, dataset, ann) = orders(&http, &admin, "unrecorded", 50).await;
+    let path = format!("/v1/embed/datasets/{dataset}/fetch");
+    let fetch = || async {
+        let json = http.call("POST", &path, Some(&ann), Some(json!({}))).await;
+        let stream = ndjson_fetch(&server.base, &dataset, &ann).await;
+        let status = stream.status();
+        let retry = stream.headers().get("retry-after").cloned();
+        let body = stream.text().await.unwrap();
+        (json, status, retry, body)
+    };
+    let ((status, body), _, _, lines) = fetch().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(lines.lines().count(), 45, "{lines}");
+
+    refuse_audit_appends(&spec, backend, true).await;
+    let ((status, body), stream_status, retry, lines) = fetch().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    assert!(body.get("rows").is_none(), "{body}");
+    assert_eq!(stream_status, StatusCode::SERVICE_UNAVAILABLE, "{lines}");
+    assert!(retry.is_some());
+    assert!(!lines.contains("acme"), "{lines}");
+    assert!(!body.to_string().contains("disk full"), "{body}");
+
+    refuse_audit_appends(&spec, backend, false).await;
+    let ((status, body), stream_status, _, lines) = fetch().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(45), "{body}");
+    assert_eq!(stream_status, StatusCode::OK);
+    assert_eq!(lines.lines().count(), 45, "{lines}");
+    server.stop().await;
+}
+
+on_both_stores!(a_fetch_that_cannot_be_put_on_record_releases_nothing);
+
+/// A request answered before its body was read (refused, not found) says
+/// `Connection: close`: the rest of its body is still on the wire, so a
+/// client must not send another request on that connection. A request
+/// whose body was read keeps its connection.
+#[tokio::test]
+async fn an_answer_before_the_body_was_read_closes_the_connection() {
+    let (_spec, _, server, http, admin) =
+        crate::control::start("early_answer", Backend::Sqlite).await;
+    let (_, key) = http.org_with_key(&admin, "early").await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let head = |path: &str, auth: &str, length: u64| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {auth}\r\n\
+             content-type: text/csv\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    let dataset = http.files_dataset(&key, "early").await;
+    let real = format!("/v1/datasets/{dataset}/upload");
+    for (path, auth, length, status) in [
+        (
+            "/v1/datasets/dset_missing/upload",
+            key.as_str(),
+            50_000_000,
+            "404",
+        ),
+        (
+            "/v1/datasets/dset_missing/upload",
+            "not-a-key",
+            50_000_000,
+            "401",
+        ),
+        (real.as_str(), key.as_str(), 1 << 60, "413"),
+    ] {
+        let mut conn = TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(head(path, auth, length).as_bytes())
+            .await
+            .unwrap();
+        // No body byte yet: a client that waits for an early answer (as
+        // with `Expect: 100-continue`) gets it whole.
+        let answer = read_to_close(&mut conn).await.unwrap_or_default();
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.starts_with(&format!("http/1.1 {status}")), "{answer}");
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    }
+    // A body read to its end: the connection stays open for the next one.
+    let body = r#"{"embed_user": "nobody"}"#;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(PATIENCE, conn.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 404"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    server.stop().await;
 }

@@ -62,6 +62,19 @@ async fn upload(
             .into());
         }
     };
+    // Refused before a byte of the body is read: another org's or a missing
+    // dataset, a wrong kind, a declared size over the limit.
+    s.cp.upload_target(&p, &id).await?;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.cp.max_upload_bytes()) {
+        return Err(super::ApiError::too_large(format!(
+            "the upload is larger than the limit of {} bytes",
+            s.cp.max_upload_bytes()
+        )));
+    }
     let staged =
         super::upload::stage(&s.cp.staging_dir(), ext, body, s.cp.max_upload_bytes()).await?;
     let result =

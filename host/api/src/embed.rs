@@ -14,7 +14,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, AppState, Body, Embed, ErrorBody};
-use crate::output::cell_json;
 use silo_control::{ColumnInfo, EmbedDataset, error_code};
 use silo_core::batch::Batch;
 use silo_metadata::Payload;
@@ -77,13 +76,21 @@ pub struct FetchInput {
 pub struct FetchResult {
     /// Column names, in order.
     pub columns: Vec<String>,
-    /// Rows, each an array in column order.
-    #[schema(value_type = Vec<Vec<Object>>)]
+    /// Rows, each an array of cells in column order. A cell is any JSON
+    /// value: numbers stay numbers, decimals are exact strings, dates and
+    /// timestamps ISO 8601 strings, bytes hex strings, JSON embedded.
     pub rows: Vec<Vec<serde_json::Value>>,
 }
 
+/// One line of a streamed fetch: a row as an object, keys in column order.
+/// A stream that fails after its first row ends with a line
+/// `{"error": {"code", "message"}}` instead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NdjsonRow(pub std::collections::BTreeMap<String, serde_json::Value>);
+
 /// The datasets this session may use.
-#[utoipa::path(get, path = "/v1/embed/datasets", tag = "embed", security(("session" = [])),
+#[utoipa::path(get, path = "/v1/embed/datasets", tag = "embed", operation_id = "list_embed_datasets",
+    security(("session" = [])),
     responses((status = 200, body = Vec<EmbedDataset>), (status = 401, body = ErrorBody)))]
 async fn list(State(s): State<AppState>, Embed(e): Embed) -> ApiResult<Json<Vec<EmbedDataset>>> {
     Ok(Json(s.cp.embed_datasets(&e).await?))
@@ -107,8 +114,9 @@ async fn describe(
 /// document.
 #[utoipa::path(post, path = "/v1/embed/datasets/{id}/fetch", tag = "embed",
     params(("id" = String, Path)), request_body = FetchInput, security(("session" = [])),
-    responses((status = 200, body = FetchResult, content_type = "application/json"),
-        (status = 200, description = "One JSON object per row", content_type = "application/x-ndjson"),
+    responses((status = 200, description = "The rows: one JSON document, or with \
+            `Accept: application/x-ndjson` one JSON object per row (keys in column order)",
+            content((FetchResult = "application/json"), (NdjsonRow = "application/x-ndjson"))),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 async fn fetch(
@@ -132,13 +140,10 @@ async fn fetch(
         .is_some_and(|v| v.contains(NDJSON));
     if !streaming {
         let silo_control::EmbedFetch { mut fetch, audit } = run;
-        let columns = fetch.columns().to_vec();
-        let mut rows = Vec::new();
+        let mut batches = Vec::new();
         let outcome = loop {
             match fetch.next_batch().await {
-                Ok(Some(batch)) => {
-                    rows.extend(batch.iter().map(|r| r.iter().map(cell_json).collect()))
-                }
+                Ok(Some(batch)) => batches.push(batch),
                 Ok(None) => break Ok(()),
                 Err(err) => break Err(err),
             }
@@ -150,10 +155,17 @@ async fn fetch(
             return Err(err.into());
         }
         // The record says what the client is sent: these rows, these bytes.
-        let count = rows.len() as u64;
-        let body = serde_json::to_vec(&FetchResult { columns, rows })
-            .map_err(|e| silo_core::error::Error::Internal(format!("encoding rows: {e}")))?;
-        audit.record(count, body.len() as u64, code).await;
+        let count: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        // About the decoded size; growth past 1 MiB is left to the Vec.
+        let mut body = Vec::with_capacity(64 + fetch.bytes().min(1 << 20) as usize);
+        crate::output::write_json_rows(
+            &mut body,
+            fetch.columns(),
+            batches.iter().flat_map(|b| b.iter()),
+        )
+        .map_err(|e| silo_core::error::Error::Internal(format!("encoding rows: {e}")))?;
+        // One record, durable before the first byte: the body is whole.
+        audit.commit(count, body.len() as u64, code).await?;
         return Ok((
             [(header::CONTENT_TYPE, "application/json")],
             axum::body::Body::from(body),
@@ -162,7 +174,17 @@ async fn fetch(
     }
     let metrics = s.metrics.clone();
     let columns: std::sync::Arc<[String]> = run.fetch.columns().into();
-    let stream = futures_util::stream::unfold(Some(run), move |state| {
+    // On record (`fetch.start`) before the first byte: a crash mid-stream
+    // still leaves a trace. The append's fsync overlaps the first batch.
+    let silo_control::EmbedFetch { mut fetch, audit } = run;
+    let (begun, first) = tokio::join!(audit.begin(), fetch.next_batch());
+    if let Err(err) = begun {
+        s.metrics.fetch(error_code(&err), 0, 0);
+        audit.record(0, 0, error_code(&err)).await;
+        return Err(err.into());
+    }
+    let run = silo_control::EmbedFetch { fetch, audit };
+    let stream = futures_util::stream::unfold((Some(run), Some(first)), move |(state, first)| {
         let columns = columns.clone();
         let metrics = metrics.clone();
         async move {
@@ -170,7 +192,11 @@ async fn fetch(
                 mut fetch,
                 mut audit,
             } = state?;
-            match fetch.next_batch().await {
+            let next = match first {
+                Some(first) => first,
+                None => fetch.next_batch().await,
+            };
+            match next {
                 Ok(Some(batch)) => {
                     let chunk = ndjson(&columns, &batch);
                     // Counted as it is handed to the connection: a stream
@@ -178,7 +204,7 @@ async fn fetch(
                     audit.release(batch.len() as u64, chunk.len() as u64);
                     Some((
                         Ok::<_, Infallible>(chunk),
-                        Some(silo_control::EmbedFetch { fetch, audit }),
+                        (Some(silo_control::EmbedFetch { fetch, audit }), None),
                     ))
                 }
                 Ok(None) => {
@@ -195,7 +221,7 @@ async fn fetch(
                     let mut line =
                         serde_json::to_vec(&ApiError::from(err).body()).unwrap_or_default();
                     line.push(b'\n');
-                    Some((Ok(Bytes::from(line)), None))
+                    Some((Ok(Bytes::from(line)), (None, None)))
                 }
             }
         }

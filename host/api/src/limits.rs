@@ -2,10 +2,13 @@
 //! is cut after the idle timeout (its upload fails and leaves nothing), and a
 //! request whose response has not started by the request timeout gets 408.
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,17 +21,28 @@ use super::{ApiError, AppState};
 pub async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let limits = s.limits;
     let (parts, body) = req.into_parts();
-    let body =
-        axum::body::Body::from_stream(Idle::new(body.into_data_stream(), limits.body_idle_timeout));
-    let req = Request::from_parts(parts, body);
-    match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+    let has_body = !body.is_end_stream();
+    let idle = Idle::new(body.into_data_stream(), limits.body_idle_timeout);
+    let ended = idle.ended.clone();
+    let req = Request::from_parts(parts, axum::body::Body::from_stream(idle));
+    let mut response = match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::timeout(format!(
             "the request took longer than {} s",
             limits.request_timeout.as_secs()
         ))
         .into_response(),
+    };
+    // Answered before its body was read (refused, too large): the rest of
+    // the body is still on the wire, so this connection cannot carry another
+    // request. Say so, or a client reuses it and its next call fails.
+    if has_body && !ended.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
     }
+    response
 }
 
 /// The error a stalled body ends with.
@@ -44,6 +58,8 @@ struct Idle<S> {
     /// The timer runs from the handler's first read: time a handler spends
     /// before reading (waiting for a lock, say) is not the client's.
     armed: bool,
+    /// The body was read to its end.
+    ended: Arc<AtomicBool>,
 }
 
 impl<S> Idle<S> {
@@ -53,6 +69,7 @@ impl<S> Idle<S> {
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             armed: false,
+            ended: Arc::default(),
         }
     }
 }
@@ -72,6 +89,9 @@ where
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(item) => {
+                if item.is_none() {
+                    self.ended.store(true, Ordering::Relaxed);
+                }
                 let deadline = tokio::time::Instant::now() + self.idle;
                 self.timer.as_mut().reset(deadline);
                 Poll::Ready(item.map(|r| r.map_err(Into::into)))

@@ -11,7 +11,7 @@ use silo_core::error::{Error, Result};
 use silo_metadata::PrivacyPolicy;
 
 use crate::audit::AuditEvent;
-use crate::model::{Dataset, DatasourceKind};
+use crate::model::{Dataset, Datasource, DatasourceKind};
 use crate::store::now;
 use crate::{ControlPlane, Principal, append_logged, error_code, tokens, valid_name};
 
@@ -91,13 +91,7 @@ impl ControlPlane {
     ) -> Result<UploadSummary> {
         use silo_engine::capability::files::{FilesStore, upload};
         let org = Self::org_of(p)?;
-        let d = self.store.dataset(org, dataset).await?;
-        let (ds, _, _) = self.store.datasource(org, &d.datasource_id).await?;
-        if ds.kind != DatasourceKind::Files {
-            return Err(Error::Config(
-                "uploads go to a dataset of a `files` datasource".into(),
-            ));
-        }
+        let (d, ds) = self.upload_target(p, dataset).await?;
         let config = self.engine_config(&ds, None, &[])?;
         let files = config
             .datasources
@@ -163,6 +157,25 @@ impl ControlPlane {
                 .collect(),
             partitions: done.partitions,
         })
+    }
+
+    /// The dataset an upload of `p` to `dataset` replaces, and its
+    /// datasource: checked before a byte of the body is read, so a refused
+    /// upload costs no disk and is answered at once.
+    pub async fn upload_target(
+        &self,
+        p: &Principal,
+        dataset: &str,
+    ) -> Result<(Dataset, Datasource)> {
+        let org = Self::org_of(p)?;
+        let d = self.store.dataset(org, dataset).await?;
+        let (ds, _, _) = self.store.datasource(org, &d.datasource_id).await?;
+        if ds.kind != DatasourceKind::Files {
+            return Err(Error::Config(
+                "uploads go to a dataset of a `files` datasource".into(),
+            ));
+        }
+        Ok((d, ds))
     }
 
     /// The largest upload the API accepts (`silo serve --max-upload-bytes`).

@@ -17,7 +17,7 @@ use crate::audit::{self, AuditEvent};
 use crate::datasets::ColumnInfo;
 use crate::model::{Dataset, GroupGrant, Permission};
 use crate::store::Store;
-use crate::{ControlPlane, EmbedPrincipal, append_logged, attributes, error_code};
+use crate::{ControlPlane, EmbedPrincipal, Principal, append_logged, attributes, error_code};
 
 /// A dataset as an embed session sees it.
 #[derive(Debug, Clone, serde::Serialize, ToSchema)]
@@ -53,7 +53,34 @@ pub struct PendingAudit {
 }
 
 impl PendingAudit {
-    /// Writes the record with the fetch's totals and outcome.
+    /// Puts the fetch on record (`fetch.start`) before a streamed response
+    /// releases its first byte. A fetch that cannot be put on record
+    /// releases nothing: the error is `busy`, worth a retry.
+    pub async fn begin(&self) -> Result<()> {
+        let Some(event) = &self.event else {
+            return Ok(());
+        };
+        let begun = AuditEvent {
+            action: "fetch.start".into(),
+            outcome: "started".into(),
+            ..event.clone()
+        };
+        durable(&self.store, &begun).await
+    }
+
+    /// Writes the one record of a fetch whose whole response is known
+    /// before any of it is released (a JSON body): its totals and outcome,
+    /// durable before the caller releases the response, else an error and
+    /// nothing is released.
+    pub async fn commit(mut self, rows: u64, bytes: u64, outcome: &str) -> Result<()> {
+        match self.finish(rows, bytes, outcome) {
+            Some(e) => durable(&self.store, &e).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the record with the fetch's totals and outcome, after its
+    /// rows were released (or none will be): a failure is only logged.
     pub async fn record(mut self, rows: u64, bytes: u64, outcome: &str) {
         if let Some(e) = self.finish(rows, bytes, outcome) {
             append_logged(&self.store, &e).await;
@@ -84,6 +111,20 @@ impl PendingAudit {
             }
         }
         Some(e)
+    }
+}
+
+/// Appends `e`, durable on return; a failure is logged in full and reported
+/// without the store's details.
+async fn durable(store: &Store, e: &AuditEvent) -> Result<()> {
+    match audit::append(store, e).await {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            tracing::error!(error = %err, action = %e.action, "writing an audit record failed");
+            Err(Error::Busy(
+                "the audit log cannot be written; nothing was released".into(),
+            ))
+        }
     }
 }
 
@@ -241,17 +282,11 @@ impl ControlPlane {
         let mut audit = self.pending_audit(e.event("fetch", dataset), started);
         match result {
             Ok(fetch) => {
+                // The caller puts the fetch on record before it releases a
+                // byte: `begin` for a stream, `commit` for a whole body.
                 if let Some(ev) = audit.event.as_mut() {
                     ev.filter_fingerprint =
                         Some(audit::fingerprint(&self.fingerprints, fetch.filter()));
-                    // On record before a byte is released: a crash
-                    // mid-stream still leaves a trace of the fetch.
-                    let begun = AuditEvent {
-                        action: "fetch.start".into(),
-                        outcome: "started".into(),
-                        ..ev.clone()
-                    };
-                    append_logged(&self.store, &begun).await;
                 }
                 audit.requests = fetch.request_log();
                 Ok(EmbedFetch { fetch, audit })
@@ -369,6 +404,91 @@ impl ControlPlane {
             columns,
             access,
             names,
+        })
+    }
+}
+
+/// What the host enforces when a session reads a dataset, for the org's
+/// backend and the operator console: the policy as resolved, never rows.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Enforced {
+    /// The dataset id.
+    pub dataset: String,
+    /// The row filter every fetch runs under, with the user's values bound,
+    /// in the `column op value` notation of `silo.toml`.
+    pub filter: String,
+    /// The columns a fetch without `columns` returns.
+    pub columns: Vec<String>,
+    /// The dataset's columns this session may not read.
+    pub removed: Vec<String>,
+    /// The limits every fetch runs under.
+    pub limits: FetchLimits,
+}
+
+/// The limits a fetch runs under (the host's, the same for every fetch).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct FetchLimits {
+    /// Rows per fetch.
+    pub max_rows: u64,
+    /// Bytes per fetch.
+    pub max_bytes: u64,
+    /// Largest row the host decodes, in bytes.
+    pub max_row_bytes: u64,
+    /// Wall clock per connector call, in milliseconds.
+    pub timeout_ms: u64,
+    /// The datasource's statement timeout, in milliseconds.
+    pub statement_timeout_ms: u64,
+    /// The whole fetch, idle time included, in milliseconds.
+    pub fetch_timeout_ms: u64,
+    /// Connector memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl From<&silo_core::limits::Limits> for FetchLimits {
+    fn from(l: &silo_core::limits::Limits) -> FetchLimits {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        FetchLimits {
+            max_rows: l.max_rows,
+            max_bytes: l.max_bytes,
+            max_row_bytes: l.max_row_bytes,
+            timeout_ms: ms(l.timeout),
+            statement_timeout_ms: ms(l.statement_timeout),
+            fetch_timeout_ms: ms(l.fetch_timeout),
+            memory_bytes: l.memory_bytes as u64,
+        }
+    }
+}
+
+impl ControlPlane {
+    /// What a fetch of `dataset` by session `session` of the caller's org
+    /// would enforce. Another org's session is not found.
+    pub async fn enforced(&self, p: &Principal, session: &str, dataset: &str) -> Result<Enforced> {
+        let org = Self::org_of(p)?.to_owned();
+        let version = self.versions.read(&self.store, &org).await?;
+        let session = self.store.session(&org, session).await?;
+        let user = self.store.embed_user(&org, &session.embed_user_id).await?;
+        let e = EmbedPrincipal {
+            org,
+            session,
+            user,
+            version,
+        };
+        let plan = self.plan(&e, dataset, None).await?;
+        let filter = silo_core::display::filter_text(&plan.filter()?);
+        let removed = plan
+            .silo
+            .dataset_columns(&plan.dataset.name)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|c| !plan.columns.contains(c))
+            .collect();
+        Ok(Enforced {
+            dataset: plan.dataset.id.clone(),
+            filter,
+            columns: plan.columns.clone(),
+            removed,
+            limits: self.limits().into(),
         })
     }
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod display;
 pub mod error;
 pub mod fingerprint;
 pub mod ids;
