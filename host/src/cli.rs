@@ -137,6 +137,9 @@ enum Command {
         #[command(flatten)]
         llm: LlmArgs,
     },
+    /// Print the REST API's OpenAPI document (what `/openapi.json` serves);
+    /// the backend clients in `clients/` are generated from it.
+    Openapi,
     /// Master keys.
     Keys {
         #[command(subcommand)]
@@ -815,6 +818,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Openapi => {
+            let doc = crate::api::parts().1;
+            let text = doc
+                .to_pretty_json()
+                .map_err(|e| Error::Internal(format!("OpenAPI document: {e}")))?;
+            writeln!(out, "{text}").map_err(io)
         }
         Command::BenchProfile { rows } => crate::bench::profile(rows, &mut out),
         Command::Bench {

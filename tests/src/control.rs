@@ -993,6 +993,47 @@ async fn sessions_keep_their_user_and_old_tokens_die(backend: Backend) {
     assert_eq!(fetch_as(&new).await.0, StatusCode::OK);
     assert_eq!(fetch_as(&old).await.0, StatusCode::UNAUTHORIZED);
 
+    // A renewal never widens by omission: a session narrowed to `sales`
+    // with a parameter, renewed sending neither, keeps both.
+    let narrow = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"embed_user": "u1", "datasets": [a.dataset("sales")], "parameters": {"p": "x"}})),
+            200,
+        )
+        .await;
+    let nid = narrow["session"]["id"].as_str().unwrap().to_owned();
+    let renewed_narrow = http
+        .ok(
+            "POST",
+            "/v1/sessions",
+            &a.key,
+            Some(json!({"id": nid, "embed_user": "u1"})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        renewed_narrow["session"]["datasets"],
+        json!([a.dataset("sales")])
+    );
+    assert_eq!(renewed_narrow["session"]["parameters"], json!({"p": "x"}));
+    let narrow_token = renewed_narrow["token"].as_str().unwrap();
+    let tickets = format!("/v1/embed/datasets/{}/fetch", a.dataset("tickets"));
+    let (status, body) = http
+        .call("POST", &tickets, Some(narrow_token), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // ... which u1 may read through a session not narrowed; and the renewed
+    // one still reads `sales`.
+    let (status, body) = http
+        .call("POST", &tickets, Some(&new), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = fetch_as(narrow_token).await;
+    assert_eq!(status, StatusCode::OK);
+
     // Revoked stays revoked: renewal is refused, no token of it works.
     http.ok("DELETE", &format!("/v1/sessions/{sid}"), &a.key, None, 204)
         .await;
@@ -1317,6 +1358,13 @@ async fn registration_and_settings(backend: Backend) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
+    // The backend clients are generated from a checked-in copy of it.
+    let copy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/openapi.json");
+    let copy: serde_json::Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+    assert!(
+        copy == doc,
+        "clients/openapi.json differs from the served document: run clients/generate"
+    );
     let metrics = reqwest::get(format!("{}/metrics", server.base))
         .await
         .unwrap()

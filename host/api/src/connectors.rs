@@ -52,8 +52,8 @@ async fn register(
 }
 
 /// The organization's registered connectors.
-#[utoipa::path(get, path = "/v1/connectors", tag = "connectors", security(("api_key" = [])),
-    responses((status = 200, body = Vec<ConnectorInfo>)))]
+#[utoipa::path(get, path = "/v1/connectors", tag = "connectors", operation_id = "list_connectors",
+    security(("api_key" = [])), responses((status = 200, body = Vec<ConnectorInfo>)))]
 async fn list(State(s): State<AppState>, Key(p): Key) -> ApiResult<Json<Vec<ConnectorInfo>>> {
     Ok(Json(s.cp.connectors(&p).await?))
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod connectors;
+pub mod console;
 pub mod datasources;
 pub mod embed;
 pub mod groups;
@@ -89,16 +90,44 @@ pub struct ErrorBody {
 /// A stable code and a message safe to show.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_request`, `unauthorized`, `not_found`, `forbidden`,
-    /// `conflict`, `limit_exceeded`, `connector_failed`,
-    /// `datasource_failed` or `internal`.
+    /// What kind of failure: clients branch on this, never on the message.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// What went wrong, without internals.
     pub message: String,
 }
 
+/// Every `code` an error body can carry. Listed in the OpenAPI document so
+/// generated clients get a closed set to match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed or names something invalid (400).
+    InvalidRequest,
+    /// No credential, or one that is unknown, revoked, expired or badly signed (401).
+    Unauthorized,
+    /// The policy refused the operation (403).
+    Forbidden,
+    /// Not there, or not visible to this caller (404).
+    NotFound,
+    /// The request did not finish in time (408).
+    RequestTimeout,
+    /// It conflicts with the current state, e.g. a name in use (409).
+    Conflict,
+    /// A size, row, time or memory limit was reached (413, 422).
+    LimitExceeded,
+    /// Capacity is in use; retry after `Retry-After` seconds (503).
+    Busy,
+    /// The connector failed or misbehaved (502).
+    ConnectorFailed,
+    /// The datasource failed: unreachable, timeout, query error (502).
+    DatasourceFailed,
+    /// A host bug; details are in the host's log only (500).
+    Internal,
+}
+
 impl ApiError {
-    fn too_large(message: String) -> ApiError {
+    pub(crate) fn too_large(message: String) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "limit_exceeded",
@@ -249,7 +278,7 @@ impl FromRequestParts<AppState> for Embed {
 #[openapi(
     info(title = "Silo", description = "Sandboxed datasource connectors with row-level tenancy."),
     modifiers(&Security),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, ErrorCode))
 )]
 struct ApiDoc;
 
@@ -345,6 +374,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(metrics::render))
+        .merge(console::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -354,4 +384,53 @@ pub fn app(state: AppState) -> Router {
             limits::bounded,
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated clients name a call by its operation id: each is unique.
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = serde_json::to_value(parts().1).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {
+                    assert!(seen.insert(id.to_owned()), "{method} {path}: `{id}` again");
+                }
+            }
+        }
+        assert!(seen.len() > 20, "{seen:?}");
+    }
+
+    /// The codes the document promises are the codes responses carry.
+    #[test]
+    fn every_error_code_sent_is_listed_in_the_document() {
+        let errors = [
+            Error::Config(String::new()),
+            Error::NotFound(String::new()),
+            Error::Policy(String::new()),
+            Error::Limit(String::new()),
+            Error::Busy(String::new()),
+            Error::Connector(String::new()),
+            Error::Datasource(String::new()),
+            Error::Unauthorized(String::new()),
+            Error::Conflict(String::new()),
+            Error::Internal(String::new()),
+        ];
+        let sent = errors.into_iter().map(ApiError::from).chain([
+            ApiError::too_large(String::new()),
+            ApiError::timeout(String::new()),
+            ApiError::invalid(String::new()),
+        ]);
+        for e in sent {
+            let code = serde_json::Value::String(e.code.into());
+            assert!(
+                serde_json::from_value::<ErrorCode>(code.clone()).is_ok(),
+                "{code} is not an ErrorCode"
+            );
+        }
+    }
 }

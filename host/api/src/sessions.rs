@@ -8,13 +8,14 @@ use utoipa_axum::routes;
 
 use super::{ApiResult, AppState, Body, ErrorBody, Key};
 use silo_control::model::Session;
-use silo_control::{SessionInput, SessionToken};
+use silo_control::{Enforced, SessionInput, SessionToken};
 
 /// The router.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(put_session, list_sessions))
         .routes(routes!(revoke_session))
+        .routes(routes!(enforced))
 }
 
 /// Create a session (or, with `id`, renew one) and get its token.
@@ -47,4 +48,18 @@ async fn revoke_session(
 ) -> ApiResult<StatusCode> {
     s.cp.revoke_session(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the host enforces when this session reads a dataset: the row
+/// filter with the user's values bound, the columns it returns and those it
+/// removes, and the limits. For checking a policy, as the console does.
+#[utoipa::path(get, path = "/v1/sessions/{id}/enforced/{dataset}", tag = "sessions",
+    params(("id" = String, Path), ("dataset" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = Enforced), (status = 404, body = ErrorBody)))]
+async fn enforced(
+    State(s): State<AppState>,
+    Key(p): Key,
+    Path((id, dataset)): Path<(String, String)>,
+) -> ApiResult<Json<Enforced>> {
+    Ok(Json(s.cp.enforced(&p, &id, &dataset).await?))
 }

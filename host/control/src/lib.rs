@@ -32,7 +32,7 @@ mod versions;
 pub use connectors::MAX_COMPONENT_BYTES;
 pub use datasets::{ColumnInfo, DatasetInput, UploadSummary};
 pub use datasources::{Ceilings, DatasourceInput};
-pub use embed::{EmbedDataset, EmbedFetch, InFlight, PendingAudit, Writing};
+pub use embed::{EmbedDataset, EmbedFetch, Enforced, InFlight, PendingAudit, Writing};
 pub use groups::GroupInput;
 pub use metadata::METADATA_TTL;
 pub use sessions::{DEFAULT_SESSION_TTL, MAX_SESSION_TTL, SessionInput, SessionToken};

@@ -25,19 +25,23 @@ pub const MAX_SESSION_TTL: i64 = 24 * 60 * 60;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionInput {
-    /// Update this existing session (it gets a new token) instead of
-    /// creating one.
+    /// Renew this existing session (it gets a new token, and every older
+    /// token of it stops working) instead of creating one. What the renewal
+    /// leaves out (`datasets`, `parameters`) stays as it was: a renewal never
+    /// widens a session by omission.
     #[serde(default)]
     pub id: Option<String>,
     /// The embed user's external id.
     pub embed_user: String,
-    /// Dataset ids this session may use (default: all its groups grant).
+    /// Dataset ids this session may use (default for a new session: all
+    /// its groups grant; for a renewal: those it had).
     #[serde(default)]
     pub datasets: Option<Vec<String>>,
-    /// Values row filters may read as `{{user.<name>}}`.
+    /// Values row filters may read as `{{user.<name>}}` (default for a
+    /// renewal: those it had).
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: BTreeMap<String, serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<BTreeMap<String, serde_json::Value>>,
     /// Lifetime in seconds (default 900, at most 86400).
     #[serde(default)]
     pub ttl_seconds: Option<i64>,
@@ -87,17 +91,25 @@ impl ControlPlane {
     pub async fn put_session(&self, p: &Principal, input: SessionInput) -> Result<SessionToken> {
         let org = Self::org_of(p)?;
         let user = self.store.embed_user(org, &input.embed_user).await?;
-        let shadowed = input
+        let old = match &input.id {
+            Some(id) => Some(self.store.session(org, id).await?),
+            None => None,
+        };
+        let datasets = input
+            .datasets
+            .or_else(|| old.as_ref().and_then(|o| o.datasets.clone()));
+        let parameters = input
             .parameters
-            .keys()
-            .find(|k| user.attributes.contains_key(*k));
+            .or_else(|| old.as_ref().map(|o| o.parameters.clone()))
+            .unwrap_or_default();
+        let shadowed = parameters.keys().find(|k| user.attributes.contains_key(*k));
         if let Some(k) = shadowed {
             return Err(Error::Config(format!(
                 "parameter `{k}` would shadow the embed user's attribute"
             )));
         }
-        attributes(&input.parameters)?;
-        if let Some(ds) = &input.datasets {
+        attributes(&parameters)?;
+        if let Some(ds) = &datasets {
             for d in ds {
                 self.store.dataset(org, d).await?;
             }
@@ -113,18 +125,17 @@ impl ControlPlane {
             id: String::new(),
             org_id: org.to_owned(),
             embed_user_id: user.id,
-            datasets: input.datasets,
-            parameters: input.parameters,
+            datasets,
+            parameters,
             created_at: t,
             expires_at: t + ttl,
             revoked_at: None,
             generation: 0,
         };
-        let action = match &input.id {
+        let action = match old {
             // Renewal: the same user's live session gets a new generation;
             // every token of the old one stops working.
-            Some(id) => {
-                let old = self.store.session(org, id).await?;
+            Some(old) => {
                 if old.embed_user_id != session.embed_user_id {
                     return Err(Error::Conflict(
                         "this session belongs to another embed user; a session keeps its user \
