@@ -111,9 +111,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         store: crate::server::StoreArgs,
-        /// Address to listen on.
+        /// Address to listen on, or `unix:PATH` for a Unix domain socket
+        /// (mode 0660: its owner and group, e.g. a reverse proxy, connect).
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
+        listen: crate::server::Listen,
         /// Seed the store from a silo.toml first (its datasources, datasets,
         /// and users as embed users of one group).
         #[arg(long)]
@@ -488,7 +489,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let tls = tls_cert.zip(tls_key);
             let scheme = if tls.is_some() { "https" } else { "http" };
             crate::server::serve(cp, listen, tls, server.limits(), |addr| {
-                eprintln!("silo serving on {scheme}://{addr} (OpenAPI at /openapi.json)");
+                eprintln!(
+                    "silo serving on {} (OpenAPI at /openapi.json)",
+                    addr.url(scheme)
+                );
             })
             .await
         }

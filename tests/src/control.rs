@@ -1685,11 +1685,11 @@ async fn serves_https_when_given_a_certificate() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(silo_host::server::serve(
         cp,
-        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
         Some((cert_file, key_file)),
         silo_host::server::ServerLimits::default(),
         move |addr| {
-            let _ = tx.send(addr);
+            let _ = tx.send(addr.tcp().unwrap());
         },
     ));
     let addr = rx.await.unwrap();

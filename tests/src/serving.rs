@@ -56,11 +56,11 @@ impl Serving {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve_until(
             cp,
-            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
             None,
             limits,
             move |addr| {
-                let _ = ready_tx.send(addr);
+                let _ = ready_tx.send(addr.tcp().unwrap());
             },
             async move {
                 let _ = stopped.await;
@@ -911,4 +911,134 @@ async fn an_answer_before_the_body_was_read_closes_the_connection() {
     assert!(answer.starts_with("http/1.1 404"), "{answer}");
     assert!(!answer.contains("connection: close"), "{answer}");
     server.stop().await;
+}
+
+/// One HTTP/1.1 request over a Unix socket; the whole answer.
+async fn unix_request(path: &std::path::Path, request: &str) -> String {
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_unix_socket_serves_the_api_and_is_its_owners_and_groups_only() {
+    use silo_host::server::Listen;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    let dir = std::env::temp_dir().join(format!("silo-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("api.sock");
+    let start = |name: &'static str, listen: Listen| async move {
+        let spec = StoreSpec::new(name, Backend::Sqlite).await;
+        let master = MasterKey::generate().unwrap();
+        let cp = ControlPlane::open(spec.config(&master)).await.unwrap();
+        let (_, admin) = cp
+            .create_api_key(&Principal::Cli, None, "ops")
+            .await
+            .unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_until(
+            cp,
+            listen,
+            None,
+            ServerLimits::default(),
+            move |bound| {
+                let _ = ready_tx.send(bound.clone());
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (ready_rx, stop, task, admin.to_string())
+    };
+
+    // Any other kind of file at the path is refused and left alone.
+    std::fs::write(&path, b"not a socket").unwrap();
+    let (_, _stop, task, _) = start("serving_unix_file", Listen::Unix(path.clone())).await;
+    let refused = task.await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("not a socket"), "{refused}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+    std::fs::remove_file(&path).unwrap();
+
+    // A socket left behind by a server that is gone is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    let (ready, stop, task, admin) = start(
+        "serving_unix",
+        format!("unix:{}", path.display()).parse().unwrap(),
+    )
+    .await;
+    let bound = ready.await.unwrap();
+    assert_eq!(bound.url("http"), format!("unix:{}", path.display()));
+    assert_eq!(bound.tcp(), None);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "owner and group only: {mode:o}");
+
+    // The API answers over it, authentication included.
+    let live = unix_request(
+        &path,
+        "GET /livez HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    let orgs = unix_request(
+        &path,
+        &format!(
+            "GET /v1/orgs HTTP/1.1\r\nHost: silo\r\nAuthorization: Bearer {admin}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(orgs.starts_with("HTTP/1.1 200"), "{orgs}");
+    let anonymous = unix_request(
+        &path,
+        "GET /v1/orgs HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+
+    // A second server on a live socket is refused; the first goes on.
+    let (_, _stop2, second, _) = start("serving_unix_second", Listen::Unix(path.clone())).await;
+    let refused = second.await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("another server"), "{refused}");
+    let live = unix_request(
+        &path,
+        "GET /livez HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+
+    // Stopping removes the socket.
+    let _ = stop.send(());
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn listen_addresses_parse_and_print_back() {
+    use silo_host::server::Listen;
+    let tcp: Listen = "127.0.0.1:8080".parse().unwrap();
+    assert_eq!(tcp.tcp(), Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(tcp.url("https"), "https://127.0.0.1:8080");
+    let unix: Listen = "unix:/run/silo/api.sock".parse().unwrap();
+    assert_eq!(unix.to_string(), "unix:/run/silo/api.sock");
+    for bad in ["unix:", "localhost:8080", "8080", ""] {
+        assert!(bad.parse::<Listen>().is_err(), "{bad}");
+    }
 }

@@ -1,5 +1,10 @@
-"""A real `silo serve` on loopback for the whole test session, in a fresh
-data directory, and two organizations set up through the client under test.
+"""A real `silo serve` for the whole test session, in a fresh data
+directory, and two organizations set up through the client under test.
+
+The server listens on a Unix socket in that directory and every client
+reaches it through an httpx transport over the socket: a local socket that
+no network policy of the machine running the tests can redirect, and that
+no other process can reach. The clients' base URL names no machine.
 
 The binary is $SILO_BIN, else ${CARGO_TARGET_DIR:-/var/tmp/silo-ci-target}/debug/silo
 (falling back to the release build there when no debug build exists)."""
@@ -7,7 +12,6 @@ The binary is $SILO_BIN, else ${CARGO_TARGET_DIR:-/var/tmp/silo-ci-target}/debug
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -17,16 +21,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
+import httpx
 import pytest
 
-from silo_client import Silo
+from silo_client import Silo, SiloSession
 
 STARTUP_SECONDS = 120
 # The first request of a datasource may compile its connector.
 CLIENT_TIMEOUT = 600.0
-SERVING = re.compile(r"silo serving on (http://127\.0\.0\.1:\d+)")
+#: The base URL clients are given: `.invalid` never resolves, so a request
+#: that bypassed the socket would fail instead of reaching anything.
+BASE_URL = "http://silo.invalid"
 
 
 def silo_bin() -> Path:
@@ -47,11 +55,23 @@ def silo_bin() -> Path:
 
 @dataclass
 class Server:
-    base_url: str
+    socket: Path
     admin_key: str
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    base_url: str = BASE_URL
+
+    def transport(self) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(uds=str(self.socket))
+
+    def silo(self, key: str, **kw: Any) -> Silo:
+        """A backend client of this server."""
+        return Silo(self.base_url, key, transport=self.transport(), **kw)
+
+    def session(self, token: str, **kw: Any) -> SiloSession:
+        """An embed client of this server."""
+        return SiloSession(self.base_url, token, transport=self.transport(), **kw)
 
 
 def _die_with_parent() -> None:
@@ -78,12 +98,14 @@ def _start(binary: Path, data_dir: Path) -> Server:
     admin_key = created.stdout.decode().strip()
     assert admin_key, "silo api-keys create printed no key"
     log = data_dir.parent / "serve.log"
+    socket = data_dir.parent / "api.sock"
+    serving = f"silo serving on unix:{socket} "
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
                 str(binary), "serve",
                 "--data-dir", str(data_dir),
-                "--listen", "127.0.0.1:0",
+                "--listen", f"unix:{socket}",
                 "--drain-timeout", "5",
                 "--max-upload-bytes", str(MAX_UPLOAD_BYTES),
             ],
@@ -96,8 +118,8 @@ def _start(binary: Path, data_dir: Path) -> Server:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        if m := SERVING.search(text):
-            return Server(m.group(1), admin_key, data_dir, log, process)
+        if serving in text:
+            return Server(socket, admin_key, data_dir, log, process)
         if process.poll() is not None:
             raise RuntimeError(f"silo serve exited ({process.returncode}):\n{text}")
         time.sleep(0.05)
@@ -184,7 +206,13 @@ class World:
         return self.server.base_url
 
     def client(self, org: str) -> Silo:
-        return Silo(self.base_url, self.orgs[org].key, timeout=CLIENT_TIMEOUT)
+        return self.silo(self.orgs[org].key, timeout=CLIENT_TIMEOUT)
+
+    def silo(self, key: str, **kw: Any) -> Silo:
+        return self.server.silo(key, **kw)
+
+    def session(self, token: str, **kw: Any) -> SiloSession:
+        return self.server.session(token, **kw)
 
 
 #: Embed users in every org: external id -> tenant.
@@ -193,12 +221,12 @@ USERS = {"alice": "acme", "gus": "globex"}
 
 async def _set_up(srv: Server) -> World:
     orgs: dict[str, Org] = {}
-    async with Silo(srv.base_url, srv.admin_key, timeout=CLIENT_TIMEOUT) as operator:
+    async with srv.silo(srv.admin_key, timeout=CLIENT_TIMEOUT) as operator:
         for name in ("a", "b"):
             org = await operator.orgs.create(f"org-{name}")
             assert org["name"] == f"org-{name}"
             key = await operator.orgs.create_api_key(org["name"], "backend")
-            async with Silo(srv.base_url, key.token, timeout=CLIENT_TIMEOUT) as silo:
+            async with srv.silo(key.token, timeout=CLIENT_TIMEOUT) as silo:
                 source = await silo.datasources.create("uploads", "files")
                 assert source["kind"] == "files"
                 dataset = await silo.datasets.create("uploads", "orders")

@@ -212,7 +212,7 @@ async def test_datasource_refused_and_deleted(world: World) -> None:
 async def test_embed_dataset_list_and_describe(world: World) -> None:
     a = world.orgs["a"]
     new = await session_for(world, "a", "alice")
-    async with SiloSession(world.base_url, new.token, timeout=CLIENT_TIMEOUT) as s:
+    async with world.session(new.token, timeout=CLIENT_TIMEOUT) as s:
         assert await s.datasets() == [
             {"id": a.dataset_id, "name": "orders", "permission": "read"}
         ]
@@ -230,7 +230,7 @@ async def test_fetch_json_sees_only_its_tenant(world: World, org: str) -> None:
     dataset = world.orgs[org].dataset_id
     for user, tenant in USERS.items():
         new = await session_for(world, org, user)
-        async with SiloSession(world.base_url, new.token, timeout=CLIENT_TIMEOUT) as s:
+        async with world.session(new.token, timeout=CLIENT_TIMEOUT) as s:
             got = await s.fetch(dataset)
         assert got["columns"] == COLUMNS
         assert got["rows"] == expected_rows(org, tenant), (org, user)
@@ -241,7 +241,7 @@ async def test_stream_ndjson_sees_only_its_tenant(world: World, org: str) -> Non
     dataset = world.orgs[org].dataset_id
     for user, tenant in USERS.items():
         new = await session_for(world, org, user)
-        async with Silo(world.base_url, world.orgs[org].key) as silo:
+        async with world.silo(world.orgs[org].key) as silo:
             s = silo.as_session(new)
             rows = [row async for row in s.stream(dataset)]
         assert rows == [dict(zip(COLUMNS, r)) for r in expected_rows(org, tenant)], (org, user)
@@ -251,7 +251,7 @@ async def test_stream_ndjson_sees_only_its_tenant(world: World, org: str) -> Non
 async def test_fetch_and_stream_columns_and_limit(world: World) -> None:
     dataset = world.orgs["a"].dataset_id
     new = await session_for(world, "a", "gus")
-    async with SiloSession(world.base_url, new.token, timeout=CLIENT_TIMEOUT) as s:
+    async with world.session(new.token, timeout=CLIENT_TIMEOUT) as s:
         got = await s.fetch(dataset, columns=["note", "id"], limit=2)
         assert got == {"columns": ["note", "id"], "rows": [["third", 3], ["fourth", 4]]}
         rows = [r async for r in s.stream(dataset, columns=["id"], limit=1)]
@@ -269,7 +269,7 @@ async def test_fetch_and_stream_columns_and_limit(world: World) -> None:
 
 async def test_stream_error_before_first_row(world: World) -> None:
     new = await session_for(world, "a", "alice")
-    async with SiloSession(world.base_url, new.token, timeout=CLIENT_TIMEOUT) as s:
+    async with world.session(new.token, timeout=CLIENT_TIMEOUT) as s:
         with pytest.raises(NotFound) as e:
             async for _ in s.stream("dset_does_not_exist"):
                 pass
@@ -282,7 +282,7 @@ async def test_stream_error_before_first_row(world: World) -> None:
 async def test_metadata_and_summary(world: World) -> None:
     a = world.orgs["a"]
     new = await session_for(world, "a", "gus")
-    async with SiloSession(world.base_url, new.token, timeout=CLIENT_TIMEOUT) as s:
+    async with world.session(new.token, timeout=CLIENT_TIMEOUT) as s:
         meta = await s.metadata(a.dataset_id)
         assert meta["schema"] == "silo.metadata.v1"
         assert meta["dataset"] == "orders"
@@ -300,7 +300,7 @@ async def test_metadata_and_summary(world: World) -> None:
         try:
             d = await silo.datasets.set_privacy(a.dataset_id, {"columns": {"note": "hidden"}})
             assert d["privacy"]["columns"] == {"note": "hidden"}
-            async with SiloSession(world.base_url, new.token) as s:
+            async with world.session(new.token) as s:
                 meta = await s.metadata(a.dataset_id)
             assert [c["name"] for c in meta["columns"]] == ["id", "tenant", "amount"]
             assert meta["hidden_columns"] == 1
@@ -495,22 +495,22 @@ async def test_bad_requests(world: World) -> None:
 
 
 async def test_wrong_credentials_are_unauthorized(world: World) -> None:
-    async with Silo(world.base_url, "silo_key_nope.nope") as silo:
+    async with world.silo("silo_key_nope.nope") as silo:
         with pytest.raises(Unauthorized):
             await silo.datasets.list()
     # A session token is not an API key, nor an API key a session token.
     new = await session_for(world, "a", "alice")
-    async with Silo(world.base_url, new.token) as silo:
+    async with world.silo(new.token) as silo:
         with pytest.raises(Unauthorized):
             await silo.datasets.list()
-    async with SiloSession(world.base_url, world.orgs["a"].key) as s:
+    async with world.session(world.orgs["a"].key) as s:
         with pytest.raises(Unauthorized):
             await s.datasets()
 
 
 async def test_secrets_never_in_repr_or_str(world: World) -> None:
     key = world.orgs["a"].key
-    async with Silo(world.base_url, key) as silo:
+    async with world.silo(key) as silo:
         new = await silo.sessions.create("alice")
         embed = silo.as_session(new)
         for obj in (silo, embed, new, silo._t, silo._t.secret):
@@ -520,19 +520,19 @@ async def test_secrets_never_in_repr_or_str(world: World) -> None:
         with pytest.raises(TypeError):
             pickle.dumps(silo)
 
-    async with Silo(world.base_url, world.server.admin_key) as op:
+    async with world.silo(world.server.admin_key) as op:
         minted = await op.orgs.create_api_key("org-a", "second")
         assert world.server.admin_key not in repr(op)
     assert minted.token not in repr(minted) and minted.token not in str(minted)
 
     errors: list[SiloError] = []
     bogus = "silo_key_bogus.s3cr3t-value-that-must-not-leak"
-    async with Silo(world.base_url, bogus) as silo:
+    async with world.silo(bogus) as silo:
         try:
             await silo.datasets.list()
         except SiloError as e:
             errors.append(e)
-    async with SiloSession(world.base_url, new.token) as s:
+    async with world.session(new.token) as s:
         try:
             await s.fetch("dset_missing")
         except SiloError as e:

@@ -222,3 +222,33 @@ async def test_upload_request_shape_and_progress(tmp_path) -> None:
         await silo.datasets.upload("d", parts(), "csv", lambda s, t: progress.append((s, t)))
         assert seen["body"] == b"id\n1\n"
         assert progress == [(0, None), (3, None), (5, None)]
+
+
+async def test_a_transport_carries_every_request_and_is_closed_with_the_client() -> None:
+    from silo_client import Silo
+
+    seen: list[httpx.Request] = []
+    closed: list[bool] = []
+
+    class Recording(httpx.MockTransport):
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[])
+
+    async with Silo("http://silo.invalid", "silo_key_x.y", transport=Recording(answer)) as silo:
+        assert await silo.groups.list() == []
+        async with silo.as_session(TOKEN) as embed:
+            assert await embed.datasets() == []
+    assert [r.url.path for r in seen] == ["/v1/groups", "/v1/embed/datasets"]
+    assert seen[1].headers["authorization"] == f"Bearer {TOKEN}"
+    assert closed == [True]
+    with pytest.raises(ValueError, match="not both"):
+        SiloSession(
+            "http://silo.invalid",
+            TOKEN,
+            transport=Recording(answer),
+            http_client=httpx.AsyncClient(),
+        )

@@ -60,7 +60,7 @@ let b: Org;
 
 async function setUp(name: string): Promise<Org> {
   const key = await createOrg(silo, name);
-  const client = new SiloClient({ baseUrl: silo.baseUrl, apiKey: key });
+  const client = new SiloClient({ baseUrl: silo.baseUrl, apiKey: key, fetch: silo.fetch });
   const source = await client.datasources.create({ name: 'uploads', kind: 'files' });
   assert.equal(source.kind, 'files');
   const orders = await client.datasets.create({ datasource: 'uploads', name: 'orders' });
@@ -391,7 +391,7 @@ describe('typed errors', () => {
 
   it('the API key and the token never appear in an error or in the client’s printout', async () => {
     const bogus = 'silo_key_bogus.c2VjcmV0LXNob3VsZC1uZXZlci1sZWFr';
-    const stranger = new SiloClient({ baseUrl: silo.baseUrl, apiKey: bogus });
+    const stranger = new SiloClient({ baseUrl: silo.baseUrl, apiKey: bogus, fetch: silo.fetch });
     const unauthorized = await failure(stranger.datasets.list());
     assert.ok(unauthorized instanceof UnauthorizedError);
     const notFound = await failure(b.client.embedUsers.get(a.alice.id));
@@ -399,7 +399,7 @@ describe('typed errors', () => {
     const embed = a.client.asSession(minted.token);
     const embedError = await failure(embed.describe('dset_nope'));
     assert.ok(embedError instanceof NotFoundError);
-    const standalone = new SiloSession({ baseUrl: silo.baseUrl, token: minted.token });
+    const standalone = new SiloSession({ baseUrl: silo.baseUrl, token: minted.token, fetch: silo.fetch });
     const texts = [unauthorized, notFound, embedError].flatMap((e) => [
       String(e),
       e.message,

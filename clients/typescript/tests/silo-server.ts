@@ -1,5 +1,8 @@
-// Starts a real `silo serve` on loopback in a fresh data directory, for the
-// live tests; stops it (and removes the directory) when done.
+// Starts a real `silo serve` in a fresh data directory, for the live tests;
+// stops it (and removes the directory) when done. It listens on a Unix
+// socket in that directory and the clients under test reach it through
+// `fetch` (undici over the socket): a local socket no network policy of the
+// machine running the tests can redirect, and no other process can reach.
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -7,6 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+
+import { Agent, fetch as undiciFetch } from 'undici';
+
+import type { FetchLike } from '../src/index.js';
 
 const run = promisify(execFile);
 
@@ -21,7 +28,10 @@ export function siloBin(): string {
 
 /** A running server. */
 export interface SiloServer {
+  /** The URL clients are given; the host part names no machine (the socket is used). */
   baseUrl: string;
+  /** The `fetch` that reaches this server (pass it to every client). */
+  fetch: FetchLike;
   /** The operator (admin) key. */
   adminKey: string;
   dataDir: string;
@@ -48,7 +58,11 @@ function exited(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Starts `silo serve --listen 127.0.0.1:0` with a new operator key. */
+/** What clients are given as the base URL: `.invalid` never resolves, so a
+ * request that bypassed the socket would fail instead of reaching anything. */
+const BASE_URL = 'http://silo.invalid';
+
+/** Starts `silo serve --listen unix:<data dir>/api.sock` with a new operator key. */
 export async function startSilo(): Promise<SiloServer> {
   const bin = siloBin();
   const dataDir = await mkdtemp(join(tmpdir(), 'silo-ts-client-'));
@@ -57,7 +71,8 @@ export async function startSilo(): Promise<SiloServer> {
   const adminKey = minted.stdout.trim();
   if (adminKey === '') throw new Error('silo api-keys create printed no key');
 
-  const child = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], {
+  const socket = join(dataDir, 'api.sock');
+  const child = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', `unix:${socket}`], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -79,17 +94,16 @@ export async function startSilo(): Promise<SiloServer> {
   };
 
   let stderr = '';
-  const baseUrl = await new Promise<string>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new Error(`silo serve did not start within ${STARTUP_MS} ms:\n${stderr}`));
     }, STARTUP_MS);
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       if (stderr.length < 1 << 20) stderr += chunk;
-      const m = /silo serving on (https?:\/\/[^\s]+)/.exec(stderr);
-      if (m?.[1]) {
+      if (stderr.includes(`silo serving on unix:${socket} `)) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve();
       }
     });
     child.once('exit', (code, signal) => {
@@ -108,8 +122,12 @@ export async function startSilo(): Promise<SiloServer> {
     throw e;
   });
 
+  const agent = new Agent({ connect: { socketPath: socket } });
+  const fetchOverSocket: FetchLike = (input, init) =>
+    undiciFetch(input, { ...(init as unknown as Parameters<typeof undiciFetch>[1]), dispatcher: agent }) as unknown as Promise<Response>;
   return {
-    baseUrl,
+    baseUrl: BASE_URL,
+    fetch: fetchOverSocket,
     adminKey,
     dataDir,
     log: () => stderr,
@@ -121,6 +139,7 @@ export async function startSilo(): Promise<SiloServer> {
         clearTimeout(timer);
       }
       unhook();
+      await agent.close();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
@@ -128,7 +147,7 @@ export async function startSilo(): Promise<SiloServer> {
 
 /** An operator call (the SDK covers an organization's key; orgs are the operator's). */
 export async function operator<T>(server: SiloServer, method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`${server.baseUrl}${path}`, {
+  const response = await server.fetch(`${server.baseUrl}${path}`, {
     method,
     headers: { authorization: `Bearer ${server.adminKey}`, 'content-type': 'application/json' },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),

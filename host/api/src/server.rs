@@ -1,11 +1,13 @@
 //! `silo serve` and the operator commands around the control plane: where
 //! the store and master key come from, and the server loop.
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{AppState, app};
+use hyper_util::server::graceful::Watcher;
 use silo_control::crypto::MasterKey;
 use silo_control::tokens::TokenAlg;
 use silo_control::{ControlConfig, ControlPlane};
@@ -276,16 +278,181 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Where `silo serve` listens: a TCP address, or `unix:PATH` for a Unix
+/// domain socket (behind a reverse proxy on the same machine, reachable by
+/// its owner and group only, never by the network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address (`127.0.0.1:8080`, `[::]:443`).
+    Tcp(SocketAddr),
+    /// A Unix domain socket at this path.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Listen, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path (unix:/run/silo/api.sock)".into());
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(Listen::Tcp)
+            .map_err(|_| format!("`{s}` is neither an address (127.0.0.1:8080) nor unix:PATH"))
+    }
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Listen {
+        Listen::Tcp(addr)
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Listen {
+    /// The bound TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Tcp(addr) => Some(*addr),
+            Listen::Unix(_) => None,
+        }
+    }
+
+    /// What a client connects to: `{scheme}://ADDR`, or `unix:PATH` (HTTP
+    /// over the socket).
+    pub fn url(&self, scheme: &str) -> String {
+        match self {
+            Listen::Tcp(addr) => format!("{scheme}://{addr}"),
+            Listen::Unix(_) => self.to_string(),
+        }
+    }
+}
+
+/// A bound listener of either kind.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix {
+        listener: tokio::net::UnixListener,
+        _file: UnixSocketFile,
+    },
+}
+
+/// A Unix socket's file, removed when the server stops.
+struct UnixSocketFile(PathBuf);
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Listener {
+    async fn bind(listen: &Listen) -> Result<(Listener, Listen)> {
+        let failed = |e: std::io::Error| Error::Config(format!("listening on {listen}: {e}"));
+        match listen {
+            Listen::Tcp(addr) => {
+                let l = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+                let local = l.local_addr().map_err(failed)?;
+                Ok((Listener::Tcp(l), Listen::Tcp(local)))
+            }
+            Listen::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                // A socket left by a server that is gone is replaced; a live
+                // one, or any other kind of file, is never touched.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() {
+                        return Err(Error::Config(format!(
+                            "listening on {listen}: the path exists and is not a socket"
+                        )));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(Error::Config(format!(
+                            "listening on {listen}: another server is listening there"
+                        )));
+                    }
+                    std::fs::remove_file(path).map_err(failed)?;
+                }
+                let l = tokio::net::UnixListener::bind(path).map_err(failed)?;
+                let file = UnixSocketFile(path.clone());
+                // Owner and group (a reverse proxy's) may connect, nobody else.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                    .map_err(failed)?;
+                Ok((
+                    Listener::Unix {
+                        listener: l,
+                        _file: file,
+                    },
+                    listen.clone(),
+                ))
+            }
+        }
+    }
+}
+
 /// Serves the API on `listen` until SIGTERM or Ctrl-C, with TLS when given
 /// a certificate and key.
 pub async fn serve(
     cp: ControlPlane,
-    listen: SocketAddr,
+    listen: impl Into<Listen>,
     tls: Option<(PathBuf, PathBuf)>,
     limits: ServerLimits,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(&Listen),
 ) -> Result<()> {
     serve_until(cp, listen, tls, limits, ready, shutdown_signal()).await
+}
+
+/// One accepted connection's serving, whatever its transport.
+#[derive(Clone)]
+struct Connections {
+    http: Arc<hyper::server::conn::http1::Builder>,
+    router: axum::Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
+}
+
+impl Connections {
+    async fn serve<S>(self, stream: S, peer: String, watcher: Watcher)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+
+        let service = TowerToHyperService::new(self.router);
+        match self.acceptor {
+            Some(acceptor) => {
+                let tls = match tokio::time::timeout(self.handshake, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = self.http.serve_connection(TokioIo::new(tls), service);
+                let _ = watcher.watch(conn).await;
+            }
+            None => {
+                let conn = self.http.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn).await;
+            }
+        }
+    }
 }
 
 /// [`serve`] until `shutdown` resolves: stops accepting, marks the host not
@@ -293,22 +460,16 @@ pub async fn serve(
 /// the rest, and waits for their audit records to be written.
 pub async fn serve_until(
     cp: ControlPlane,
-    listen: SocketAddr,
+    listen: impl Into<Listen>,
     tls: Option<(PathBuf, PathBuf)>,
     limits: ServerLimits,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(&Listen),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioTimer;
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Config(format!("listening on {listen}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let (listener, local) = Listener::bind(&listen.into()).await?;
     let acceptor = match tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
             &cert, &key,
@@ -318,16 +479,20 @@ pub async fn serve_until(
     let cp = Arc::new(cp);
     let state = AppState::new(cp.clone()).with_limits(limits);
     let draining = state.draining.clone();
-    let router = app(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let http = Arc::new(http);
+    let serving = Connections {
+        http: Arc::new(http),
+        router: app(state),
+        acceptor,
+        handshake: limits.header_timeout,
+    };
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
-    ready(local);
+    ready(&local);
     tokio::pin!(shutdown);
     loop {
         // A free slot first: past the cap, connections wait in the backlog.
@@ -338,46 +503,23 @@ pub async fn serve_until(
             },
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            c = listener.accept() => match c {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors or similar: back off, keep serving.
-                    tracing::warn!(error = %e, "accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            c = accept(&listener, serving.clone(), graceful.watcher()) => c,
             () = &mut shutdown => break,
         };
+        let conn = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of descriptors or similar: back off, keep serving.
+                tracing::warn!(error = %e, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let (http, watcher, acceptor) = (http.clone(), graceful.watcher(), acceptor.clone());
-        let handshake = limits.header_timeout;
         connections.spawn(async move {
             let _permit = permit;
-            match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = http.serve_connection(TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn).await;
-                }
-                None => {
-                    let conn = http.serve_connection(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn).await;
-                }
-            }
+            conn.await;
         });
     }
     drop(listener);
@@ -393,4 +535,23 @@ pub async fn serve_until(
     // Cut requests record themselves when dropped: wait for those records.
     cp.audits_written(limits.drain_timeout).await;
     Ok(())
+}
+
+/// Accepts one connection and returns the future that serves it.
+async fn accept(
+    listener: &Listener,
+    serving: Connections,
+    watcher: Watcher,
+) -> std::io::Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::pin(serving.serve(stream, peer.to_string(), watcher)))
+        }
+        Listener::Unix { listener, .. } => {
+            let (stream, _) = listener.accept().await?;
+            Ok(Box::pin(serving.serve(stream, "unix".to_owned(), watcher)))
+        }
+    }
 }

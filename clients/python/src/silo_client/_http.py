@@ -83,7 +83,10 @@ class Transport:
         *,
         client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout | float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if client is not None and transport is not None:
+            raise ValueError("give http_client or transport, not both")
         self.base_url = _base_url(base_url)
         self.secret = secret
         self._auth = _Bearer(secret)
@@ -92,6 +95,7 @@ class Transport:
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
+            transport=transport,
         )
 
     def with_secret(self, secret: Secret) -> Transport:

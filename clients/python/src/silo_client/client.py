@@ -373,8 +373,11 @@ class Silo:
         *,
         timeout: httpx.Timeout | float | None = None,
         http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._t = Transport(base_url, Secret(api_key), client=http_client, timeout=timeout)
+        self._t = Transport(
+            base_url, Secret(api_key), client=http_client, timeout=timeout, transport=transport
+        )
         self.embed_users = EmbedUsers(self._t)
         self.sessions = Sessions(self._t)
         self.datasets = Datasets(self._t)

@@ -146,8 +146,11 @@ class SiloSession:
         *,
         timeout: httpx.Timeout | float | None = None,
         http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._t = Transport(base_url, Secret(token), client=http_client, timeout=timeout)
+        self._t = Transport(
+            base_url, Secret(token), client=http_client, timeout=timeout, transport=transport
+        )
 
     @classmethod
     def _over(cls, transport: Transport) -> SiloSession:

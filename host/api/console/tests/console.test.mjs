@@ -2,6 +2,13 @@
 // `silo serve` with a fresh data directory: an org with a files dataset of
 // two tenants, a group whose grant filters by `{{user.tenant}}` and drops a
 // column, and two embed users. Run by ../test (node --test).
+//
+// The server listens on a Unix socket in its data directory. The page is
+// at http://localhost (a secure context, as a deployment's https origin
+// is: Web Crypto is there); the browser's requests to it are handed, as
+// they are, to the server over the socket and its answers back as they
+// are. No network policy of the machine running the tests can redirect a
+// local socket, and no other process reaches it.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -9,6 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { Agent, fetch as undiciFetch } from 'undici';
 
 const TARGET = process.env.CARGO_TARGET_DIR || '/var/tmp/silo-ci-target';
 const SILO = process.env.SILO_BIN || join(TARGET, 'debug', 'silo');
@@ -32,7 +40,8 @@ const ROWS = { alice: 3, bob: 2 };
 let server; // the silo serve child process
 let serverLog = '';
 let dataDir;
-let base; // http://127.0.0.1:PORT
+const base = 'http://localhost';
+let agent; // undici over the server's socket
 let operatorKey;
 let orgKey;
 let datasetId;
@@ -42,20 +51,31 @@ const pageErrors = [];
 const consoleErrors = [];
 const sessionTokens = []; // every token the page was handed, seen from outside
 
-/** Starts `silo serve` and resolves with its base URL. */
+/** A request to the server over its socket. */
+function fetch(url, init = {}) {
+  return undiciFetch(url, { ...init, dispatcher: agent });
+}
+
+/** Headers a proxy does not pass on (the socket's connection is its own). */
+const HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'content-length', 'te', 'upgrade',
+  'proxy-connection', 'accept-encoding', 'content-encoding']);
+const passOn = (headers) => Object.fromEntries(Object.entries(headers).filter(([k]) => !HOP.has(k.toLowerCase())));
+
+/** Starts `silo serve` on a socket in `dir`; resolves when it serves. */
 function serve(dir) {
+  const socket = join(dir, 'api.sock');
+  agent = new Agent({ connect: { socketPath: socket } });
   return new Promise((resolve, reject) => {
-    server = spawn(SILO, ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], {
+    server = spawn(SILO, ['serve', '--data-dir', dir, '--listen', `unix:${socket}`], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const timer = setTimeout(() => reject(new Error(`silo serve did not start:\n${serverLog}`)), 60_000);
     server.stderr.setEncoding('utf8');
     server.stderr.on('data', (chunk) => {
       serverLog = (serverLog + chunk).slice(-20_000);
-      const m = /silo serving on (http:\/\/127\.0\.0\.1:\d+)/.exec(serverLog);
-      if (m) {
+      if (serverLog.includes(`silo serving on unix:${socket} `)) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve();
       }
     });
     server.on('exit', (code) => {
@@ -130,7 +150,7 @@ describe('the operator console', () => {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
     }).trim();
-    base = await serve(dataDir);
+    await serve(dataDir);
 
     await api(operatorKey, 'POST', '/v1/orgs', { name: 'console-org' }, { expect: 201 });
     orgKey = (await api(operatorKey, 'POST', '/v1/orgs/console-org/api-keys', { name: 'console' }, { expect: 201 })).token;
@@ -151,6 +171,20 @@ describe('the operator console', () => {
 
     browser = await chromium.launch({ executablePath: CHROMIUM, chromiumSandbox: false });
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    await context.route(`${base}/**`, async (route) => {
+      const request = route.request();
+      const r = await fetch(request.url(), {
+        method: request.method(),
+        headers: passOn(await request.allHeaders()),
+        body: request.postDataBuffer() ?? undefined,
+        redirect: 'manual',
+      });
+      await route.fulfill({
+        status: r.status,
+        headers: passOn(Object.fromEntries(r.headers)),
+        body: Buffer.from(await r.arrayBuffer()),
+      });
+    });
     page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     page.on('console', (m) => {
@@ -165,6 +199,7 @@ describe('the operator console', () => {
 
   after(async () => {
     await browser?.close();
+    await agent?.close();
     if (server && server.exitCode === null) {
       const exited = new Promise((resolve) => server.once('exit', resolve));
       server.kill('SIGTERM');
