@@ -1042,3 +1042,84 @@ fn listen_addresses_parse_and_print_back() {
         assert!(bad.parse::<Listen>().is_err(), "{bad}");
     }
 }
+
+/// On one SQLite file, the audit writer's commits interleave with other
+/// writers' transactions (this host's control-plane changes, and a second
+/// process on the file, as `silo` commands run beside `silo serve`): none
+/// fails for the other, and the chain stays one chain.
+#[tokio::test]
+async fn audit_appends_interleave_with_other_writers_on_one_sqlite_file() {
+    let spec = StoreSpec::new("serving_writers", Backend::Sqlite).await;
+    let master = MasterKey::generate().unwrap();
+    let host = std::sync::Arc::new(ControlPlane::open(spec.config(&master)).await.unwrap());
+    let beside = std::sync::Arc::new(ControlPlane::open(spec.config(&master)).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let cp = if i % 2 == 0 {
+            host.clone()
+        } else {
+            beside.clone()
+        };
+        tasks.spawn(async move {
+            let event = audit::AuditEvent {
+                actor: format!("test:{i}"),
+                action: "fetch".into(),
+                outcome: "ok".into(),
+                ..audit::AuditEvent::default()
+            };
+            audit::append(cp.store(), &event).await.map(|_| ())
+        });
+    }
+    let org = host.create_org(&Principal::Cli, "writers").await.unwrap();
+    let backend = Principal::Org {
+        org: org.id.clone(),
+        key: None,
+    };
+    for i in 0..60 {
+        let (cp, p) = (
+            if i % 2 == 0 {
+                host.clone()
+            } else {
+                beside.clone()
+            },
+            backend.clone(),
+        );
+        // A write transaction that reads first (is the user there?), then
+        // writes, and appends its own audit record; each user twice.
+        tasks.spawn(async move {
+            let input = silo_host::control::EmbedUserInput {
+                attributes: [("tenant".to_owned(), json!(format!("t{i}")))].into(),
+                groups: vec![],
+            };
+            cp.put_embed_user(&p, &format!("user-{}", i % 30), input)
+                .await
+                .map(|_| ())
+        });
+    }
+    for done in tasks.join_all().await {
+        done.unwrap();
+    }
+    let records = audit::records(host.store(), None).await.unwrap();
+    let verified = audit::verify(host.store()).await.unwrap();
+    assert_eq!(verified.records as usize, records.len());
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash)
+    );
+    let fetches = records.iter().filter(|r| r.event.action == "fetch").count();
+    assert_eq!(fetches, 200);
+    let users = records
+        .iter()
+        .filter(|r| r.event.action == "embed_user.put")
+        .count();
+    assert_eq!(
+        users,
+        60,
+        "{:?}",
+        records
+            .iter()
+            .map(|r| &r.event.action)
+            .collect::<BTreeSet<_>>()
+    );
+}

@@ -123,9 +123,21 @@ type Queued = (
 pub struct Queue(tokio::sync::mpsc::Sender<Queued>);
 
 impl Queue {
-    /// Starts the writer on `store` (a copy without a queue of its own).
+    /// Starts the writer on `store` (a copy without a queue of its own):
+    /// a thread of its own on the embedded store, a task on Postgres.
     pub(crate) fn start(store: Store) -> Queue {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * BATCH);
+        if let Some(local) = store.local().cloned() {
+            let spawned = std::thread::Builder::new()
+                .name("silo-audit".into())
+                .spawn(move || write_local(&local, rx));
+            if let Err(e) = spawned {
+                // Every append then fails (`busy`): nothing is released
+                // without its record.
+                tracing::error!(error = %e, "starting the audit writer");
+            }
+            return Queue(tx);
+        }
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -147,6 +159,119 @@ impl Queue {
         });
         Queue(tx)
     }
+}
+
+/// The embedded store's writer thread: blocks for the next event, takes
+/// every other one queued meanwhile, appends them in one transaction on its
+/// own connection (one commit, one fsync) and answers each. Ends when the
+/// last sender is gone.
+fn write_local(local: &super::store::local::Local, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+    let mut conn = None;
+    let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
+        let written = match &mut conn {
+            Some(c) => append_local(c, &events),
+            None => local.writer().and_then(|mut c| {
+                let r = append_local(&mut c, &events);
+                conn = Some(c);
+                r
+            }),
+        };
+        match written {
+            Ok(records) => {
+                for ((_, reply), record) in batch.drain(..).zip(records) {
+                    let _ = reply.send(Ok(record));
+                }
+            }
+            Err(e) => {
+                // A connection that failed is opened afresh for the next batch.
+                conn = None;
+                let why = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(Error::Internal(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// [`append_batch`] on the embedded store's writer connection.
+fn append_local(
+    conn: &mut rusqlite::Connection,
+    events: &[&AuditEvent],
+) -> Result<Vec<AuditRecord>> {
+    use super::store::local::sqlite;
+    use rusqlite::OptionalExtension;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let head = tx
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .optional()
+        })
+        .map_err(sqlite)?;
+    let records = chain(head, events)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, \
+                 rows_, bytes, outcome, duration_ms, detail, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .map_err(sqlite)?;
+        for r in &records {
+            let e = &r.event;
+            insert
+                .execute(rusqlite::params![
+                    r.seq,
+                    r.at,
+                    e.org_id,
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.filter_fingerprint,
+                    e.rows,
+                    e.bytes,
+                    e.outcome,
+                    e.duration_ms,
+                    e.detail,
+                    r.prev_hash,
+                    r.hash,
+                ])
+                .map_err(sqlite)?;
+        }
+    }
+    tx.commit().map_err(sqlite)?;
+    Ok(records)
+}
+
+/// `events` chained after `head` (seq and hash; `None`: the log is empty).
+fn chain(head: Option<(i64, String)>, events: &[&AuditEvent]) -> Result<Vec<AuditRecord>> {
+    let (mut seq, mut prev) = head.unwrap_or_else(|| (0, GENESIS.to_owned()));
+    let at = now();
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = chain_hash(seq, at, event, &prev)?;
+        records.push(AuditRecord {
+            seq,
+            at,
+            event: (*event).clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    Ok(records)
 }
 
 /// Appends `event` after the current head, once it is committed; batched
@@ -175,26 +300,14 @@ async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<Audit
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-    let (mut seq, mut prev) = match head {
-        Some(r) => (
+    let head = match head {
+        Some(r) => Some((
             r.try_get::<i64, _>(0).map_err(db)?,
             r.try_get::<String, _>(1).map_err(db)?,
-        ),
-        None => (0, GENESIS.to_owned()),
+        )),
+        None => None,
     };
-    let at = now();
-    let mut records = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let hash = chain_hash(seq, at, event, &prev)?;
-        records.push(AuditRecord {
-            seq,
-            at,
-            event: (*event).clone(),
-            prev_hash: std::mem::replace(&mut prev, hash.clone()),
-            hash,
-        });
-    }
+    let records = chain(head, events)?;
     // A statement per chunk of records, not per record: each statement is a
     // round trip to the store.
     for chunk in records.chunks(INSERT_ROWS) {

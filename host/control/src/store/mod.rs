@@ -37,6 +37,7 @@ mod datasets;
 mod datasources;
 mod groups;
 mod keys;
+pub(crate) mod local;
 mod migrations;
 mod orgs;
 mod request_path;
@@ -72,6 +73,9 @@ pub struct Store {
     /// commits, instead of queueing behind its fsync. Postgres: the pool.
     reads: AnyPool,
     kind: StoreKind,
+    /// SQLite: the file reached in-process, for the org-version read and
+    /// the audit writer (no round trips to sqlx's worker threads).
+    local: Option<Arc<local::Local>>,
     /// The audit log's writer, started by the first append (see
     /// [`super::audit::append`]).
     audit: Arc<std::sync::OnceLock<super::audit::Queue>>,
@@ -118,13 +122,18 @@ impl Store {
     /// `postgres://…`; a bare path means a SQLite file. Migrates the schema.
     pub async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let (kind, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (StoreKind::Postgres, url.to_owned())
-        } else {
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            create_private_file(Path::new(path))?;
-            (StoreKind::Sqlite, format!("sqlite://{path}"))
-        };
+        let (kind, url, file) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (StoreKind::Postgres, url.to_owned(), None)
+            } else {
+                let path = url.strip_prefix("sqlite://").unwrap_or(url);
+                create_private_file(Path::new(path))?;
+                (
+                    StoreKind::Sqlite,
+                    format!("sqlite://{path}"),
+                    Some(Path::new(path).to_owned()),
+                )
+            };
         // SQLite takes one writer at a time; one connection serializes this
         // host's statements instead of failing them with SQLITE_BUSY.
         let max = match kind {
@@ -165,9 +174,11 @@ impl Store {
             reads: pool.clone(),
             pool,
             kind,
+            local: None,
             audit: Arc::default(),
         };
         store.migrate().await?;
+        store.local = file.map(|f| Arc::new(local::Local::new(&f)));
         if sqlite {
             // Opened after the migrations (and the switch to WAL): these
             // connections never write.
@@ -214,9 +225,14 @@ impl Store {
     }
 
     /// Starts a transaction that holds the store's write lock (Postgres: an
-    /// advisory lock; SQLite: the single connection).
+    /// advisory lock; SQLite: the write lock from its first statement, so a
+    /// read in it can never be outdated by the audit writer's commits).
     pub async fn begin(&self) -> Result<Tx> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = match self.kind {
+            StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            StoreKind::Postgres => self.pool.begin().await,
+        }
+        .map_err(db)?;
         if self.kind == StoreKind::Postgres {
             q!(
                 execute,
@@ -244,6 +260,11 @@ impl Store {
         &self.pool
     }
 
+    /// SQLite: the file reached in-process.
+    pub(crate) fn local(&self) -> Option<&Arc<local::Local>> {
+        self.local.as_ref()
+    }
+
     /// The audit writer's queue, started on first use. The writer holds a
     /// copy of this store without the queue, so it ends when the last copy
     /// of the store that owns the queue is dropped.
@@ -253,6 +274,7 @@ impl Store {
                 pool: self.pool.clone(),
                 reads: self.reads.clone(),
                 kind: self.kind,
+                local: self.local.clone(),
                 audit: Arc::default(),
             })
         })

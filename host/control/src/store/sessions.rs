@@ -103,6 +103,9 @@ impl Store {
     /// `org`'s version: it changes whenever something a request's cached
     /// reads depend on changes (`None`: no such org).
     pub async fn org_version(&self, org: &str) -> Result<Option<i64>> {
+        if let Some(local) = &self.local {
+            return local.org_version(org);
+        }
         let row = q!(
             fetch_optional,
             &self.reads,
