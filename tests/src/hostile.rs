@@ -302,3 +302,42 @@ mod inspect {
         assert!(silo_host::cli::run(cli).await.is_err());
     }
 }
+
+/// Every instance starts from clean memory, whoever used its slot before:
+/// a connector that scans all of its linear memory (grown past what earlier
+/// instances grew to) for what they sprayed there finds nothing, whether
+/// the host reset the slot in place or handed its pages back.
+#[tokio::test]
+async fn a_connector_never_finds_what_an_earlier_instance_left_in_memory() {
+    let fx = Fixture::new("scavenge").await;
+    let silo = fx.silo(connectors::MEMORY_SCAVENGER, "").await.unwrap();
+    let spec = FetchSpec {
+        dataset: "orders".into(),
+        columns: Some(vec!["id".into(), "tenant".into(), "customer".into()]),
+        limit: None,
+    };
+    for round in 0..6 {
+        // alice (acme) sprays 1 MiB, bob (globex) 6 MiB: both resets.
+        for user in ["alice", "bob", "bob", "alice"] {
+            let rows = crate::support::fetch_rows(&silo, user, &spec)
+                .await
+                .unwrap();
+            let seen: Vec<String> = rows
+                .iter()
+                .filter_map(|r| match r.get(2) {
+                    Some(silo_types::Value::Text(t)) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                seen.iter().any(|s| s.starts_with("scanned ")),
+                "the scan ran: {seen:?}"
+            );
+            let found: Vec<&String> = seen.iter().filter(|s| s.starts_with("found ")).collect();
+            assert!(
+                found.is_empty(),
+                "round {round}, {user}: an earlier instance's memory was visible: {found:?}"
+            );
+        }
+    }
+}
