@@ -43,38 +43,17 @@ impl Serving {
         limits: ServerLimits,
         operator: impl FnOnce(&mut silo_host::control::ControlConfig),
     ) -> Serving {
-        let spec = StoreSpec::new(name, Backend::Sqlite).await;
-        let master = MasterKey::generate().unwrap();
-        let mut config = spec.config(&master);
-        operator(&mut config);
-        let cp = ControlPlane::open(config).await.unwrap();
-        let (_, admin) = cp
-            .create_api_key(&Principal::Cli, None, "ops")
-            .await
-            .unwrap();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve_until(
-            cp,
-            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-            None,
-            limits,
-            move |addr| {
-                let _ = ready_tx.send(addr.tcp().unwrap());
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let addr = ready_rx.await.unwrap();
+        let tcp = "127.0.0.1:0".parse::<SocketAddr>().unwrap();
+        let l = launch(name, limits, tcp.into(), operator).await;
+        let addr = l.ready.await.unwrap().tcp().unwrap();
         Serving {
             addr,
             http: Http::new(&format!("http://{addr}")),
-            admin: admin.to_string(),
-            spec,
-            master,
-            stop: Some(stop),
-            task,
+            admin: l.admin,
+            spec: l.spec,
+            master: l.master,
+            stop: Some(l.stop),
+            task: l.task,
         }
     }
 
@@ -97,6 +76,57 @@ impl Serving {
             .await
             .unwrap();
         audit::records(cp.store(), None).await.unwrap()
+    }
+}
+
+/// A `serve_until` starting on `listen` over a new SQLite store with an
+/// operator key: where it is bound arrives on `ready`, `stop` begins the
+/// shutdown.
+struct Launched {
+    ready: tokio::sync::oneshot::Receiver<silo_host::server::Listen>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<silo_host::error::Result<()>>,
+    admin: String,
+    spec: StoreSpec,
+    master: MasterKey,
+}
+
+async fn launch(
+    name: &str,
+    limits: ServerLimits,
+    listen: silo_host::server::Listen,
+    operator: impl FnOnce(&mut silo_host::control::ControlConfig),
+) -> Launched {
+    let spec = StoreSpec::new(name, Backend::Sqlite).await;
+    let master = MasterKey::generate().unwrap();
+    let mut config = spec.config(&master);
+    operator(&mut config);
+    let cp = ControlPlane::open(config).await.unwrap();
+    let (_, admin) = cp
+        .create_api_key(&Principal::Cli, None, "ops")
+        .await
+        .unwrap();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_until(
+        cp,
+        listen,
+        None,
+        limits,
+        move |bound| {
+            let _ = ready_tx.send(bound.clone());
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Launched {
+        ready,
+        stop,
+        task,
+        admin: admin.to_string(),
+        spec,
+        master,
     }
 }
 
@@ -935,28 +965,8 @@ async fn a_unix_socket_serves_the_api_and_is_its_owners_and_groups_only() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("api.sock");
     let start = |name: &'static str, listen: Listen| async move {
-        let spec = StoreSpec::new(name, Backend::Sqlite).await;
-        let master = MasterKey::generate().unwrap();
-        let cp = ControlPlane::open(spec.config(&master)).await.unwrap();
-        let (_, admin) = cp
-            .create_api_key(&Principal::Cli, None, "ops")
-            .await
-            .unwrap();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve_until(
-            cp,
-            listen,
-            None,
-            ServerLimits::default(),
-            move |bound| {
-                let _ = ready_tx.send(bound.clone());
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        (ready_rx, stop, task, admin.to_string())
+        let l = launch(name, ServerLimits::default(), listen, |_| {}).await;
+        (l.ready, l.stop, l.task, l.admin)
     };
 
     // Any other kind of file at the path is refused and left alone.

@@ -28,6 +28,25 @@ fn tag() -> Vec<u8> {
         .collect()
 }
 
+/// Pages of linear memory (only a wasm guest has one; the workspace's
+/// host-target builds compile this to nothing).
+#[cfg(target_arch = "wasm32")]
+fn memory_pages() -> usize {
+    core::arch::wasm32::memory_size(0)
+}
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_pages() -> usize {
+    0
+}
+
+/// Grows linear memory by `pages`.
+#[cfg(target_arch = "wasm32")]
+fn grow(pages: usize) {
+    core::arch::wasm32::memory_grow(0, pages);
+}
+#[cfg(not(target_arch = "wasm32"))]
+fn grow(_pages: usize) {}
+
 /// The byte at `addr` of this instance's linear memory.
 fn peek(addr: usize) -> u8 {
     // SAFETY: every address below the memory's size is readable in wasm32;
@@ -37,7 +56,7 @@ fn peek(addr: usize) -> u8 {
 
 /// Every `tag name;` in linear memory, and the bytes scanned.
 fn scan(tag: &[u8]) -> (BTreeSet<String>, usize) {
-    let size = core::arch::wasm32::memory_size(0) * PAGE;
+    let size = memory_pages() * PAGE;
     let mut found = BTreeSet::new();
     let mut addr = 1024;
     while addr + tag.len() + 64 < size {
@@ -56,7 +75,7 @@ fn scan(tag: &[u8]) -> (BTreeSet<String>, usize) {
 }
 
 silo_guest_common::hostile_connector!(MemoryScavenger, |request| {
-    core::arch::wasm32::memory_grow(0, GROW);
+    grow(GROW);
     let tag = tag();
     let (found, scanned) = scan(&tag);
 
