@@ -943,8 +943,11 @@ async fn an_answer_before_the_body_was_read_closes_the_connection() {
     server.stop().await;
 }
 
-/// One HTTP/1.1 request over a Unix socket; the whole answer.
-async fn unix_request(path: &std::path::Path, request: &str) -> String {
+/// `GET target` over the Unix socket at `path` (with `bearer`, if any),
+/// on a connection the server closes after it: the whole answer.
+async fn unix_get(path: &std::path::Path, target: &str, bearer: Option<&str>) -> String {
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {target} HTTP/1.1\r\nHost: silo\r\n{auth}Connection: close\r\n\r\n");
     let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
@@ -997,36 +1000,18 @@ async fn a_unix_socket_serves_the_api_and_is_its_owners_and_groups_only() {
     assert_eq!(mode, 0o660, "owner and group only: {mode:o}");
 
     // The API answers over it, authentication included.
-    let live = unix_request(
-        &path,
-        "GET /livez HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let live = unix_get(&path, "/livez", None).await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
-    let orgs = unix_request(
-        &path,
-        &format!(
-            "GET /v1/orgs HTTP/1.1\r\nHost: silo\r\nAuthorization: Bearer {admin}\r\nConnection: close\r\n\r\n"
-        ),
-    )
-    .await;
+    let orgs = unix_get(&path, "/v1/orgs", Some(&admin)).await;
     assert!(orgs.starts_with("HTTP/1.1 200"), "{orgs}");
-    let anonymous = unix_request(
-        &path,
-        "GET /v1/orgs HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let anonymous = unix_get(&path, "/v1/orgs", None).await;
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
 
     // A second server on a live socket is refused; the first goes on.
     let (_, _stop2, second, _) = start("serving_unix_second", Listen::Unix(path.clone())).await;
     let refused = second.await.unwrap().unwrap_err().to_string();
     assert!(refused.contains("another server"), "{refused}");
-    let live = unix_request(
-        &path,
-        "GET /livez HTTP/1.1\r\nHost: silo\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let live = unix_get(&path, "/livez", None).await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
 
     // Stopping removes the socket.
