@@ -634,6 +634,16 @@ async fn expired_sessions_are_purged_and_live_or_revoked_ones_kept() {
 
 /// Appends at the same moment share commits and still form one chain, on
 /// both stores: every record once, in order, verified.
+/// A fetch record of actor `test:<i>`.
+fn test_fetch(i: usize) -> audit::AuditEvent {
+    audit::AuditEvent {
+        actor: format!("test:{i}"),
+        action: "fetch".into(),
+        outcome: "ok".into(),
+        ..audit::AuditEvent::default()
+    }
+}
+
 #[tokio::test]
 async fn concurrent_audit_appends_batch_into_one_chain() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
@@ -646,15 +656,7 @@ async fn concurrent_audit_appends_batch_into_one_chain() {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..300 {
             let store = store.clone();
-            tasks.spawn(async move {
-                let event = audit::AuditEvent {
-                    actor: format!("test:{i}"),
-                    action: "fetch".into(),
-                    outcome: "ok".into(),
-                    ..audit::AuditEvent::default()
-                };
-                audit::append(&store, &event).await.unwrap().seq
-            });
+            tasks.spawn(async move { audit::append(&store, &test_fetch(i)).await.unwrap().seq });
         }
         let mut seqs: Vec<i64> = tasks.join_all().await;
         seqs.sort_unstable();
@@ -1055,15 +1057,7 @@ async fn audit_appends_interleave_with_other_writers_on_one_sqlite_file() {
         } else {
             beside.clone()
         };
-        tasks.spawn(async move {
-            let event = audit::AuditEvent {
-                actor: format!("test:{i}"),
-                action: "fetch".into(),
-                outcome: "ok".into(),
-                ..audit::AuditEvent::default()
-            };
-            audit::append(cp.store(), &event).await.map(|_| ())
-        });
+        tasks.spawn(async move { audit::append(cp.store(), &test_fetch(i)).await.map(|_| ()) });
     }
     let org = host.create_org(&Principal::Cli, "writers").await.unwrap();
     let backend = Principal::Org {

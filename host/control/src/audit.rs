@@ -142,22 +142,29 @@ impl Queue {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-                match append_batch(&store, &events).await {
-                    Ok(records) => {
-                        for ((_, reply), record) in batch.drain(..).zip(records) {
-                            let _ = reply.send(Ok(record));
-                        }
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(Error::Internal(why.clone())));
-                        }
-                    }
-                }
+                let written = append_batch(&store, &events).await;
+                answer(&mut batch, written);
             }
         });
         Queue(tx)
+    }
+}
+
+/// Answers each queued event of `batch` (emptied) with its record, or
+/// every one with the batch's error.
+fn answer(batch: &mut Vec<Queued>, written: Result<Vec<AuditRecord>>) {
+    match written {
+        Ok(records) => {
+            for ((_, reply), record) in batch.drain(..).zip(records) {
+                let _ = reply.send(Ok(record));
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(Error::Internal(why.clone())));
+            }
+        }
     }
 }
 
@@ -185,21 +192,11 @@ fn write_local(local: &super::store::local::Local, mut rx: tokio::sync::mpsc::Re
                 r
             }),
         };
-        match written {
-            Ok(records) => {
-                for ((_, reply), record) in batch.drain(..).zip(records) {
-                    let _ = reply.send(Ok(record));
-                }
-            }
-            Err(e) => {
-                // A connection that failed is opened afresh for the next batch.
-                conn = None;
-                let why = e.to_string();
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(Error::Internal(why.clone())));
-                }
-            }
+        if written.is_err() {
+            // A connection that failed is opened afresh for the next batch.
+            conn = None;
         }
+        answer(&mut batch, written);
     }
 }
 
@@ -223,11 +220,9 @@ fn append_local(
     let records = chain(head, events)?;
     {
         let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, \
-                 rows_, bytes, outcome, duration_ms, detail, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
+            .prepare_cached(&format!(
+                "{INSERT} (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))
             .map_err(sqlite)?;
         for r in &records {
             let e = &r.event;
@@ -288,6 +283,11 @@ pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
     record.await.map_err(|_| stopped())?
 }
 
+/// An audit record's insert, up to its values (one placeholder per column,
+/// in this order).
+const INSERT: &str = "INSERT INTO audit (seq, at, org_id, actor, action, target, \
+     filter_fingerprint, rows_, bytes, outcome, duration_ms, detail, prev_hash, hash) VALUES";
+
 /// Records per `INSERT` statement (14 values each, well under both
 /// databases' limits on bound values).
 const INSERT_ROWS: usize = 64;
@@ -311,10 +311,7 @@ async fn append_batch(store: &Store, events: &[&AuditEvent]) -> Result<Vec<Audit
     // A statement per chunk of records, not per record: each statement is a
     // round trip to the store.
     for chunk in records.chunks(INSERT_ROWS) {
-        let mut sql = String::from(
-            "INSERT INTO audit (seq, at, org_id, actor, action, target, filter_fingerprint, rows_, \
-             bytes, outcome, duration_ms, detail, prev_hash, hash) VALUES ",
-        );
+        let mut sql = format!("{INSERT} ");
         for i in 0..chunk.len() {
             let n = i * 14;
             if i > 0 {
