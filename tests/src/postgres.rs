@@ -281,10 +281,10 @@ async fn registration_refuses_a_role_that_can_write() {
     assert!(err.contains("superuser"), "{err}");
 }
 
-/// Every statement runs inside the read-only transaction with its settings,
-/// also once the connection has it prepared (then the settings and the
-/// execution go out in one write): a statement that would write is refused
-/// by the server on the cached path too, and nothing was written.
+/// Every statement runs in a read-only transaction with the pool's settings,
+/// also once the connection has it prepared (then only its execution goes
+/// out): a statement that would write is refused by the server on the
+/// cached path too, and nothing was written.
 #[tokio::test]
 async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
     use silo_host::capability::SqlClient;
@@ -352,9 +352,9 @@ async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
         .get(0);
     assert!(!called, "a read-only fetch advanced a sequence");
 
-    // The commit is queued, not awaited: once a fetch has read its rows, the
-    // pooled connection ends its transaction without being asked again, and
-    // the next statement on it starts a transaction of its own.
+    // Once a fetch has read its rows, the pooled connection is out of its
+    // transaction without being asked again, and the next statement on it
+    // starts a transaction of its own.
     let probe = "SELECT pg_backend_pid()::int8, now()::text";
     let first = client.query(probe, Vec::new()).await.unwrap();
     let read = async |mut rows: Box<dyn silo_host::capability::RowSource>| {
@@ -401,4 +401,85 @@ async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
         .batch_execute("DROP SEQUENCE public.silo_ro_probe")
         .await
         .unwrap();
+}
+
+/// A startup packet's parameters without `options`: what a pooler that does
+/// not pass them on (PgBouncer in transaction mode, say) sends the server.
+fn strip_options(packet: &[u8]) -> Vec<u8> {
+    // length (4), protocol (4), then name\0value\0 pairs, then \0.
+    let mut out = packet[4..8].to_vec();
+    let mut fields = packet[8..].split(|b| *b == 0);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        if name.is_empty() {
+            break;
+        }
+        if name != b"options" {
+            out.extend_from_slice(name);
+            out.push(0);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+    }
+    out.push(0);
+    let mut framed = ((out.len() + 4) as u32).to_be_bytes().to_vec();
+    framed.extend(out);
+    framed
+}
+
+/// A datasource reached through something that drops the startup packet's
+/// `options` (where Silo puts read-only transactions, the statement timeout
+/// and the pinned `search_path`) is refused before any statement runs on
+/// it, with an error that says why; the same server reached directly serves.
+#[tokio::test]
+async fn a_server_that_drops_the_session_settings_is_refused() {
+    use silo_host::capability::SqlClient;
+    use silo_host::capability::net::NetPolicy;
+    use silo_host::capability::postgres::{PgClient, PgSettings, PostgresConfig};
+    use silo_host::limits::Limits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = proxy.accept().await {
+            tokio::spawn(async move {
+                let mut len = [0u8; 4];
+                client.read_exact(&mut len).await?;
+                let mut packet = len.to_vec();
+                packet.resize(u32::from_be_bytes(len) as usize, 0);
+                client.read_exact(&mut packet[4..]).await?;
+                let mut server = tokio::net::TcpStream::connect("127.0.0.1:5432").await?;
+                server.write_all(&strip_options(&packet)).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    let client = |port: u16| {
+        let config: PostgresConfig = serde_json::from_value(serde_json::json!({
+            "host": "127.0.0.1", "port": port, "database": "test", "user": "postgres",
+            "pool_size": 1, "fetch_connections": 1, "tls": {"mode": "disable"},
+        }))
+        .unwrap();
+        let limits = Limits::default();
+        PgClient::new(PgSettings {
+            config,
+            password: None,
+            statement_timeout: limits.statement_timeout,
+            fetch_timeout: limits.fetch_timeout,
+            max_row_bytes: limits.max_row_bytes,
+            net: NetPolicy {
+                local: true,
+                ..NetPolicy::default()
+            },
+        })
+        .unwrap()
+    };
+    let err = match client(proxy_port).query("SELECT 1", Vec::new()).await {
+        Ok(_) => panic!("a connection without its settings served a statement"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("session settings"), "{err}");
+    let mut rows = client(5432).query("SELECT 1", Vec::new()).await.unwrap();
+    assert!(rows.next_batch(10).await.unwrap().is_some());
 }

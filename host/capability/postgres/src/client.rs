@@ -1,9 +1,13 @@
-//! The pooled driver. Every statement runs inside `BEGIN READ ONLY` with a
-//! `statement_timeout` and `search_path` pinned to `pg_catalog` (so a function
-//! name can only mean a built-in), as one prepared statement whose parameters
-//! are bound with the types Postgres inferred. A connection that did not end
-//! its transaction cleanly is closed, never returned to the pool. Connections
-//! are opened through [`super::wire`], which caps every message's size.
+//! The pooled driver. Every connection runs read-only (each transaction,
+//! the implicit one of a single statement included, starts `READ ONLY`)
+//! with a `statement_timeout` and `search_path` pinned to `pg_catalog` (so a
+//! function name can only mean a built-in): the settings travel in the
+//! startup packet and are checked on the new connection before its first
+//! use, so a server or pooler that dropped them is refused, not trusted.
+//! A statement is then one prepared execution, one round trip, no
+//! `BEGIN`/`COMMIT` around it. A connection that did not end a statement
+//! cleanly is closed, never returned to the pool. Connections are opened
+//! through [`super::wire`], which caps every message's size.
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +17,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use silo_types::{Column, SqlDialect, Value};
 use tokio_postgres::RowStream;
@@ -67,8 +71,6 @@ pub struct PgClient {
     pool_size: usize,
     fetch_share: usize,
     schema: String,
-    statement_timeout: Duration,
-    fetch_timeout: Duration,
     faults: Faults,
 }
 
@@ -89,6 +91,13 @@ impl PgClient {
         if let Some(password) = &settings.password {
             pg.password(password.expose_secret());
         }
+        let session = Session {
+            statement_timeout_ms: settings.statement_timeout.as_millis(),
+            // A transaction left idle past the whole-fetch deadline is ended
+            // by the server too, should the host somehow keep one open.
+            idle_ms: settings.fetch_timeout.as_millis(),
+        };
+        pg.options(session.startup_options());
         let oversized = Arc::new(AtomicU64::new(0));
         let connect = GuardedConnect {
             host: c.host.clone(),
@@ -107,14 +116,12 @@ impl PgClient {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let mut pool = Pool::builder(manager)
+        let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(settings.statement_timeout));
-        if let Some(hook) = refuse_stores(&settings.net) {
-            pool = pool.post_create(hook);
-        }
+            .wait_timeout(Some(settings.statement_timeout))
+            .post_create(check_new(session, &settings.net));
         let pool = pool
             .build()
             .map_err(|e| Error::Config(format!("postgres pool: {e}")))?;
@@ -123,8 +130,6 @@ impl PgClient {
             pool_size,
             fetch_share,
             schema: c.schema.clone(),
-            statement_timeout: settings.statement_timeout,
-            fetch_timeout: settings.fetch_timeout,
             faults: Faults {
                 max_row_bytes: settings.max_row_bytes,
                 oversized,
@@ -180,53 +185,28 @@ impl SqlClient for PgClient {
         let lease = Lease(Some(self.connection().await?), self.faults.now());
         let client = lease.client()?;
         let failed = |e| lease.1.map(e);
-        let timeout_ms = self.statement_timeout.as_millis();
-        let idle_ms = self.fetch_timeout.as_millis();
-        // A transaction left idle past the whole-fetch deadline is ended by
-        // the server too, should the host somehow keep one open.
-        let begin = format!(
-            "BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
-             SET LOCAL idle_in_transaction_session_timeout = {idle_ms}; \
-             SET LOCAL search_path = pg_catalog; SET LOCAL plan_cache_mode = force_custom_plan"
-        );
         // A connector's statements repeat (the filter's values are
         // parameters), so each connection keeps its prepared statements, up
-        // to a bound a connector inventing new text cannot push past. Each
-        // execution is still planned for its own values (custom plans): one
-        // generic plan for every tenant would fit the big ones and the small
-        // ones alike badly.
+        // to a bound a connector inventing new text cannot push past. The
+        // parse goes out only when this connection has not prepared it yet;
+        // the execution is one round trip.
         if client.statement_cache.size() >= STATEMENT_CACHE {
             client.statement_cache.clear();
         }
-        // Pipelined: the transaction's settings, then the statement (its
-        // parse only when this connection has not prepared it yet, then its
-        // execution), go out together: one round trip when the statement is
-        // cached. The server runs them in order, so the statement is parsed
-        // under `search_path = pg_catalog` and runs inside the read-only
-        // transaction; if the settings failed, it is never run (an aborted
-        // transaction refuses it).
-        let run = async {
-            let stmt = client.prepare_cached(statement).await.map_err(failed)?;
-            driver::check_bound(stmt.params().len(), params.len())?;
-            let decoders = stmt
-                .columns()
-                .iter()
-                .map(|col| {
-                    Decoder::for_type(col.type_())
-                        .ok_or_else(|| driver::unsupported_column(col.name(), col.type_()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let stream = client
-                .query_raw(&stmt, params.iter().map(Param))
-                .await
-                .map_err(failed)?;
-            Ok::<_, Error>((stmt, decoders, stream))
-        };
-        // `biased`: the settings' future is polled first, and it queues its
-        // message on that first poll, so it is ahead of the statement's.
-        let (begun, ran) = tokio::join!(biased; client.batch_execute(&begin), run);
-        begun.map_err(failed)?;
-        let (stmt, decoders, stream) = ran?;
+        let stmt = client.prepare_cached(statement).await.map_err(failed)?;
+        driver::check_bound(stmt.params().len(), params.len())?;
+        let decoders = stmt
+            .columns()
+            .iter()
+            .map(|col| {
+                Decoder::for_type(col.type_())
+                    .ok_or_else(|| driver::unsupported_column(col.name(), col.type_()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stream = client
+            .query_raw(&stmt, params.iter().map(Param))
+            .await
+            .map_err(failed)?;
         let columns = stmt
             .columns()
             .iter()
@@ -250,8 +230,8 @@ impl SqlClient for PgClient {
 /// Prepared statements a pooled connection keeps.
 const STATEMENT_CACHE: usize = 256;
 
-/// A pooled connection inside a read-only transaction. Unless released after
-/// a clean end of the transaction, it is closed on drop rather than reused.
+/// A pooled connection running one statement. Unless released after the
+/// statement's clean end, it is closed on drop rather than reused.
 struct Lease(Option<Object>, Faults);
 
 impl Lease {
@@ -261,19 +241,10 @@ impl Lease {
             .ok_or_else(|| Error::Internal("connection already released".into()))
     }
 
-    /// Ends the read-only transaction and returns the connection to the
-    /// pool. `COMMIT` is queued, not awaited: a connection's messages run in
-    /// the order sent, so it ends the transaction before anything the
-    /// connection's next user sends, and the fetch does not wait a round trip
-    /// for it. Committing a read-only transaction cannot fail but with the
-    /// connection, and a closed connection is not handed out again.
+    /// Returns the connection to the pool: its statement ended cleanly (the
+    /// server ended its implicit transaction with it).
     fn release(&mut self) {
-        if let Some(conn) = self.0.take() {
-            // `batch_execute` sends its message on its first poll.
-            if let Some(Err(e)) = conn.batch_execute("COMMIT").now_or_never() {
-                tracing::warn!("postgres: ending a transaction failed: {e}");
-            }
-        }
+        drop(self.0.take());
     }
 }
 
@@ -349,33 +320,92 @@ struct Faults {
     seen: u64,
 }
 
-/// A hook that refuses a new connection which turns out to be a protected
-/// store's server and database, whatever address it was reached by.
-fn refuse_stores(net: &silo_capability::net::NetPolicy) -> Option<Hook> {
-    let stores: Vec<(String, String)> = net
-        .protected
-        .iter()
-        .filter_map(|p| Some((p.database.clone(), p.started.clone()?)))
-        .collect();
-    if stores.is_empty() {
-        return None;
+/// The settings every connection of a pool runs under.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    statement_timeout_ms: u128,
+    idle_ms: u128,
+}
+
+impl Session {
+    /// The startup packet's `options`: the server applies them before the
+    /// connection's first statement.
+    fn startup_options(&self) -> String {
+        format!(
+            "-c default_transaction_read_only=on -c statement_timeout={} \
+             -c idle_in_transaction_session_timeout={} -c search_path=pg_catalog",
+            self.statement_timeout_ms, self.idle_ms
+        )
     }
-    let stores = Arc::new(stores);
-    Some(Hook::async_fn(move |client, _| {
+
+    /// The settings as [`SESSION_CHECK`] reads them back.
+    fn expected(&self) -> [String; 5] {
+        [
+            "on".into(),
+            "on".into(),
+            "pg_catalog".into(),
+            self.statement_timeout_ms.to_string(),
+            self.idle_ms.to_string(),
+        ]
+    }
+}
+
+/// What a new connection actually runs under (timeouts in ms), read back
+/// before its first use.
+const SESSION_CHECK: &str = "SELECT pg_catalog.current_setting('default_transaction_read_only'), \
+     pg_catalog.current_setting('transaction_read_only'), \
+     pg_catalog.current_setting('search_path'), \
+     (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'statement_timeout'), \
+     (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'idle_in_transaction_session_timeout')";
+
+/// Why a connection whose server did not apply [`Session`] is refused.
+const SESSION_REFUSAL: &str = "postgres: the server did not apply Silo's session settings \
+     (read-only transactions, statement timeout, search_path); connect to the database itself \
+     or through a session-mode pooler (a transaction-mode pooler drops them)";
+
+/// The hook every new connection passes before its first use: it runs
+/// under `session` (else refused), and, when stores are protected, it is
+/// not a protected store's server and database, whatever address it was
+/// reached by.
+fn check_new(session: Session, net: &silo_capability::net::NetPolicy) -> Hook {
+    let stores: Arc<Vec<(String, String)>> = Arc::new(
+        net.protected
+            .iter()
+            .filter_map(|p| Some((p.database.clone(), p.started.clone()?)))
+            .collect(),
+    );
+    Hook::async_fn(move |client, _| {
         let stores = stores.clone();
         Box::pin(async move {
+            if !stores.is_empty() {
+                let row = client
+                    .query_one(super::SERVER_IDENTITY, &[])
+                    .await
+                    .map_err(HookError::Backend)?;
+                let database: String = row.try_get(0).map_err(HookError::Backend)?;
+                let started: String = row.try_get(1).map_err(HookError::Backend)?;
+                if stores.contains(&(database, started)) {
+                    return Err(HookError::message(silo_capability::net::STORE_REFUSAL));
+                }
+            }
             let row = client
-                .query_one(super::SERVER_IDENTITY, &[])
+                .query_one(SESSION_CHECK, &[])
                 .await
                 .map_err(HookError::Backend)?;
-            let database: String = row.try_get(0).map_err(HookError::Backend)?;
-            let started: String = row.try_get(1).map_err(HookError::Backend)?;
-            if stores.contains(&(database, started)) {
-                return Err(HookError::message(silo_capability::net::STORE_REFUSAL));
+            let got = (0..5)
+                .map(|i| row.try_get::<_, String>(i))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(HookError::Backend)?;
+            if got[..] != session.expected()[..] {
+                tracing::warn!(
+                    ?got,
+                    "postgres: a new connection runs without its session settings"
+                );
+                return Err(HookError::message(SESSION_REFUSAL));
             }
             Ok(())
         })
-    }))
+    })
 }
 
 impl Faults {

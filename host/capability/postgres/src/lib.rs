@@ -1,5 +1,6 @@
-//! The Postgres capability: typed config, a pooled client that runs every
-//! statement in a `READ ONLY` transaction with a statement timeout, and the
+//! The Postgres capability: typed config, a pooled client whose connections
+//! run every statement in a `READ ONLY` transaction with a statement
+//! timeout (settings checked on each new connection), and the
 //! codec between Postgres' binary format and Silo values.
 #![deny(missing_docs)]
 mod client;
