@@ -230,6 +230,9 @@ enum BenchCommand {
         /// Embed users, each with a session, in another org of the store.
         #[arg(long, default_value_t = 0)]
         other_population: u32,
+        /// `silo serve`'s embedded-store sync level (its default if not given).
+        #[arg(long, value_parser = ["normal", "full"])]
+        sqlite_sync: Option<String>,
     },
     /// The native handler `silo bench api` compares with (started by it).
     #[command(hide = true)]
@@ -844,6 +847,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     pool,
                     population,
                     other_population,
+                    sqlite_sync,
                 }),
             ..
         } => {
@@ -858,6 +862,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 pool,
                 population: population.min(1_000_000),
                 other_population: other_population.min(1_000_000),
+                sqlite_sync,
             };
             crate::bench::api::run(&opts, &mut out).await
         }

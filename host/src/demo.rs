@@ -398,6 +398,7 @@ async fn run_embedded(dir: &Path, out: &mut impl Write) -> Result<()> {
         data_dir: control.clone(),
         store: None,
         master_key_file: Some(key_file),
+        sqlite_sync: None,
     };
     let cp = args.open(Default::default()).await?;
     let org = cp.create_org(&Principal::Cli, "demo").await?;

@@ -32,13 +32,28 @@ pub struct StoreArgs {
     /// `<data-dir>/master.key`, generated with a new embedded store.
     #[arg(long)]
     pub master_key_file: Option<PathBuf>,
+    /// The embedded store's sync level: `normal` (a crash of silo loses
+    /// nothing; a power loss can lose the commits since the last
+    /// checkpoint) or `full` (an fsync per commit; nothing is lost).
+    #[arg(long, value_parser = ["normal", "full"])]
+    pub sqlite_sync: Option<String>,
 }
 
 impl StoreArgs {
-    fn store_url(&self) -> String {
-        self.store
+    fn store_url(&self) -> Result<String> {
+        let url = self
+            .store
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("silo.db").display().to_string())
+            .unwrap_or_else(|| self.data_dir.join("silo.db").display().to_string());
+        match &self.sqlite_sync {
+            None => Ok(url),
+            Some(_) if url.starts_with("postgres") => Err(Error::Config(
+                "--sqlite-sync is for the embedded SQLite store; a Postgres store syncs as its \
+                 server's `synchronous_commit` says"
+                    .into(),
+            )),
+            Some(level) => Ok(format!("{url}?synchronous={level}")),
+        }
     }
 
     /// The master key: given, or the embedded default's own key file, which
@@ -75,7 +90,7 @@ impl StoreArgs {
     pub fn config(&self, key: MasterKey) -> Result<ControlConfig> {
         private_dir(&self.data_dir)?;
         Ok(ControlConfig::new(
-            self.store_url(),
+            self.store_url()?,
             self.data_dir.join("uploads"),
             key,
         ))

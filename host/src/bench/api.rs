@@ -57,6 +57,8 @@ pub struct ApiOptions {
     pub population: u32,
     /// Embed users, each with a session, in another org of the same store.
     pub other_population: u32,
+    /// `silo serve --sqlite-sync`, if given.
+    pub sqlite_sync: Option<String>,
 }
 
 /// `silo bench native`: the handler Silo is compared with.
@@ -82,6 +84,8 @@ struct Load {
     short: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time during the run: (the server process's, the whole machine's).
+    cpu: (Duration, Duration),
 }
 
 impl Load {
@@ -94,6 +98,13 @@ impl Load {
             .get(((self.latencies.len() as f64 - 1.0) * p).round() as usize)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// CPU per answered request: (the server's own, the machine's in all,
+    /// database and load generator included), in µs.
+    fn cpu_per_request(&self) -> (f64, f64) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / (self.ok.max(1) as f64);
+        (per(self.cpu.0), per(self.cpu.1))
     }
 
     fn merge(&mut self, other: Load) {
@@ -207,7 +218,7 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
     };
     let silo_addr = free_port()?;
-    let serve_args: Vec<String> = vec![
+    let mut serve_args: Vec<String> = vec![
         "serve".into(),
         "--data-dir".into(),
         data.display().to_string(),
@@ -217,6 +228,9 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
         "--max-connections".into(),
         (opts.connections + 64).max(512).to_string(),
     ];
+    if let Some(sync) = &opts.sqlite_sync {
+        serve_args.extend(["--sqlite-sync".into(), sync.clone()]);
+    }
     let silo = Child::spawn(exe, &serve_args)?;
     wait_listening(native_addr).await?;
     wait_listening(silo_addr).await?;
@@ -278,7 +292,17 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
                 } else {
                     (&silos, "silo  ")
                 };
-                let r = load(targets, run_for).await;
+                let pid = if native_turn {
+                    native.pid()
+                } else {
+                    silo.pid()
+                };
+                let before = (process_cpu(pid), machine_cpu());
+                let mut r = load(targets, run_for).await;
+                r.cpu = (
+                    process_cpu(pid).saturating_sub(before.0),
+                    machine_cpu().saturating_sub(before.1),
+                );
                 writeln!(out, "  run {} {name}: {}", run + 1, line(&r)).map_err(io)?;
                 if native_turn {
                     n_all.push(r);
@@ -314,6 +338,48 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
     Ok(())
 }
 
+/// CPU time `pid` has used (user and system, all its threads).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces), from its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15: 12 and 13 after the `)`.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    ticks_to_duration(ticks)
+}
+
+/// CPU time the whole machine has spent busy (all but idle and iowait).
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .enumerate()
+                // user nice system idle iowait irq softirq: not idle or
+                // iowait (nor steal, the hypervisor's, after them).
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 7)
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0);
+    ticks_to_duration(ticks)
+}
+
+/// `/proc` counts CPU time in clock ticks of 1/100 s on Linux.
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
 /// The run with the median req/s.
 fn median_run(runs: &[Load]) -> Load {
     let mut sorted: Vec<&Load> = runs.iter().collect();
@@ -325,12 +391,15 @@ fn median_run(runs: &[Load]) -> Load {
 }
 
 fn line(r: &Load) -> String {
+    let (own, all) = r.cpu_per_request();
     let mut s = format!(
-        "{:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} ok",
+        "{:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} ok  cpu/req {:>4.0} µs server, {:>4.0} µs machine",
         r.rps(),
         ms(r.pct(0.5)),
         ms(r.pct(0.99)),
-        r.ok
+        r.ok,
+        own,
+        all
     );
     if r.errors > 0 || !r.statuses.is_empty() || r.short > 0 || r.foreign_rows > 0 {
         s.push_str(&format!(

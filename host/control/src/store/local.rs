@@ -26,6 +26,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The store file, reached in-process.
 pub(crate) struct Local {
     path: PathBuf,
+    sync: super::Synchronous,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -41,9 +42,10 @@ pub(crate) fn sqlite(e: rusqlite::Error) -> Error {
 }
 
 impl Local {
-    pub(crate) fn new(path: &Path) -> Local {
+    pub(crate) fn new(path: &Path, sync: super::Synchronous) -> Local {
         Local {
             path: path.to_owned(),
+            sync,
             readers: Mutex::new(Vec::new()),
         }
     }
@@ -85,15 +87,16 @@ impl Local {
         })
     }
 
-    /// A connection that writes: each commit is on disk before it returns
-    /// (WAL, `synchronous = FULL`), and it waits for another writer's lock.
+    /// A connection that writes: each commit is in the log, synced as the
+    /// store's [`super::Synchronous`] says, before it returns, and it waits
+    /// for another writer's lock.
     pub(crate) fn writer(&self) -> Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", self.sync.pragma())
             .map_err(sqlite)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
         Ok(conn)

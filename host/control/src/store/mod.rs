@@ -64,6 +64,53 @@ const SQLITE_READERS: u32 = 4;
 /// control-plane traffic.
 const PG_POOL: u32 = 8;
 
+/// How far a SQLite commit is synced before it returns (`?synchronous=` on
+/// the store's URL). Either way the log is written ahead (WAL), so the file
+/// stays consistent and a crash of the process loses no commit: the commit
+/// is in the operating system's hands before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// The log is synced at checkpoints, not at each commit: an operating
+    /// system crash or a power loss can roll back the commits since the
+    /// last one. SQLite's own advice for WAL mode.
+    #[default]
+    Normal,
+    /// Each commit is on disk before it returns: nothing is lost to a power
+    /// loss either, at the cost of an fsync per (group) commit.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// A SQLite store's path and options: `path[?synchronous=normal|full]`.
+fn sqlite_options(spec: &str) -> Result<(&str, Synchronous)> {
+    let Some((path, query)) = spec.split_once('?') else {
+        return Ok((spec, Synchronous::default()));
+    };
+    let mut sync = Synchronous::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        sync = match pair {
+            "synchronous=normal" => Synchronous::Normal,
+            "synchronous=full" => Synchronous::Full,
+            _ => {
+                return Err(Error::Config(
+                    "the SQLite store takes one option, `synchronous=normal` or \
+                     `synchronous=full`"
+                        .into(),
+                ));
+            }
+        };
+    }
+    Ok((path, sync))
+}
+
 /// The store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -126,12 +173,12 @@ impl Store {
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 (StoreKind::Postgres, url.to_owned(), None)
             } else {
-                let path = url.strip_prefix("sqlite://").unwrap_or(url);
+                let (path, sync) = sqlite_options(url.strip_prefix("sqlite://").unwrap_or(url))?;
                 create_private_file(Path::new(path))?;
                 (
                     StoreKind::Sqlite,
                     format!("sqlite://{path}"),
-                    Some(Path::new(path).to_owned()),
+                    Some((Path::new(path).to_owned(), sync)),
                 )
             };
         // SQLite takes one writer at a time; one connection serializes this
@@ -141,6 +188,7 @@ impl Store {
             StoreKind::Postgres => PG_POOL,
         };
         let sqlite = kind == StoreKind::Sqlite;
+        let sync = file.as_ref().map(|f| f.1).unwrap_or_default().pragma();
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -150,14 +198,13 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        // Write-ahead logging with a full sync: one fsync per
-                        // commit (of the log) instead of a rollback journal's
-                        // several, and a committed transaction still survives
-                        // a crash or a power loss.
+                        // Write-ahead logging: a commit appends to the log
+                        // (synced per `Synchronous`) instead of a rollback
+                        // journal's several fsyncs.
                         sqlx::query("PRAGMA journal_mode = WAL")
                             .fetch_optional(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA synchronous = FULL")
+                        sqlx::query(&format!("PRAGMA synchronous = {sync}"))
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -178,7 +225,7 @@ impl Store {
             audit: Arc::default(),
         };
         store.migrate().await?;
-        store.local = file.map(|f| Arc::new(local::Local::new(&f)));
+        store.local = file.map(|(f, sync)| Arc::new(local::Local::new(&f, sync)));
         if sqlite {
             // Opened after the migrations (and the switch to WAL): these
             // connections never write.
@@ -380,4 +427,62 @@ fn create_private_file(path: &Path) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path).map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_options_are_one_setting_and_nothing_else() {
+        assert_eq!(
+            sqlite_options("a/s.db").unwrap(),
+            ("a/s.db", Synchronous::Normal)
+        );
+        assert_eq!(
+            sqlite_options("a/s.db?synchronous=full").unwrap(),
+            ("a/s.db", Synchronous::Full)
+        );
+        assert_eq!(
+            sqlite_options("a/s.db?synchronous=normal").unwrap(),
+            ("a/s.db", Synchronous::Normal)
+        );
+        for bad in ["a?synchronous=off", "a?mode=rw", "a?synchronous=FULL&x=1"] {
+            assert!(
+                matches!(sqlite_options(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_writer_syncs_as_the_store_url_says() {
+        let dir = std::env::temp_dir().join(format!("silo-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (option, level) in [
+            ("", 1),
+            ("?synchronous=full", 2),
+            ("?synchronous=normal", 1),
+        ] {
+            let path = dir.join(format!("s{level}{}.db", option.len()));
+            let store = Store::open(&format!("{}{option}", path.display()))
+                .await
+                .unwrap();
+            let local = store.local().unwrap().writer().unwrap();
+            let got: i64 = local
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, level, "the audit writer, {option:?}");
+            let got: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(got, level, "the store's writer, {option:?}");
+            let mode: String = local
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+    }
 }
