@@ -288,9 +288,6 @@ async fn registration_refuses_a_role_that_can_write() {
 #[tokio::test]
 async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
     use silo_host::capability::SqlClient;
-    use silo_host::capability::net::NetPolicy;
-    use silo_host::capability::postgres::{PgClient, PgSettings, PostgresConfig};
-    use silo_host::limits::Limits;
 
     let (admin, conn) = tokio_postgres::connect(
         "host=127.0.0.1 port=5432 user=postgres dbname=test",
@@ -306,24 +303,7 @@ async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
         .await
         .unwrap();
     // One connection: every call after the first finds the statement prepared.
-    let config: PostgresConfig = serde_json::from_value(serde_json::json!({
-        "host": "127.0.0.1", "port": 5432, "database": "test", "user": "postgres",
-        "pool_size": 1, "fetch_connections": 1, "tls": {"mode": "disable"},
-    }))
-    .unwrap();
-    let limits = Limits::default();
-    let client = PgClient::new(PgSettings {
-        config,
-        password: None,
-        statement_timeout: limits.statement_timeout,
-        fetch_timeout: limits.fetch_timeout,
-        max_row_bytes: limits.max_row_bytes,
-        net: NetPolicy {
-            local: true,
-            ..NetPolicy::default()
-        },
-    })
-    .unwrap();
+    let client = one_connection_client(5432);
     let probe = "SELECT current_setting('transaction_read_only'), \
                  current_setting('statement_timeout'), current_setting('search_path'), \
                  CASE WHEN $1 THEN nextval('public.silo_ro_probe') ELSE 0 END";
@@ -403,6 +383,31 @@ async fn statements_run_inside_the_read_only_transaction_cached_or_not() {
         .unwrap();
 }
 
+/// A pool of one connection (as the `postgres` superuser, loopback allowed)
+/// to the local server's `test` database on `port`.
+fn one_connection_client(port: u16) -> silo_host::capability::postgres::PgClient {
+    use silo_host::capability::net::NetPolicy;
+    use silo_host::capability::postgres::{PgClient, PgSettings, PostgresConfig};
+    let config: PostgresConfig = serde_json::from_value(serde_json::json!({
+        "host": "127.0.0.1", "port": port, "database": "test", "user": "postgres",
+        "pool_size": 1, "fetch_connections": 1, "tls": {"mode": "disable"},
+    }))
+    .unwrap();
+    let limits = silo_host::limits::Limits::default();
+    PgClient::new(PgSettings {
+        config,
+        password: None,
+        statement_timeout: limits.statement_timeout,
+        fetch_timeout: limits.fetch_timeout,
+        max_row_bytes: limits.max_row_bytes,
+        net: NetPolicy {
+            local: true,
+            ..NetPolicy::default()
+        },
+    })
+    .unwrap()
+}
+
 /// A startup packet's parameters without `options`: what a pooler that does
 /// not pass them on (PgBouncer in transaction mode, say) sends the server.
 fn strip_options(packet: &[u8]) -> Vec<u8> {
@@ -433,9 +438,6 @@ fn strip_options(packet: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_server_that_drops_the_session_settings_is_refused() {
     use silo_host::capability::SqlClient;
-    use silo_host::capability::net::NetPolicy;
-    use silo_host::capability::postgres::{PgClient, PgSettings, PostgresConfig};
-    use silo_host::limits::Limits;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -455,31 +457,17 @@ async fn a_server_that_drops_the_session_settings_is_refused() {
             });
         }
     });
-    let client = |port: u16| {
-        let config: PostgresConfig = serde_json::from_value(serde_json::json!({
-            "host": "127.0.0.1", "port": port, "database": "test", "user": "postgres",
-            "pool_size": 1, "fetch_connections": 1, "tls": {"mode": "disable"},
-        }))
-        .unwrap();
-        let limits = Limits::default();
-        PgClient::new(PgSettings {
-            config,
-            password: None,
-            statement_timeout: limits.statement_timeout,
-            fetch_timeout: limits.fetch_timeout,
-            max_row_bytes: limits.max_row_bytes,
-            net: NetPolicy {
-                local: true,
-                ..NetPolicy::default()
-            },
-        })
-        .unwrap()
-    };
-    let err = match client(proxy_port).query("SELECT 1", Vec::new()).await {
+    let err = match one_connection_client(proxy_port)
+        .query("SELECT 1", Vec::new())
+        .await
+    {
         Ok(_) => panic!("a connection without its settings served a statement"),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("session settings"), "{err}");
-    let mut rows = client(5432).query("SELECT 1", Vec::new()).await.unwrap();
+    let mut rows = one_connection_client(5432)
+        .query("SELECT 1", Vec::new())
+        .await
+        .unwrap();
     assert!(rows.next_batch(10).await.unwrap().is_some());
 }
