@@ -105,8 +105,10 @@ async fn dangerous_functions_and_hidden_subqueries_are_refused() {
     let err = fetch_ids(&silo, "alice").await.unwrap_err();
     crate::support::assert_all_refused(
         &err,
-        6,
+        8,
         &[
+            "default_transaction_read_only",
+            "statement_timeout",
             "pg_read_file",
             "query_to_xml",
             "dblink",

@@ -408,9 +408,10 @@ fn one_connection_client(port: u16) -> silo_host::capability::postgres::PgClient
     .unwrap()
 }
 
-/// A startup packet's parameters without `options`: what a pooler that does
-/// not pass them on (PgBouncer in transaction mode, say) sends the server.
-fn strip_options(packet: &[u8]) -> Vec<u8> {
+/// A startup packet with its `options` value passed through `rewrite`
+/// (`None`: dropped): what a pooler that does not pass them on (PgBouncer in
+/// transaction mode, say), or passes on only some, sends the server.
+fn rewrite_options(packet: &[u8], rewrite: Rewrite) -> Vec<u8> {
     // length (4), protocol (4), then name\0value\0 pairs, then \0.
     let mut out = packet[4..8].to_vec();
     let mut fields = packet[8..].split(|b| *b == 0);
@@ -418,12 +419,18 @@ fn strip_options(packet: &[u8]) -> Vec<u8> {
         if name.is_empty() {
             break;
         }
-        if name != b"options" {
-            out.extend_from_slice(name);
-            out.push(0);
-            out.extend_from_slice(value);
-            out.push(0);
-        }
+        let value = if name == b"options" {
+            match rewrite(std::str::from_utf8(value).unwrap()) {
+                Some(v) => v.into_bytes(),
+                None => continue,
+            }
+        } else {
+            value.to_vec()
+        };
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(&value);
+        out.push(0);
     }
     out.push(0);
     let mut framed = ((out.len() + 4) as u32).to_be_bytes().to_vec();
@@ -431,17 +438,27 @@ fn strip_options(packet: &[u8]) -> Vec<u8> {
     framed
 }
 
-/// A datasource reached through something that drops the startup packet's
-/// `options` (where Silo puts read-only transactions, the statement timeout
-/// and the pinned `search_path`) is refused before any statement runs on
-/// it, with an error that says why; the same server reached directly serves.
-#[tokio::test]
-async fn a_server_that_drops_the_session_settings_is_refused() {
-    use silo_host::capability::SqlClient;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// What a proxy makes of the startup `options` (`None`: drops them).
+type Rewrite = fn(&str) -> Option<String>;
 
+/// Startup `options` without the `-c` setting `setting`.
+fn without(options: &str, setting: &str) -> Option<String> {
+    Some(
+        options
+            .split("-c ")
+            .filter(|o| !o.trim().is_empty() && !o.starts_with(setting))
+            .map(|o| format!("-c {}", o.trim()))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// A loopback proxy to the local Postgres that rewrites each connection's
+/// startup `options`; its port.
+async fn options_proxy(rewrite: Rewrite) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_port = proxy.local_addr().unwrap().port();
+    let port = proxy.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = proxy.accept().await {
             tokio::spawn(async move {
@@ -451,20 +468,47 @@ async fn a_server_that_drops_the_session_settings_is_refused() {
                 packet.resize(u32::from_be_bytes(len) as usize, 0);
                 client.read_exact(&mut packet[4..]).await?;
                 let mut server = tokio::net::TcpStream::connect("127.0.0.1:5432").await?;
-                server.write_all(&strip_options(&packet)).await?;
+                server.write_all(&rewrite_options(&packet, rewrite)).await?;
                 tokio::io::copy_bidirectional(&mut client, &mut server).await?;
                 Ok::<_, std::io::Error>(())
             });
         }
     });
-    let err = match one_connection_client(proxy_port)
-        .query("SELECT 1", Vec::new())
-        .await
-    {
-        Ok(_) => panic!("a connection without its settings served a statement"),
-        Err(e) => e.to_string(),
-    };
-    assert!(err.contains("session settings"), "{err}");
+    port
+}
+
+/// A datasource reached through something that drops the startup packet's
+/// `options` (where Silo puts read-only transactions, the statement timeout
+/// and the pinned `search_path`), all of them or any one, is refused before
+/// any statement runs on it, with an error that says why; the same server
+/// reached directly serves.
+#[tokio::test]
+async fn a_server_that_drops_the_session_settings_is_refused() {
+    use silo_host::capability::SqlClient;
+
+    let rewrites: [(&str, Rewrite); 5] = [
+        ("all", |_| None),
+        ("read-only", |o| without(o, "default_transaction_read_only")),
+        ("timeout", |o| without(o, "statement_timeout")),
+        ("search_path", |o| without(o, "search_path")),
+        ("read-write", |o| {
+            Some(o.replace(
+                "default_transaction_read_only=on",
+                "default_transaction_read_only=off",
+            ))
+        }),
+    ];
+    for (case, rewrite) in rewrites {
+        let proxy_port = options_proxy(rewrite).await;
+        let err = match one_connection_client(proxy_port)
+            .query("SELECT 1", Vec::new())
+            .await
+        {
+            Ok(_) => panic!("{case}: a connection without its settings served a statement"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("session settings"), "{case}: {err}");
+    }
     let mut rows = one_connection_client(5432)
         .query("SELECT 1", Vec::new())
         .await
