@@ -641,6 +641,110 @@ async fn postgres_plans_evaluate_connector_expressions_above_the_fence() {
     client.batch_execute("RESET ALL").await.unwrap();
 }
 
+/// A connector that repeats its filter (as the SDK's `select` does) has that
+/// repetition left out when its value is the filter's: the same rows, and
+/// the planner no longer counts the condition twice (no condition above the
+/// fence); with any other value the condition stays and nothing comes back.
+#[tokio::test]
+async fn postgres_a_repeated_filter_is_left_out_only_for_the_filters_own_values() {
+    let fx = Fixture::postgres("implied").await;
+    let Db::Pg { schema, client } = &fx.db else {
+        unreachable!()
+    };
+    let tables = [acme_orders(schema)];
+    let statement = r#"SELECT "id", "note" FROM "orders" WHERE (("tenant" = $1)) ORDER BY "id""#;
+    let run = |value: &str| {
+        silo_host::policy::sql::rewrite(
+            silo_types::SqlDialect::Postgres,
+            statement,
+            vec![Value::Text(value.into())],
+            schema,
+            &tables,
+            &[],
+        )
+        .unwrap()
+    };
+    let texts = |params: &[Value]| -> Vec<String> {
+        params
+            .iter()
+            .map(|v| match v {
+                Value::Text(t) => t.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let rows = |sql: String, params: Vec<String>| async move {
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        client
+            .query(&sql, &refs)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
+            .collect::<Vec<_>>()
+    };
+
+    let lean = run("acme");
+    assert!(!lean.sql.contains(") WHERE"), "{}", lean.sql);
+    let plain = rows(
+        format!("SELECT id, note FROM {schema}.orders WHERE tenant = 'acme' ORDER BY id"),
+        vec![],
+    )
+    .await;
+    assert_eq!(plain.len(), 3);
+    assert_eq!(rows(lean.sql.clone(), texts(&lean.params)).await, plain);
+    assert_eq!(lean.params, vec![Value::Text("acme".into())]);
+    // Whether the plan filters rows above the fence (the planner's double count).
+    let filters_above = |sql: String| async move {
+        let explained = client
+            .simple_query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
+            .await
+            .unwrap();
+        let plan: serde_json::Value = explained
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap();
+        fn walk(node: &serde_json::Value) -> bool {
+            match node {
+                serde_json::Value::Object(map) => {
+                    (map.get("Node Type").and_then(|t| t.as_str()) == Some("Subquery Scan")
+                        && map.contains_key("Filter"))
+                        || map.values().any(walk)
+                }
+                serde_json::Value::Array(items) => items.iter().any(walk),
+                _ => false,
+            }
+        }
+        walk(&plan)
+    };
+    assert!(!filters_above(lean.sql.replace("$1", "'acme'")).await);
+    for other in ["globex", "ACME", "acme "] {
+        let kept = run(other);
+        assert!(
+            kept.sql
+                .contains(r#") AS "orders" WHERE (("tenant" = $1))"#),
+            "{}",
+            kept.sql
+        );
+        let literal = kept
+            .sql
+            .replace("$1", &format!("'{other}'"))
+            .replace("$2", "'acme'");
+        assert!(filters_above(literal).await, "{other}");
+        assert!(
+            rows(kept.sql.clone(), texts(&kept.params)).await.is_empty(),
+            "{other}"
+        );
+    }
+}
+
 /// `orders` of `schema` as the plan tests fence it: acme's rows, three
 /// columns (the hidden one left out).
 fn acme_orders(schema: &str) -> silo_host::policy::sql::GovernedTable {

@@ -47,34 +47,46 @@ async fn upload(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Json<UploadSummary>> {
-    let ext = match headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(t) if t.starts_with("text/csv") => "csv",
-        Some(t) if t.starts_with("application/x-ndjson") || t.starts_with("application/jsonl") => {
-            "ndjson"
-        }
-        _ => {
-            return Err(silo_core::error::Error::Config(
-                "send the file as text/csv or application/x-ndjson".into(),
-            )
-            .into());
-        }
-    };
     // Refused before a byte of the body is read: another org's or a missing
     // dataset, a wrong kind, a declared size over the limit.
-    s.cp.upload_target(&p, &id).await?;
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > s.cp.max_upload_bytes()) {
-        return Err(super::ApiError::too_large(format!(
-            "the upload is larger than the limit of {} bytes",
-            s.cp.max_upload_bytes()
-        )));
-    }
+    let checked = async {
+        let ext = match headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(t) if t.starts_with("text/csv") => "csv",
+            Some(t)
+                if t.starts_with("application/x-ndjson") || t.starts_with("application/jsonl") =>
+            {
+                "ndjson"
+            }
+            _ => {
+                return Err(silo_core::error::Error::Config(
+                    "send the file as text/csv or application/x-ndjson".into(),
+                )
+                .into());
+            }
+        };
+        s.cp.upload_target(&p, &id).await?;
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > s.cp.max_upload_bytes()) {
+            return Err(super::ApiError::too_large(format!(
+                "the upload is larger than the limit of {} bytes",
+                s.cp.max_upload_bytes()
+            )));
+        }
+        Ok::<_, super::ApiError>(ext)
+    };
+    let ext = match checked.await {
+        Ok(ext) => ext,
+        Err(refused) => {
+            super::upload::linger(&headers, body).await;
+            return Err(refused);
+        }
+    };
     let staged =
         super::upload::stage(&s.cp.staging_dir(), ext, body, s.cp.max_upload_bytes()).await?;
     let result =

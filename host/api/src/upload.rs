@@ -27,6 +27,39 @@ impl Drop for Staged {
     }
 }
 
+/// Most a refused upload's body is read for before the answer (bytes).
+const LINGER_BYTES: usize = 8 << 20;
+/// Longest a refused upload's body is read for before the answer.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// A client that sends nothing for this long is waiting for the answer.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Reads and discards what a client is still sending of a body that was
+/// refused unread, for a bounded size and time, so that it reads the answer
+/// instead of a reset connection (a lingering close, RFC 9112 §9.6): a
+/// client still writing when the server closes gets `EPIPE`, not the 404.
+/// A client that sends nothing (waiting for the answer, or for
+/// `100 Continue`) is answered after [`LINGER_IDLE`].
+pub async fn linger(headers: &axum::http::HeaderMap, body: axum::body::Body) {
+    let waits = headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout(LINGER_IDLE, stream.next()).await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Writes `body` to a new file `<dir>/<random>.<ext>`.
 pub async fn stage(
     dir: &Path,

@@ -48,6 +48,8 @@ use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer, TokenizerError, Whitespace};
 
+mod implied;
+
 /// A table whose rows are governed by a row filter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GovernedTable {
@@ -258,15 +260,20 @@ pub fn rewrite(
             done
         }
     };
+    // The connector's repetition of the filter left out when its values
+    // are the filter's (see `implied`).
+    let (sql, order) = match &done.lean {
+        Some(lean) if lean.holds(&params) => (&lean.sql, &lean.order),
+        _ => (&done.sql, &done.order),
+    };
     let mut values = params;
     values.extend(done.filter_params.iter().cloned());
-    let params = done
-        .order
+    let params = order
         .iter()
         .map(|&i| values.get(i).cloned().ok_or(ORDER))
         .collect::<Result<Vec<Value>>>()?;
     Ok(Rewritten {
-        sql: done.sql.clone(),
+        sql: sql.clone(),
         params,
     })
 }
@@ -378,6 +385,8 @@ struct Done {
     sql: String,
     filter_params: Vec<Value>,
     order: Vec<usize>,
+    /// Postgres: the statement without conditions the filter implies.
+    lean: Option<implied::Lean>,
 }
 
 /// Rewrites remembered by their inputs, exactly compared (a hash collision
@@ -462,23 +471,33 @@ fn rewrite_uncached(key: &RewriteKey<'_>) -> Result<Done> {
         filtered: HashMap::new(),
         filter_params: Vec::new(),
     };
+    let implied = match dialect {
+        SqlDialect::Postgres => implied::find(&policy, &statement),
+        SqlDialect::MySql => Vec::new(),
+    };
     if let ControlFlow::Break(err) = statement.visit(&mut policy) {
         return Err(err);
     }
     let filter_params = std::mem::take(&mut policy.filter_params);
     let values = params + filter_params.len();
-    let (sql, order) = match dialect {
+    let (sql, order, lean) = match dialect {
         SqlDialect::Postgres => {
             let sql = statement.to_string();
             check_rendered(dialect, &sql, &statement)?;
-            (sql, (0..values).collect())
+            // Only an optimization: if it cannot be built, the full text serves.
+            let lean = implied::lean(&statement, implied).ok().flatten();
+            (sql, (0..values).collect(), lean)
         }
-        SqlDialect::MySql => finish_mysql(statement, values)?,
+        SqlDialect::MySql => {
+            let (sql, order) = finish_mysql(statement, values)?;
+            (sql, order, None)
+        }
     };
     Ok(Done {
         sql,
         filter_params,
         order,
+        lean,
     })
 }
 

@@ -201,6 +201,30 @@ const MIGRATIONS: &[Migration] = &[
             bump!(postgres, "datasets", "INSERT OR UPDATE OR DELETE"),
         ],
     },
+    // SQLite: the audit log keyed by its sequence number as the rowid
+    // (`INTEGER PRIMARY KEY`): an append then writes the table and the org
+    // index, not a third b-tree for `seq` (one page fewer per commit). The
+    // copy keeps every record and hash; dropping a table fires no trigger.
+    Migration {
+        shared: &[],
+        sqlite: &[
+            "CREATE TABLE audit_by_seq (seq INTEGER PRIMARY KEY, at BIGINT NOT NULL, org_id TEXT, \
+             actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, filter_fingerprint TEXT, \
+             rows_ BIGINT, bytes BIGINT, outcome TEXT NOT NULL, duration_ms BIGINT, detail TEXT, \
+             prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+            "INSERT INTO audit_by_seq SELECT seq, at, org_id, actor, action, target, \
+             filter_fingerprint, rows_, bytes, outcome, duration_ms, detail, prev_hash, hash \
+             FROM audit ORDER BY seq",
+            "DROP TABLE audit",
+            "ALTER TABLE audit_by_seq RENAME TO audit",
+            "CREATE INDEX audit_by_org ON audit (org_id, seq)",
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+        ],
+        postgres: &[],
+    },
 ];
 
 impl Store {
@@ -233,5 +257,95 @@ impl Store {
         }
         set_meta_in(&mut tx, "schema_version", &MIGRATIONS.len().to_string()).await?;
         tx.commit().await.map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{self, AuditEvent};
+
+    /// A store made by the previous release (every migration but the last)
+    /// with chained records opens with its log intact and still guarded.
+    #[tokio::test]
+    async fn an_older_sqlite_store_keeps_its_audit_chain_through_the_upgrade() {
+        let dir = std::env::temp_dir().join(format!("silo-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+
+        // Records chained by a current store: their hashes do not depend on
+        // the schema.
+        let current = Store::open(&dir.join("new.db").display().to_string())
+            .await
+            .unwrap();
+        for action in ["a", "b", "c"] {
+            let e = AuditEvent {
+                actor: "cli".into(),
+                action: action.into(),
+                outcome: "ok".into(),
+                org_id: Some("org_1".into()),
+                ..AuditEvent::default()
+            };
+            audit::append(&current, &e).await.unwrap();
+        }
+        let records = audit::records(&current, None).await.unwrap();
+
+        let old = dir.join("old.db");
+        {
+            let conn = rusqlite::Connection::open(&old).unwrap();
+            conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                .unwrap();
+            let previous = MIGRATIONS.len() - 1;
+            for m in &MIGRATIONS[..previous] {
+                for stmt in m.shared.iter().chain(m.sqlite) {
+                    conn.execute_batch(stmt).unwrap();
+                }
+            }
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [previous.to_string()],
+            )
+            .unwrap();
+            for r in &records {
+                let e = &r.event;
+                conn.execute(
+                    "INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    rusqlite::params![
+                        r.seq, r.at, e.org_id, e.actor, e.action, e.target, e.filter_fingerprint,
+                        e.rows, e.bytes, e.outcome, e.duration_ms, e.detail, r.prev_hash, r.hash
+                    ],
+                )
+                .unwrap();
+            }
+        }
+
+        let upgraded = Store::open(&old.display().to_string()).await.unwrap();
+        assert_eq!(
+            upgraded.meta("schema_version").await.unwrap(),
+            Some(MIGRATIONS.len().to_string())
+        );
+        assert_eq!(audit::records(&upgraded, None).await.unwrap(), records);
+        assert_eq!(audit::verify(&upgraded).await.unwrap().records, 3);
+        // Still append-only, still indexed by org, and appends go on.
+        for sql in ["UPDATE audit SET actor = 'x'", "DELETE FROM audit"] {
+            let err = sqlx::query(sql).execute(upgraded.pool()).await.unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'",
+        )
+        .fetch_all(upgraded.pool())
+        .await
+        .unwrap();
+        assert_eq!(indexes, vec!["audit_by_org".to_owned()]);
+        let e = AuditEvent {
+            actor: "cli".into(),
+            action: "d".into(),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        };
+        assert_eq!(audit::append(&upgraded, &e).await.unwrap().seq, 4);
+        assert_eq!(audit::verify(&upgraded).await.unwrap().records, 4);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
