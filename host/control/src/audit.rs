@@ -115,171 +115,38 @@ type Queued = (
     tokio::sync::oneshot::Sender<Result<AuditRecord>>,
 );
 
-/// Work for the writer thread or task.
-// Nearly every job is an append: boxing it would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
-enum Job {
-    /// Append this event.
-    Append(Queued),
-    /// Copy the log's committed pages into the database file (SQLite's
-    /// checkpoint), off the request threads.
-    Checkpoint,
-}
-
-/// The audit writer. Concurrent fetches share commits instead of taking
-/// turns; each still gets its record only once it is committed.
-///
-/// - Embedded store, `synchronous = NORMAL` (the default): appended on the
-///   caller's own thread. The first caller to find the writer connection
-///   free appends everything queued meanwhile in one transaction and answers
-///   each (flat combining); a commit there writes to the page cache and
-///   never waits for the disk, so it costs less than handing the event to
-///   another thread and back. If another connection holds the write lock,
-///   the batch goes to the writer thread, which waits for it.
-/// - Embedded store with `synchronous = FULL`: a thread of its own, since
-///   each commit waits for an fsync.
-/// - Postgres: a task.
+/// The audit writer: one task per store that appends, in one transaction
+/// (one commit, one fsync), every event queued while the previous batch
+/// was written. Concurrent fetches share commits instead of taking turns;
+/// each still gets its record only once it is durable.
 #[derive(Debug)]
-pub struct Queue {
-    jobs: tokio::sync::mpsc::Sender<Job>,
-    inline: Option<Inline>,
-}
-
-/// The embedded store's writer on the callers' threads.
-struct Inline {
-    local: std::sync::Arc<super::store::local::Local>,
-    /// Events queued for the next combiner.
-    pending: std::sync::Mutex<Vec<Queued>>,
-    /// The writer connection; whoever holds it appends for everyone.
-    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
-    /// Commits since the last checkpoint request.
-    commits: std::sync::atomic::AtomicUsize,
-}
-
-impl std::fmt::Debug for Inline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inline").finish_non_exhaustive()
-    }
-}
-
-/// Commits between two checkpoint requests (each writes two or three pages;
-/// SQLite's own default is a checkpoint per 1,000 pages).
-const CHECKPOINT_EVERY: usize = 400;
+pub struct Queue(tokio::sync::mpsc::Sender<Queued>);
 
 impl Queue {
-    /// Starts the writer on `store` (a copy without a queue of its own).
+    /// Starts the writer on `store` (a copy without a queue of its own):
+    /// a thread of its own on the embedded store, a task on Postgres.
     pub(crate) fn start(store: Store) -> Queue {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(4 * BATCH);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * BATCH);
         if let Some(local) = store.local().cloned() {
-            let thread_local = local.clone();
             let spawned = std::thread::Builder::new()
                 .name("silo-audit".into())
-                .spawn(move || write_local(&thread_local, rx));
+                .spawn(move || write_local(&local, rx));
             if let Err(e) = spawned {
                 // Every append then fails (`busy`): nothing is released
                 // without its record.
                 tracing::error!(error = %e, "starting the audit writer");
             }
-            let inline = local.inline_appends().then(|| Inline {
-                local,
-                pending: std::sync::Mutex::new(Vec::new()),
-                conn: std::sync::Mutex::new(None),
-                commits: std::sync::atomic::AtomicUsize::new(0),
-            });
-            return Queue { jobs: tx, inline };
+            return Queue(tx);
         }
         tokio::spawn(async move {
-            let mut jobs = Vec::with_capacity(BATCH);
             let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut jobs, BATCH).await > 0 {
-                batch.extend(jobs.drain(..).filter_map(|j| match j {
-                    Job::Append(q) => Some(q),
-                    Job::Checkpoint => None,
-                }));
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
                 let written = append_batch(&store, &events).await;
                 answer(&mut batch, written);
             }
         });
-        Queue {
-            jobs: tx,
-            inline: None,
-        }
-    }
-}
-
-impl Inline {
-    /// Appends whatever is queued, on this thread, unless another caller is
-    /// already doing so; that caller then also appends what was queued
-    /// while it held the connection (it looks again after letting go).
-    fn drain(&self, jobs: &tokio::sync::mpsc::Sender<Job>) {
-        loop {
-            let Ok(mut conn) = self.conn.try_lock() else {
-                return;
-            };
-            let mut batch = match self.pending.lock() {
-                Ok(mut p) => std::mem::take(&mut *p),
-                Err(_) => return,
-            };
-            if batch.is_empty() {
-                return;
-            }
-            while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(BATCH));
-                self.write(&mut conn, &mut batch, jobs);
-                batch = rest;
-            }
-            drop(conn);
-            if self.pending.lock().map_or(true, |p| p.is_empty()) {
-                return;
-            }
-        }
-    }
-
-    /// Appends `batch` (emptied) on `conn`, or hands it to the writer
-    /// thread if another connection holds the write lock.
-    fn write(
-        &self,
-        conn: &mut Option<rusqlite::Connection>,
-        batch: &mut Vec<Queued>,
-        jobs: &tokio::sync::mpsc::Sender<Job>,
-    ) {
-        if conn.is_none() {
-            match self.local.inline_writer() {
-                Ok(c) => *conn = Some(c),
-                Err(e) => return answer(batch, Err(e)),
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            return;
-        };
-        let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-        match append_local(c, &events) {
-            Ok(records) => {
-                answer(batch, Ok(records));
-                let commits = self
-                    .commits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if commits % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
-                    let _ = jobs.try_send(Job::Checkpoint);
-                }
-            }
-            Err(Appended::Busy) => {
-                // Another connection writes: the writer thread waits for it.
-                for queued in batch.drain(..) {
-                    if let Err(e) = jobs.try_send(Job::Append(queued))
-                        && let Job::Append((_, reply)) = e.into_inner()
-                    {
-                        let _ = reply.send(Err(Error::Busy("the audit writer is full".into())));
-                    }
-                }
-            }
-            Err(Appended::Failed(e)) => {
-                // A connection that failed is opened afresh next time.
-                *conn = None;
-                answer(batch, Err(e));
-            }
-        }
+        Queue(tx)
     }
 }
 
@@ -301,99 +168,62 @@ fn answer(batch: &mut Vec<Queued>, written: Result<Vec<AuditRecord>>) {
     }
 }
 
-/// The embedded store's writer thread: blocks for the next job, takes
-/// every other one queued meanwhile, appends the events in one transaction
-/// on its own connection (one commit) and answers each; checkpoints when
-/// asked. Ends when the last sender is gone.
-fn write_local(local: &super::store::local::Local, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+/// The embedded store's writer thread: blocks for the next event, takes
+/// every other one queued meanwhile, appends them in one transaction on its
+/// own connection (one commit, one fsync) and answers each. Ends when the
+/// last sender is gone.
+fn write_local(local: &super::store::local::Local, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     let mut conn = None;
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
-        let mut checkpoint = false;
-        let mut take = |job: Job, batch: &mut Vec<Queued>| match job {
-            Job::Append(q) => batch.push(q),
-            Job::Checkpoint => checkpoint = true,
-        };
-        take(first, &mut batch);
+        batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(job) => take(job, &mut batch),
+                Ok(q) => batch.push(q),
                 Err(_) => break,
             }
         }
-        if conn.is_none() {
-            match local.writer() {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    answer(&mut batch, Err(e));
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            continue;
+        let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
+        let written = match &mut conn {
+            Some(c) => append_local(c, &events),
+            None => local.writer().and_then(|mut c| {
+                let r = append_local(&mut c, &events);
+                conn = Some(c);
+                r
+            }),
         };
-        if !batch.is_empty() {
-            let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-            let written = append_local(c, &events).map_err(|e| match e {
-                Appended::Busy => Error::Busy("the audit log is locked by another writer".into()),
-                Appended::Failed(e) => e,
-            });
-            if written.is_err() {
-                // A connection that failed is opened afresh for the next batch.
-                conn = None;
-            }
-            answer(&mut batch, written);
+        if written.is_err() {
+            // A connection that failed is opened afresh for the next batch.
+            conn = None;
         }
-        if checkpoint && let Some(c) = conn.as_ref() {
-            // PASSIVE: copies what no reader still needs, never waits.
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "checkpointing the store");
-            }
-        }
+        answer(&mut batch, written);
     }
 }
 
-/// Why [`append_local`] appended nothing.
-enum Appended {
-    /// Another connection holds the write lock (only on a connection that
-    /// does not wait for it).
-    Busy,
-    /// Anything else.
-    Failed(Error),
-}
-
-/// [`append_batch`] on a writer connection of the embedded store.
+/// [`append_batch`] on the embedded store's writer connection.
 fn append_local(
     conn: &mut rusqlite::Connection,
     events: &[&AuditEvent],
-) -> std::result::Result<Vec<AuditRecord>, Appended> {
+) -> Result<Vec<AuditRecord>> {
     use super::store::local::sqlite;
     use rusqlite::OptionalExtension;
-    let failed = |e: rusqlite::Error| Appended::Failed(sqlite(e));
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
-        {
-            return Err(Appended::Busy);
-        }
-        Err(e) => return Err(failed(e)),
-    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
     let head = tx
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| {
             s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
                 .optional()
         })
-        .map_err(failed)?;
-    let records = chain(head, events).map_err(Appended::Failed)?;
+        .map_err(sqlite)?;
+    let records = chain(head, events)?;
     {
         let mut insert = tx
             .prepare_cached(&format!(
                 "{INSERT} (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ))
-            .map_err(failed)?;
+            .map_err(sqlite)?;
         for r in &records {
             let e = &r.event;
             insert
@@ -413,10 +243,10 @@ fn append_local(
                     r.prev_hash,
                     r.hash,
                 ])
-                .map_err(failed)?;
+                .map_err(sqlite)?;
         }
     }
-    tx.commit().map_err(failed)?;
+    tx.commit().map_err(sqlite)?;
     Ok(records)
 }
 
@@ -444,22 +274,12 @@ fn chain(head: Option<(i64, String)>, events: &[&AuditEvent]) -> Result<Vec<Audi
 pub async fn append(store: &Store, event: &AuditEvent) -> Result<AuditRecord> {
     let stopped = || Error::Internal("the audit writer stopped".into());
     let (reply, record) = tokio::sync::oneshot::channel();
-    let queue = store.audit_queue();
-    match &queue.inline {
-        Some(inline) => {
-            inline
-                .pending
-                .lock()
-                .map_err(|_| stopped())?
-                .push((bounded(event), reply));
-            inline.drain(&queue.jobs);
-        }
-        None => queue
-            .jobs
-            .send(Job::Append((bounded(event), reply)))
-            .await
-            .map_err(|_| stopped())?,
-    }
+    store
+        .audit_queue()
+        .0
+        .send((bounded(event), reply))
+        .await
+        .map_err(|_| stopped())?;
     record.await.map_err(|_| stopped())?
 }
 
@@ -712,8 +532,8 @@ mod tests {
     }
 
     /// Appends from many tasks at once chain without a gap, also while
-    /// another connection holds the write lock (they then wait for it on
-    /// the writer thread, not on the request threads).
+    /// another connection holds the write lock (the writer thread waits for
+    /// it; the callers wait for their records).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_chain_and_outlast_a_held_write_lock() {
         let dir = std::env::temp_dir().join(format!("silo-audit-c-{}", std::process::id()));

@@ -87,24 +87,6 @@ impl Local {
         })
     }
 
-    /// Whether audit appends may run on the callers' threads: only when a
-    /// commit does not wait for an fsync (see [`super::super::audit::Queue`]).
-    pub(crate) fn inline_appends(&self) -> bool {
-        self.sync == super::Synchronous::Normal
-    }
-
-    /// A writer for the callers' threads: it never waits for another
-    /// connection's write lock (`SQLITE_BUSY` at once; the caller hands its
-    /// work to the writer thread) and never checkpoints (the writer thread
-    /// does, when asked), so a request thread is never held by the disk.
-    pub(crate) fn inline_writer(&self) -> Result<Connection> {
-        let conn = self.writer()?;
-        conn.busy_timeout(Duration::ZERO).map_err(sqlite)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(sqlite)?;
-        Ok(conn)
-    }
-
     /// A connection that writes: each commit is in the log, synced as the
     /// store's [`super::Synchronous`] says, before it returns, and it waits
     /// for another writer's lock.
