@@ -607,18 +607,7 @@ async fn postgres_plans_evaluate_connector_expressions_above_the_fence() {
             .batch_execute(&format!("RESET ALL; {setting}"))
             .await
             .unwrap();
-        let plan = client
-            .simple_query(&format!("EXPLAIN (VERBOSE, FORMAT JSON) {sql}"))
-            .await
-            .unwrap();
-        let plan: serde_json::Value = plan
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap();
+        let plan = pg_plan(client, "VERBOSE, ", &sql).await;
         let mut scans = Vec::new();
         scans_of(&plan, "orders", &mut scans);
         assert!(!scans.is_empty(), "{statement}: {plan}");
@@ -699,18 +688,7 @@ async fn postgres_a_repeated_filter_is_left_out_only_for_the_filters_own_values(
     assert_eq!(lean.params, vec![Value::Text("acme".into())]);
     // Whether the plan filters rows above the fence (the planner's double count).
     let filters_above = |sql: String| async move {
-        let explained = client
-            .simple_query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
-            .await
-            .unwrap();
-        let plan: serde_json::Value = explained
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap();
+        let plan = pg_plan(client, "", &sql).await;
         fn walk(node: &serde_json::Value) -> bool {
             match node {
                 serde_json::Value::Object(map) => {
@@ -743,6 +721,22 @@ async fn postgres_a_repeated_filter_is_left_out_only_for_the_filters_own_values(
             "{other}"
         );
     }
+}
+
+/// The plan Postgres makes for `sql` (`EXPLAIN (<options>FORMAT JSON)`).
+async fn pg_plan(client: &tokio_postgres::Client, options: &str, sql: &str) -> serde_json::Value {
+    let explained = client
+        .simple_query(&format!("EXPLAIN ({options}FORMAT JSON) {sql}"))
+        .await
+        .unwrap();
+    explained
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap()
 }
 
 /// `orders` of `schema` as the plan tests fence it: acme's rows, three
