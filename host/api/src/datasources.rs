@@ -47,8 +47,9 @@ async fn upload(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Json<UploadSummary>> {
-    // Refused before a byte of the body is read: another org's or a missing
-    // dataset, a wrong kind, a declared size over the limit.
+    // Refused before the body is used: another org's or a missing dataset, a
+    // wrong kind, a declared size over the limit. What the client is still
+    // sending is then read and dropped (bounded) so it gets the answer.
     let checked = async {
         let ext = match headers
             .get(axum::http::header::CONTENT_TYPE)

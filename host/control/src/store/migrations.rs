@@ -36,6 +36,13 @@ macro_rules! bump {
     };
 }
 
+/// SQLite: the audit log refuses changes (created with the table, and again
+/// when the table is rebuilt).
+const AUDIT_NO_UPDATE: &str = "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
+     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END";
+const AUDIT_NO_DELETE: &str = "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
+     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END";
+
 /// The schema, one migration per entry; each is a list of statements, with
 /// the statements only one database understands after the shared ones.
 struct Migration {
@@ -81,12 +88,7 @@ const MIGRATIONS: &[Migration] = &[
          action TEXT NOT NULL, target TEXT, filter_fingerprint TEXT, rows_ BIGINT, bytes BIGINT, \
          outcome TEXT NOT NULL, duration_ms BIGINT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
         ],
-        sqlite: &[
-            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
-         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
-         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-        ],
+        sqlite: &[AUDIT_NO_UPDATE, AUDIT_NO_DELETE],
         postgres: &[
             "CREATE FUNCTION silo_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS \
          $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
@@ -218,10 +220,8 @@ const MIGRATIONS: &[Migration] = &[
             "DROP TABLE audit",
             "ALTER TABLE audit_by_seq RENAME TO audit",
             "CREATE INDEX audit_by_org ON audit (org_id, seq)",
-            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
-             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit \
-             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+            AUDIT_NO_UPDATE,
+            AUDIT_NO_DELETE,
         ],
         postgres: &[],
     },
