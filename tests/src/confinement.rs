@@ -703,6 +703,39 @@ async fn postgres_a_repeated_filter_is_left_out_only_for_the_filters_own_values(
         walk(&plan)
     };
     assert!(!filters_above(lean.sql.replace("$1", "'acme'")).await);
+    // A hostile connector binding the filter's value beside an error oracle
+    // (`note::int` fails on every other tenant's note): the repetition goes,
+    // the oracle stays above the fence and only ever sees acme's rows.
+    let oracle = silo_host::policy::sql::rewrite(
+        silo_types::SqlDialect::Postgres,
+        r#"SELECT "id", "note" FROM "orders" WHERE "tenant" = $1 AND "note"::int > 0 ORDER BY "id""#,
+        vec![Value::Text("acme".into())],
+        schema,
+        &tables,
+        &[],
+    )
+    .unwrap();
+    assert!(
+        !oracle.sql.contains(r#""tenant" = $1 AND"#),
+        "{}",
+        oracle.sql
+    );
+    assert_eq!(rows(oracle.sql.clone(), texts(&oracle.params)).await, plain);
+    let plan = pg_plan(client, "VERBOSE, ", &oracle.sql.replace("$1", "'acme'")).await;
+    let mut scans = Vec::new();
+    scans_of(&plan, "orders", &mut scans);
+    assert!(!scans.is_empty(), "{plan}");
+    for scan in scans {
+        for key in ["Filter", "Index Cond", "Recheck Cond"] {
+            if let Some(cond) = scan.get(key).and_then(|c| c.as_str()) {
+                assert!(
+                    !cond.contains("note"),
+                    "the scan of orders evaluates `{cond}`"
+                );
+            }
+        }
+    }
+
     for other in ["globex", "ACME", "acme "] {
         let kept = run(other);
         assert!(
