@@ -176,7 +176,10 @@ async fn fetch(
     let columns: std::sync::Arc<[String]> = run.fetch.columns().into();
     // On record (`fetch.start`) before the first byte: a crash mid-stream
     // still leaves a trace. The append's fsync overlaps the first batch.
-    let silo_control::EmbedFetch { mut fetch, audit } = run;
+    let silo_control::EmbedFetch {
+        mut fetch,
+        mut audit,
+    } = run;
     let (begun, first) = tokio::join!(audit.begin(), fetch.next_batch());
     if let Err(err) = begun {
         s.metrics.fetch(error_code(&err), 0, 0);

@@ -3,6 +3,10 @@
 //! record's hash, so changing, inserting or removing a record in the middle
 //! breaks every hash after it; `silo audit verify` recomputes the chain. The
 //! store also refuses `UPDATE` and `DELETE` on the table (triggers).
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -109,6 +113,60 @@ fn bounded(event: &AuditEvent) -> AuditEvent {
 /// Most events one transaction appends.
 const BATCH: usize = 256;
 
+/// How long the embedded store's writer may hold a batch while other
+/// operations' records are still to come (group commit's delay, as
+/// Postgres' `commit_delay` with `commit_siblings`): concurrent fetches then
+/// share one commit and one wake-up of the writer instead of paying one
+/// each, which was a tenth of a fetch's CPU (BENCHMARKS.md). A lone fetch
+/// waits for nobody, and the batch is committed as soon as the last record
+/// it waits for arrives.
+const COMMIT_DELAY: Duration = Duration::from_millis(1);
+
+/// Operations whose audit record is still to come (fetches under way).
+#[derive(Debug, Default)]
+pub(crate) struct ToCome {
+    count: AtomicUsize,
+    lock: std::sync::Mutex<()>,
+    arrived: std::sync::Condvar,
+}
+
+/// One operation's record still to come; it stops counting when dropped,
+/// which its owner does just before appending.
+#[derive(Debug)]
+pub(crate) struct Expecting(Arc<ToCome>);
+
+impl ToCome {
+    /// Counts one more record to come, until the returned value is dropped.
+    fn expect(self: &Arc<Self>) -> Expecting {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Expecting(self.clone())
+    }
+
+    /// Records still to come.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until no record is to come, or `limit` passes.
+    fn wait(&self, limit: Duration) {
+        let held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .arrived
+            .wait_timeout_while(held, limit, |_| self.count() > 0);
+    }
+}
+
+impl Drop for Expecting {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock: a writer that saw a record to come is
+            // already waiting, and is woken.
+            let _held = self.0.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.0.arrived.notify_all();
+        }
+    }
+}
+
 /// An event waiting for the writer, and where its record goes.
 type Queued = (
     AuditEvent,
@@ -120,23 +178,25 @@ type Queued = (
 /// was written. Concurrent fetches share commits instead of taking turns;
 /// each still gets its record only once it is durable.
 #[derive(Debug)]
-pub struct Queue(tokio::sync::mpsc::Sender<Queued>);
+pub struct Queue(tokio::sync::mpsc::Sender<Queued>, Arc<ToCome>);
 
 impl Queue {
     /// Starts the writer on `store` (a copy without a queue of its own):
     /// a thread of its own on the embedded store, a task on Postgres.
     pub(crate) fn start(store: Store) -> Queue {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * BATCH);
+        let to_come = Arc::new(ToCome::default());
         if let Some(local) = store.local().cloned() {
+            let waiting = to_come.clone();
             let spawned = std::thread::Builder::new()
                 .name("silo-audit".into())
-                .spawn(move || write_local(&local, rx));
+                .spawn(move || write_local(&local, rx, &waiting, COMMIT_DELAY));
             if let Err(e) = spawned {
                 // Every append then fails (`busy`): nothing is released
                 // without its record.
                 tracing::error!(error = %e, "starting the audit writer");
             }
-            return Queue(tx);
+            return Queue(tx, to_come);
         }
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -146,7 +206,13 @@ impl Queue {
                 answer(&mut batch, written);
             }
         });
-        Queue(tx)
+        Queue(tx, to_come)
+    }
+
+    /// Counts a record to come: the embedded store's writer holds a batch
+    /// for it (see [`COMMIT_DELAY`]) until it is dropped.
+    pub(crate) fn expect(&self) -> Expecting {
+        self.1.expect()
     }
 }
 
@@ -172,11 +238,19 @@ fn answer(batch: &mut Vec<Queued>, written: Result<Vec<AuditRecord>>) {
 /// every other one queued meanwhile, appends them in one transaction on its
 /// own connection (one commit, one fsync) and answers each. Ends when the
 /// last sender is gone.
-fn write_local(local: &super::store::local::Local, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+fn write_local(
+    local: &super::store::local::Local,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
+    to_come: &ToCome,
+    delay: Duration,
+) {
     let mut conn = None;
     let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
+        // Waiting here, not on the queue: the fetches appending meanwhile
+        // do not each wake this thread.
+        to_come.wait(delay);
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(q) => batch.push(q),
@@ -529,6 +603,57 @@ mod tests {
             assert!(err.to_string().contains("append-only"), "{err}");
         }
         assert_eq!(verify(&store).await.unwrap().records, 2);
+    }
+
+    /// Group commit's delay: with a record still to come, the embedded
+    /// store's writer holds its batch (here for as long as the test could
+    /// run) and commits it once the record arrives, with what was queued
+    /// meanwhile; with none to come it does not wait at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_held_only_while_a_record_is_to_come() {
+        let dir = std::env::temp_dir().join(format!("silo-audit-h-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("s.db").display().to_string())
+            .await
+            .unwrap();
+        let local = store.local().unwrap().clone();
+        let to_come = Arc::new(ToCome::default());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Queued>(16);
+        let waiting = to_come.clone();
+        let writer = std::thread::spawn(move || {
+            write_local(&local, rx, &waiting, Duration::from_secs(3600));
+        });
+        let send = async |action: &str| {
+            let (reply, record) = tokio::sync::oneshot::channel();
+            let event = AuditEvent {
+                actor: "cli".into(),
+                action: action.into(),
+                outcome: "ok".into(),
+                ..AuditEvent::default()
+            };
+            tx.send((event, reply)).await.unwrap();
+            record
+        };
+        let answered = |r| tokio::time::timeout(Duration::from_secs(60), r);
+
+        let lone = answered(send("lone").await).await;
+        assert_eq!(lone.unwrap().unwrap().unwrap().seq, 1, "nothing to come");
+
+        let later = to_come.expect();
+        assert_eq!(to_come.count(), 1);
+        let mut first = send("first").await;
+        let held = tokio::time::timeout(Duration::from_millis(300), &mut first).await;
+        assert!(held.is_err(), "answered while a record was to come");
+        let second = send("second").await;
+        drop(later);
+        assert_eq!(to_come.count(), 0);
+        let first = answered(first).await.unwrap().unwrap().unwrap();
+        let second = answered(second).await.unwrap().unwrap().unwrap();
+        assert_eq!((first.seq, second.seq), (2, 3));
+        assert_eq!(verify(&store).await.unwrap().records, 3);
+        drop(tx);
+        writer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Appends from many tasks at once chain without a gap, also while

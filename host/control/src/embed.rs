@@ -50,13 +50,17 @@ pub struct PendingAudit {
     /// fetch cut short (the client left, the host shut down) says.
     released: (u64, u64),
     writing: Writing,
+    /// Counts this record as to come until its first append: the audit
+    /// writer holds a commit of others' records for it.
+    expecting: Option<audit::Expecting>,
 }
 
 impl PendingAudit {
     /// Puts the fetch on record (`fetch.start`) before a streamed response
     /// releases its first byte. A fetch that cannot be put on record
     /// releases nothing: the error is `busy`, worth a retry.
-    pub async fn begin(&self) -> Result<()> {
+    pub async fn begin(&mut self) -> Result<()> {
+        self.expecting = None;
         let Some(event) = &self.event else {
             return Ok(());
         };
@@ -99,6 +103,7 @@ impl PendingAudit {
     }
 
     fn finish(&mut self, rows: u64, bytes: u64, outcome: &str) -> Option<AuditEvent> {
+        self.expecting = None;
         let mut e = self.event.take()?;
         e.rows = Some(rows as i64);
         e.bytes = Some(bytes as i64);
@@ -277,9 +282,10 @@ impl ControlPlane {
         columns: Option<Vec<String>>,
         limit: Option<u64>,
     ) -> Result<EmbedFetch> {
-        let started = Instant::now();
+        // A record to come from the start, so that concurrent fetches'
+        // records wait for this one to share a commit (audit::COMMIT_DELAY).
+        let mut audit = self.pending_audit(e.event("fetch", dataset), Instant::now());
         let result = self.start_fetch(e, dataset, columns, limit).await;
-        let mut audit = self.pending_audit(e.event("fetch", dataset), started);
         match result {
             Ok(fetch) => {
                 // The caller puts the fetch on record before it releases a
@@ -308,6 +314,7 @@ impl ControlPlane {
             requests: None,
             released: (0, 0),
             writing: self.writing.clone(),
+            expecting: Some(self.store.audit_queue().expect()),
         }
     }
 
