@@ -530,13 +530,27 @@ pub use silo_core::text::bounded_text;
 mod tests {
     use super::*;
 
-    fn record(seq: i64, prev: &str, action: &str) -> AuditRecord {
-        let event = AuditEvent {
+    /// A CLI action that succeeded.
+    fn event(action: &str) -> AuditEvent {
+        AuditEvent {
             actor: "cli".into(),
             action: action.into(),
             outcome: "ok".into(),
             ..AuditEvent::default()
-        };
+        }
+    }
+
+    /// A new embedded store in a directory of its own (removed first).
+    async fn temp_store(tag: &str) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("silo-audit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("s.db");
+        let store = Store::open(&path.display().to_string()).await.unwrap();
+        (dir, store)
+    }
+
+    fn record(seq: i64, prev: &str, action: &str) -> AuditRecord {
+        let event = event(action);
         let hash = chain_hash(seq, 100 + seq, &event, prev).unwrap();
         AuditRecord {
             seq,
@@ -582,17 +596,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_sqlite_store_refuses_to_change_the_log() {
-        let dir = std::env::temp_dir().join(format!("silo-audit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir.join("s.db").display().to_string())
-            .await
-            .unwrap();
-        let e = AuditEvent {
-            actor: "cli".into(),
-            action: "test".into(),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
+        let (dir, store) = temp_store("r").await;
+        let e = event("test");
         append(&store, &e).await.unwrap();
         append(&store, &e).await.unwrap();
         for sql in [
@@ -603,6 +608,7 @@ mod tests {
             assert!(err.to_string().contains("append-only"), "{err}");
         }
         assert_eq!(verify(&store).await.unwrap().records, 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Group commit's delay: with a record still to come, the embedded
@@ -611,11 +617,7 @@ mod tests {
     /// meanwhile; with none to come it does not wait at all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_is_held_only_while_a_record_is_to_come() {
-        let dir = std::env::temp_dir().join(format!("silo-audit-h-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir.join("s.db").display().to_string())
-            .await
-            .unwrap();
+        let (dir, store) = temp_store("h").await;
         let local = store.local().unwrap().clone();
         let to_come = Arc::new(ToCome::default());
         let (tx, rx) = tokio::sync::mpsc::channel::<Queued>(16);
@@ -623,28 +625,22 @@ mod tests {
         let writer = std::thread::spawn(move || {
             write_local(&local, rx, &waiting, Duration::from_secs(3600));
         });
-        let send = async |action: &str| {
+        let send = |action: &str| {
             let (reply, record) = tokio::sync::oneshot::channel();
-            let event = AuditEvent {
-                actor: "cli".into(),
-                action: action.into(),
-                outcome: "ok".into(),
-                ..AuditEvent::default()
-            };
-            tx.send((event, reply)).await.unwrap();
+            tx.try_send((event(action), reply)).unwrap();
             record
         };
         let answered = |r| tokio::time::timeout(Duration::from_secs(60), r);
 
-        let lone = answered(send("lone").await).await;
+        let lone = answered(send("lone")).await;
         assert_eq!(lone.unwrap().unwrap().unwrap().seq, 1, "nothing to come");
 
         let later = to_come.expect();
         assert_eq!(to_come.count(), 1);
-        let mut first = send("first").await;
+        let mut first = send("first");
         let held = tokio::time::timeout(Duration::from_millis(300), &mut first).await;
         assert!(held.is_err(), "answered while a record was to come");
-        let second = send("second").await;
+        let second = send("second");
         drop(later);
         assert_eq!(to_come.count(), 0);
         let first = answered(first).await.unwrap().unwrap().unwrap();
@@ -661,21 +657,13 @@ mod tests {
     /// it; the callers wait for their records).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_chain_and_outlast_a_held_write_lock() {
-        let dir = std::env::temp_dir().join(format!("silo-audit-c-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let (dir, store) = temp_store("c").await;
         let path = dir.join("s.db");
-        let store = Store::open(&path.display().to_string()).await.unwrap();
-        let event = |i: usize| AuditEvent {
-            actor: "cli".into(),
-            action: format!("a{i}"),
-            outcome: "ok".into(),
-            ..AuditEvent::default()
-        };
         let burst = |from: usize| {
             (from..from + 100)
                 .map(|i| {
                     let store = store.clone();
-                    tokio::spawn(async move { append(&store, &event(i)).await })
+                    tokio::spawn(async move { append(&store, &event(&format!("a{i}"))).await })
                 })
                 .collect::<Vec<_>>()
         };
