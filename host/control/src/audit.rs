@@ -117,9 +117,8 @@ const BATCH: usize = 256;
 /// operations' records are still to come (group commit's delay, as
 /// Postgres' `commit_delay` with `commit_siblings`): concurrent fetches then
 /// share one commit and one wake-up of the writer instead of paying one
-/// each, which was a tenth of a fetch's CPU (BENCHMARKS.md). A lone fetch
-/// waits for nobody, and the batch is committed as soon as the last record
-/// it waits for arrives.
+/// each (measured in BENCHMARKS.md). A lone fetch waits for nobody, and the
+/// batch is committed as soon as the last record it waits for arrives.
 const COMMIT_DELAY: Duration = Duration::from_millis(1);
 
 /// Operations whose audit record is still to come (fetches under way).
@@ -143,7 +142,7 @@ impl ToCome {
     }
 
     /// Records still to come.
-    pub(crate) fn count(&self) -> usize {
+    fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
 
