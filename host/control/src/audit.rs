@@ -177,15 +177,15 @@ type Queued = (
 /// was written. Concurrent fetches share commits instead of taking turns;
 /// each still gets its record only once it is durable.
 #[derive(Debug)]
-pub struct Queue(tokio::sync::mpsc::Sender<Queued>, Arc<ToCome>);
+pub struct Queue(tokio::sync::mpsc::Sender<Queued>, Option<Arc<ToCome>>);
 
 impl Queue {
     /// Starts the writer on `store` (a copy without a queue of its own):
     /// a thread of its own on the embedded store, a task on Postgres.
     pub(crate) fn start(store: Store) -> Queue {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4 * BATCH);
-        let to_come = Arc::new(ToCome::default());
         if let Some(local) = store.local().cloned() {
+            let to_come = Arc::new(ToCome::default());
             let waiting = to_come.clone();
             let spawned = std::thread::Builder::new()
                 .name("silo-audit".into())
@@ -195,7 +195,7 @@ impl Queue {
                 // without its record.
                 tracing::error!(error = %e, "starting the audit writer");
             }
-            return Queue(tx, to_come);
+            return Queue(tx, Some(to_come));
         }
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -205,13 +205,14 @@ impl Queue {
                 answer(&mut batch, written);
             }
         });
-        Queue(tx, to_come)
+        Queue(tx, None)
     }
 
     /// Counts a record to come: the embedded store's writer holds a batch
-    /// for it (see [`COMMIT_DELAY`]) until it is dropped.
-    pub(crate) fn expect(&self) -> Expecting {
-        self.1.expect()
+    /// for it (see [`COMMIT_DELAY`]) until it is dropped. The Postgres
+    /// store's writer holds nothing, so nothing is counted there.
+    pub(crate) fn expect(&self) -> Option<Expecting> {
+        self.1.as_ref().map(ToCome::expect)
     }
 }
 

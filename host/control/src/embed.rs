@@ -314,7 +314,7 @@ impl ControlPlane {
             requests: None,
             released: (0, 0),
             writing: self.writing.clone(),
-            expecting: Some(self.store.audit_queue().expect()),
+            expecting: self.store.audit_queue().expect(),
         }
     }
 
