@@ -164,12 +164,6 @@ async fn fetch(
             batches.iter().flat_map(|b| b.iter()),
         )
         .map_err(|e| silo_core::error::Error::Internal(format!("encoding rows: {e}")))?;
-        // Freed before the audit's await, on the worker thread that decoded
-        // them: after it the task may resume on the other worker, where each
-        // cell's free would be a cross-thread one (measured in BENCHMARKS.md).
-        // The instance and its slot are released early too.
-        drop(batches);
-        drop(fetch);
         // One record, durable before the first byte: the body is whole.
         audit.commit(count, body.len() as u64, code).await?;
         return Ok((
