@@ -198,7 +198,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Load `silo serve` and a native axum + tokio-postgres handler with the
-    /// same embed fetches, alternately, and print req/s, latency and ratios.
+    /// same embed fetches, alternately, and print req/s, latency, ratios and
+    /// the CPU per request of the server, Postgres, the load generator and
+    /// the machine.
     Api {
         /// Admin connection used for seeding.
         #[arg(long, default_value = crate::demo::DEFAULT_ADMIN)]

@@ -84,8 +84,41 @@ struct Load {
     short: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
-    /// CPU time during the run: (the server process's, the whole machine's).
-    cpu: (Duration, Duration),
+    /// CPU time during the run.
+    cpu: Cpu,
+}
+
+/// CPU time spent during one run, by whom.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    /// The server under load (its process, all threads).
+    server: Duration,
+    /// The local processes named `postgres` (zero if the database is elsewhere).
+    database: Duration,
+    /// This process: the load generator.
+    client: Duration,
+    /// The whole machine, all of the above included.
+    machine: Duration,
+}
+
+impl Cpu {
+    fn now(server: u32) -> Cpu {
+        Cpu {
+            server: process_cpu(&format!("/proc/{server}/stat")),
+            database: database_cpu(),
+            client: process_cpu("/proc/self/stat"),
+            machine: machine_cpu(),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            server: self.server.saturating_sub(before.server),
+            database: self.database.saturating_sub(before.database),
+            client: self.client.saturating_sub(before.client),
+            machine: self.machine.saturating_sub(before.machine),
+        }
+    }
 }
 
 impl Load {
@@ -100,11 +133,12 @@ impl Load {
             .unwrap_or_default()
     }
 
-    /// CPU per answered request: (the server's own, the machine's in all,
-    /// database and load generator included), in µs.
-    fn cpu_per_request(&self) -> (f64, f64) {
+    /// CPU per answered request in µs: the server's own, the database's,
+    /// the load generator's, and the machine's in all.
+    fn cpu_per_request(&self) -> [f64; 4] {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / (self.ok.max(1) as f64);
-        (per(self.cpu.0), per(self.cpu.1))
+        let c = self.cpu;
+        [c.server, c.database, c.client, c.machine].map(per)
     }
 
     fn merge(&mut self, other: Load) {
@@ -297,12 +331,9 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
                 } else {
                     silo.pid()
                 };
-                let before = (process_cpu(pid), machine_cpu());
+                let before = Cpu::now(pid);
                 let mut r = load(targets, run_for).await;
-                r.cpu = (
-                    process_cpu(pid).saturating_sub(before.0),
-                    machine_cpu().saturating_sub(before.1),
-                );
+                r.cpu = Cpu::now(pid).since(before);
                 writeln!(out, "  run {} {name}: {}", run + 1, line(&r)).map_err(io)?;
                 if native_turn {
                     n_all.push(r);
@@ -338,9 +369,40 @@ async fn run_in(opts: &ApiOptions, exe: &Path, work: &Path, out: &mut impl Write
     Ok(())
 }
 
-/// CPU time `pid` has used (user and system, all its threads).
-fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// CPU time a process has used (user and system, all its threads), from its
+/// `/proc/<pid>/stat`.
+fn process_cpu(path: &str) -> Duration {
+    stat_cpu(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// CPU time of the local processes named `postgres`: the database server's
+/// backends and helpers (zero when the database runs on another machine).
+/// A process that exits during a run takes its time with it.
+fn database_cpu() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| stat_command(stat) == Some("postgres"))
+        .map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
+/// The command name in a `/proc/<pid>/stat` line: between the first `(`
+/// and the last `)`.
+fn stat_command(stat: &str) -> Option<&str> {
+    let (_, rest) = stat.split_once('(')?;
+    Some(rest.rsplit_once(')')?.0)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line.
+fn stat_cpu(stat: &str) -> Duration {
     // Fields after the command (which may hold spaces), from its `)`.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -391,15 +453,18 @@ fn median_run(runs: &[Load]) -> Load {
 }
 
 fn line(r: &Load) -> String {
-    let (own, all) = r.cpu_per_request();
+    let [server, database, client, machine] = r.cpu_per_request();
     let mut s = format!(
-        "{:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} ok  cpu/req {:>4.0} µs server, {:>4.0} µs machine",
+        "{:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} ok  cpu/req {:>4.0} µs server, \
+         {:>4.0} µs postgres, {:>3.0} µs client, {:>4.0} µs machine",
         r.rps(),
         ms(r.pct(0.5)),
         ms(r.pct(0.99)),
         r.ok,
-        own,
-        all
+        server,
+        database,
+        client,
+        machine
     );
     if r.errors > 0 || !r.statuses.is_empty() || r.short > 0 || r.foreign_rows > 0 {
         s.push_str(&format!(
@@ -866,4 +931,36 @@ pub async fn native(opts: &NativeOptions) -> Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).await.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command name may hold spaces and parentheses; the fields after it
+    /// are still found from its last `)`.
+    #[test]
+    fn stat_lines_are_read_from_the_last_parenthesis() {
+        let fields = "S 1 1 1 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 100 0 0";
+        let plain = format!("4242 (postgres) {fields}");
+        assert_eq!(stat_command(&plain), Some("postgres"));
+        assert_eq!(stat_cpu(&plain), Duration::from_millis(3250));
+        let odd = format!("4243 (a) (postgres) x) {fields}");
+        assert_eq!(stat_command(&odd), Some("a) (postgres) x"));
+        assert_eq!(stat_cpu(&odd), Duration::from_millis(3250));
+        assert_eq!(stat_command("4244 no command"), None);
+        assert_eq!(stat_cpu("garbage"), Duration::ZERO);
+    }
+
+    /// This process is not `postgres`, and its own CPU time is counted.
+    #[test]
+    fn the_load_generator_is_not_counted_as_the_database() {
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        assert_ne!(stat_command(&own), Some("postgres"));
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(process_cpu("/proc/self/stat") > Duration::ZERO);
+    }
 }
